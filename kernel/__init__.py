@@ -1,0 +1,199 @@
+"""tickkit: schedule and run tasks for chat bots and async services.
+
+Static tasks are defined with :func:`task`; dynamic jobs are created at run time with
+:func:`create_task`; a :class:`Kernel` runs them from a driver (memory, SQLite, Redis/BullMQ).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from ._version import __version__
+from .clock import Clock, SystemClock
+from .codec import Codec, JSONCodec
+from .context import TaskContext
+from .driver import Driver, DriverContext
+from .errors import (
+    DriverError,
+    DriverNotFoundError,
+    DuplicateTaskError,
+    IncompatibleStoreError,
+    InvalidCronError,
+    InvalidDataError,
+    InvalidJobIdError,
+    InvalidScheduleError,
+    InvalidTaskError,
+    JobExistsError,
+    JobNotFoundError,
+    KernelNotRunningError,
+    MissingExtraError,
+    PluginError,
+    PrepareResultError,
+    TickkitError,
+    UnknownTaskError,
+    UnknownTimezoneError,
+)
+from .hookspecs import hookimpl, hookspec
+from .kernel import Kernel, current_kernel, running_kernels, set_driver
+from .models import (
+    Acquired,
+    Backoff,
+    Claim,
+    Job,
+    JobState,
+    Misfire,
+    Outcome,
+    Plan,
+    RunResult,
+)
+from .manager import default_hooks
+from .registry import TaskDefinition, TaskRegistry, default_registry, define_task, task
+from .schedule import Schedule, plan_occurrence
+
+__all__ = [
+    "Acquired",
+    "Backoff",
+    "Claim",
+    "Clock",
+    "Codec",
+    "Driver",
+    "DriverContext",
+    "DriverError",
+    "DriverNotFoundError",
+    "DuplicateTaskError",
+    "IncompatibleStoreError",
+    "InvalidCronError",
+    "InvalidDataError",
+    "InvalidJobIdError",
+    "InvalidScheduleError",
+    "InvalidTaskError",
+    "JSONCodec",
+    "Job",
+    "JobExistsError",
+    "JobNotFoundError",
+    "JobState",
+    "Kernel",
+    "KernelNotRunningError",
+    "Misfire",
+    "MissingExtraError",
+    "Outcome",
+    "Plan",
+    "PluginError",
+    "PrepareResultError",
+    "RunResult",
+    "Schedule",
+    "SystemClock",
+    "TaskContext",
+    "TaskDefinition",
+    "TaskRegistry",
+    "TickkitError",
+    "UnknownTaskError",
+    "UnknownTimezoneError",
+    "__version__",
+    "create_task",
+    "current_kernel",
+    "default_registry",
+    "define_task",
+    "delete_task",
+    "delete_tasks",
+    "get_task",
+    "hookimpl",
+    "hookspec",
+    "list_tasks",
+    "next_runs",
+    "parse_schedule",
+    "pause_task",
+    "plan_occurrence",
+    "resume_task",
+    "run_task_now",
+    "running_kernels",
+    "set_driver",
+    "task",
+]
+
+
+def parse_schedule(value: object, timezone: str | None = None) -> Schedule:
+    """Parse a schedule the way ``task`` and ``create_task`` do (errors name the value)."""
+    return default_hooks().parse_schedule(value, timezone)
+
+
+def next_runs(
+    schedule: object,
+    *,
+    after: datetime | None = None,
+    count: int = 5,
+    timezone: str | None = None,
+) -> list[datetime]:
+    """The next ``count`` fire times of ``schedule`` after ``after`` (default: now), as aware
+    datetimes (in the schedule's time zone when it has one, else UTC)."""
+    from .clock import UTC
+
+    now = after if after is not None else datetime.now(UTC)
+    if now.tzinfo is None:
+        raise InvalidScheduleError(f"after must be an aware datetime, got {now!r}")
+    parsed = parse_schedule(schedule, timezone).anchored(now)
+    zone = getattr(parsed, "zone", None)
+    out: list[datetime] = []
+    at = parsed.first_fire(now)
+    while at is not None and len(out) < count:
+        out.append(at.astimezone(zone) if zone is not None else at)
+        if not parsed.recurring:
+            break
+        at = parsed.next_fire(at)
+    return out
+
+
+async def create_task(
+    name: str,
+    data: Any = None,
+    schedule: object = None,
+    *,
+    id: str | None = None,
+    replace: bool = False,
+) -> str:
+    """Create a dynamic job on the running kernel; see :meth:`Kernel.create_task`."""
+    return await current_kernel().create_task(name, data, schedule, id=id, replace=replace)
+
+
+async def delete_task(job_id: str) -> bool:
+    """Delete a job (a missing id is not an error)."""
+    return await current_kernel().delete_task(job_id)
+
+
+async def delete_tasks(*, name: str) -> int:
+    """Delete every dynamic job of task ``name``."""
+    return await current_kernel().delete_tasks(name=name)
+
+
+async def get_task(job_id: str) -> Job | None:
+    """The job with this id, or None."""
+    return await current_kernel().get_task(job_id)
+
+
+async def list_tasks(
+    name: str | None = None,
+    *,
+    state: JobState | str | None = None,
+    static: bool | None = None,
+    limit: int | None = None,
+) -> list[Job]:
+    """Jobs on the running kernel's store."""
+    return await current_kernel().list_tasks(name, state=state, static=static, limit=limit)
+
+
+async def pause_task(job_id: str) -> Job:
+    """Pause a job."""
+    return await current_kernel().pause_task(job_id)
+
+
+async def resume_task(job_id: str) -> Job:
+    """Resume a paused job."""
+    return await current_kernel().resume_task(job_id)
+
+
+async def run_task_now(job_id: str) -> str:
+    """Run a job now; returns the id of the job that runs."""
+    return await current_kernel().run_task_now(job_id)
+
+

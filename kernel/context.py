@@ -1,0 +1,93 @@
+"""The object every ``prepare`` and ``execute`` receives."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+    from .models import Job
+    from .registry import TaskDefinition
+
+_task_logger = logging.getLogger("tickkit.task")
+
+
+class TaskContext:
+    """One run of a task.
+
+    Attributes: ``task`` (the TaskDefinition), ``data`` (the job's JSON data), ``job_id``,
+    ``job``, ``scheduled_at`` (nominal time of the occurrence), ``started_at`` (actual start),
+    ``attempt`` (1-based), ``store`` (a dict shared by prepare and execute of this run),
+    ``kernel``, ``logger`` (records carry ``task``, ``job_id`` and ``attempt``). The objects a
+    kernel was given as ``context`` are attributes too: ``Kernel(context={"client": bot})`` makes
+    ``ctx.client``.
+    """
+
+    __slots__ = (
+        "task",
+        "data",
+        "job_id",
+        "job",
+        "scheduled_at",
+        "started_at",
+        "attempt",
+        "store",
+        "kernel",
+        "_extras",
+        "_logger",
+    )
+
+    def __init__(
+        self,
+        *,
+        task: TaskDefinition,
+        job: Job,
+        scheduled_at: datetime,
+        started_at: datetime,
+        attempt: int,
+        kernel: Kernel,
+        extras: Mapping[str, Any],
+    ) -> None:
+        self.task = task
+        self.job = job
+        self.data = job.data
+        self.job_id: str = job.id or ""
+        self.scheduled_at = scheduled_at
+        self.started_at = started_at
+        self.attempt = attempt
+        self.store: dict[str, Any] = {}
+        self.kernel = kernel
+        self._extras = extras
+        self._logger: logging.LoggerAdapter[logging.Logger] | None = None
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        if self._logger is None:
+            self._logger = logging.LoggerAdapter(
+                _task_logger,
+                {"task": self.task.name, "job_id": self.job_id, "attempt": self.attempt},
+            )
+        return self._logger
+
+    @property
+    def lateness(self) -> float:
+        """Seconds between the nominal time and the actual start."""
+        return (self.started_at - self.scheduled_at).total_seconds()
+
+    def __getattr__(self, name: str) -> Any:
+        extras = object.__getattribute__(self, "_extras")
+        try:
+            return extras[name]
+        except KeyError:
+            raise AttributeError(
+                f"TaskContext has no attribute {name!r} (context objects: {sorted(extras)})"
+            ) from None
+
+    def __repr__(self) -> str:
+        return (
+            f"<TaskContext task={self.task.name!r} job_id={self.job_id!r} "
+            f"attempt={self.attempt} scheduled_at={self.scheduled_at.isoformat()}>"
+        )

@@ -1,0 +1,190 @@
+"""The driver contract: what a store of jobs must do for the kernel.
+
+A driver keeps jobs and hands due occurrences to the kernel as leased :class:`Claim` objects.
+The kernel decides what a claimed occurrence means (misfire policy, retries, next occurrence)
+and tells the driver the outcome with :meth:`Driver.complete`; the driver stores that outcome
+atomically. ``tickkit.testing.contract`` is one test suite every driver must pass.
+
+The contract is written so that these stores fit it without changes:
+
+- memory: a heap of due jobs in this process;
+- SQLite: one row per job, claims as leases (owner, token, expiry) taken in one transaction, the
+  next occurrence written in the transaction that records the outcome;
+- BullMQ: one-off jobs are BullMQ jobs, recurring static tasks are job schedulers whose next
+  job is produced when the current one is claimed (fill ``Claim.plan`` with
+  :meth:`DriverContext.plan` inside :meth:`Driver.acquire`), leases are BullMQ job locks.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, ClassVar
+
+import attrs
+
+from .clock import Clock
+from .codec import Codec
+from .models import Acquired, Claim, Job, JobState, Plan, RunResult
+from .schedule import Schedule
+
+
+@attrs.define(eq=False)
+class DriverContext:
+    """What the kernel gives a driver when it starts it."""
+
+    clock: Clock
+    codec: Codec
+    #: parse a stored schedule spec back into a Schedule (goes through the schedule hooks)
+    parse_schedule: Callable[[dict[str, Any]], Schedule]
+    #: decide what a claimed occurrence means: ``plan(job, scheduled_at, attempt, now)``
+    plan: Callable[[Job, datetime, int, datetime], Plan]
+    #: wake the kernel's dispatcher (call when another process made a job due sooner)
+    notify: Callable[[], None]
+    #: identifies this kernel (lease owner, BullMQ worker name)
+    owner: str
+    logger: logging.Logger = attrs.field(factory=lambda: logging.getLogger("tickkit.driver"))
+
+
+class Driver(abc.ABC):
+    """Base class of every driver. Methods are coroutines unless said otherwise.
+
+    Drivers are registered in the ``tickkit.drivers`` entry-point group, one entry per URL
+    scheme, pointing at the class; the kernel calls :meth:`from_url`.
+    """
+
+    #: seconds between the dispatcher's re-reads of the store while it is idle, for changes made
+    #: by other processes that the driver cannot announce; None: the driver always calls
+    #: ``DriverContext.notify`` (or only this process writes)
+    poll_interval: float | None = None
+    #: lease length in seconds; the kernel renews the claims it holds every third of it.
+    #: None: claims need no renewal (one process owns the store)
+    lease_duration: float | None = None
+    #: True when the driver supports trio as well as asyncio
+    supports_trio: ClassVar[bool] = False
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Driver:
+        """Create a driver from a store URL (``scheme://...``) and keyword options."""
+        raise NotImplementedError(f"{cls.__name__} cannot be created from a URL ({url!r})")
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self, ctx: DriverContext) -> None:
+        """Open connections, create or migrate the schema. Called once before any other call."""
+        self.ctx = ctx
+
+    async def stop(self) -> None:
+        """Close connections. Claims still held were already released or completed."""
+
+    # --- managing jobs -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def add_job(self, job: Job, *, replace: bool = False) -> str:
+        """Store a new job and return its id.
+
+        ``job.id`` None: the driver assigns a unique id. An existing id raises
+        :class:`~tickkit.JobExistsError` unless ``replace``; then the old job is replaced (a
+        running occurrence of it finishes, and its outcome no longer changes the new job).
+        ``job.next_run_at`` is set; ``job.state`` is SCHEDULED or PAUSED.
+        """
+
+    @abc.abstractmethod
+    async def sync_static(self, jobs: Sequence[Job], now: datetime) -> None:
+        """Reconcile the stored schedules of static tasks with ``jobs`` (``static=True``).
+
+        A stored static job whose schedule spec equals the new one keeps its ``next_run_at``,
+        ``attempt`` and state (so missed runs while no kernel ran are caught up under the misfire
+        policy); one whose spec changed takes the new job's ``next_run_at``; a new one is added;
+        a stored static job not in ``jobs`` is removed. Dynamic jobs are untouched.
+        """
+
+    @abc.abstractmethod
+    async def get_job(self, job_id: str) -> Job | None:
+        """Return the job, or None."""
+
+    @abc.abstractmethod
+    async def list_jobs(
+        self,
+        *,
+        name: str | None = None,
+        state: JobState | None = None,
+        static: bool | None = None,
+        limit: int | None = None,
+    ) -> list[Job]:
+        """Return jobs matching every filter given, ordered by ``next_run_at`` (None last)."""
+
+    @abc.abstractmethod
+    async def remove_job(self, job_id: str) -> bool:
+        """Remove a job (a running occurrence finishes). Return False when it did not exist."""
+
+    @abc.abstractmethod
+    async def remove_jobs(self, *, name: str) -> int:
+        """Remove every dynamic job of task ``name``; return how many."""
+
+    @abc.abstractmethod
+    async def set_paused(self, job_id: str, paused: bool) -> Job | None:
+        """Pause or resume a job; return it as stored after the change, or None if missing.
+
+        A paused job is not claimed. Resuming keeps ``next_run_at``: a time that passed while
+        paused is handled by the misfire policy when the job is next claimed.
+        """
+
+    @abc.abstractmethod
+    async def move_to(self, job_id: str, when: datetime) -> bool:
+        """Set a scheduled job's ``next_run_at`` (and ``scheduled_at``) to ``when``.
+
+        Used by ``run_task_now`` on one-off jobs. Return False when the job is missing or running.
+        """
+
+    async def count_jobs(self) -> dict[JobState, int]:
+        """Return the number of jobs in each state (drivers may answer without listing)."""
+        counts: dict[JobState, int] = {}
+        for job in await self.list_jobs():
+            counts[job.state] = counts.get(job.state, 0) + 1
+        return counts
+
+    def io_pending(self) -> bool:
+        """True while a call waits on a worker thread or socket that the event loop cannot see
+        as blocked. A virtual clock waits until this is False before it moves time on."""
+        return False
+
+    # --- running jobs --------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def acquire(
+        self, *, now: datetime, limit: int, exclude: frozenset[str] = frozenset()
+    ) -> Acquired:
+        """Claim up to ``limit`` due occurrences (``next_run_at <= now``, not paused).
+
+        Each claim is exclusive across every process sharing the store until it is completed,
+        released, or its lease expires (then another worker may claim it again with
+        ``attempt`` counted). ``exclude``: task names the kernel cannot run now
+        (``max_instances`` reached); a driver should leave their jobs unclaimed when it can.
+        Claimed jobs show state RUNNING. Also return the earliest ``next_run_at`` among jobs
+        not claimed, so the kernel sleeps exactly until then.
+        """
+
+    async def renew(self, claims: Sequence[Claim], now: datetime) -> list[Claim]:
+        """Extend the leases of ``claims``; return those whose lease was lost (taken over).
+
+        Only called when ``lease_duration`` is set.
+        """
+        return []
+
+    @abc.abstractmethod
+    async def complete(self, claim: Claim, result: RunResult) -> None:
+        """Record how a claimed occurrence ended, atomically (see :class:`RunResult`).
+
+        Updates ``last_run_at``, ``last_outcome``, ``last_error``, ``runs``; then a retry,
+        the next occurrence, or the end of the job (retention decides whether a finished job is
+        kept; failed jobs are kept as the dead-letter view unless configured otherwise). A claim
+        whose lease was lost is ignored. A job paused while running stays paused.
+        """
+
+    @abc.abstractmethod
+    async def release(self, claims: Sequence[Claim]) -> None:
+        """Give claims back unrun (shutdown): they become due again at once for any worker,
+        with their attempt not counted."""

@@ -1,0 +1,761 @@
+"""The kernel: lifecycle (an anyio task group), dispatch of due jobs, and the run of one job."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import socket
+import traceback
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from datetime import datetime, timedelta
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from .clock import Clock, SystemClock
+from .codec import Codec
+from .context import TaskContext
+from .driver import Driver, DriverContext
+from .errors import (
+    InvalidScheduleError,
+    JobNotFoundError,
+    KernelNotRunningError,
+    PrepareResultError,
+    TickkitError,
+)
+from .models import Claim, Job, JobState, Outcome, Plan, RunResult
+from .manager import Hooks, create_plugin_manager, load_driver_class
+from .registry import TaskDefinition, TaskRegistry, check_name, default_registry
+from .schedule import Schedule, plan_occurrence
+
+log = logging.getLogger("tickkit")
+
+_default_driver: Driver | str | None = None
+_running: list[Kernel] = []
+
+
+def set_driver(driver: Driver | str | None) -> None:
+    """Set the driver (object or URL) that a ``Kernel()`` created without one uses."""
+    global _default_driver
+    _default_driver = driver
+
+
+def current_kernel() -> Kernel:
+    """The kernel the module-level functions act on: the most recently started one."""
+    if not _running:
+        raise KernelNotRunningError(
+            "no tickkit kernel is running: start one first, e.g. "
+            "`async with tickkit.Kernel(driver=...) as kernel:`"
+        )
+    return _running[-1]
+
+
+class Kernel:
+    """Runs tasks from a driver.
+
+    ``async with Kernel(...) as kernel:`` opens the driver, stores the static schedules, and
+    runs due jobs until the block ends, then shuts down gracefully.
+
+    Arguments:
+        driver: a Driver object or a store URL (``memory://``, ``sqlite:///tasks.db``,
+            ``redis://...``); default: the one given to :func:`set_driver`, else ``memory://``.
+        tasks: task definitions to run (default: every task defined with ``tickkit.task``).
+        plugins: extra plugin objects or ``"module:attr"`` names, on top of installed ones.
+        context: objects every TaskContext exposes as attributes (``{"client": bot}``).
+        clock: the time source (default :class:`SystemClock`; tests pass a VirtualClock).
+        concurrency: runs at once in this kernel.
+        shutdown_timeout: seconds running tasks get to finish at shutdown before cancellation.
+        driver_options: keyword options for a driver given as a URL.
+        entry_points: load plugins from the ``tickkit.plugins`` entry-point group.
+    """
+
+    def __init__(
+        self,
+        driver: Driver | str | None = None,
+        *,
+        tasks: Iterable[TaskDefinition] | TaskRegistry | None = None,
+        plugins: Iterable[object] = (),
+        context: Mapping[str, Any] | None = None,
+        clock: Clock | None = None,
+        concurrency: int = 64,
+        shutdown_timeout: float = 30.0,
+        driver_options: Mapping[str, Any] | None = None,
+        entry_points: bool = True,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency!r}")
+        self._driver_spec = driver if driver is not None else (_default_driver or "memory://")
+        self._driver_options = dict(driver_options or {})
+        if tasks is None:
+            self.tasks = default_registry
+        elif isinstance(tasks, TaskRegistry):
+            self.tasks = tasks
+        else:
+            self.tasks = TaskRegistry(tasks)
+        self._plugins = list(plugins)
+        self._entry_points = entry_points
+        self.context: dict[str, Any] = dict(context or {})
+        self.clock: Clock = clock or SystemClock()
+        self.concurrency = concurrency
+        self.shutdown_timeout = shutdown_timeout
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.hooks: Hooks | None = None
+        self.driver: Driver | None = None
+        self.codec: Codec | None = None
+        self._state = "new"
+        self._wakeup = anyio.Event()
+        self._stopped = anyio.Event()
+        self._stop_requested = anyio.Event()
+        self._inflight: dict[Claim, anyio.CancelScope | None] = {}
+        self._running_by_name: dict[str, int] = {}
+        self._limits: dict[str, tuple[int, anyio.Semaphore]] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._exit: AsyncExitStack | None = None
+        self._dispatch_scope: anyio.CancelScope | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        """``new``, ``open`` (driver open, not dispatching), ``running``, ``stopping``, ``stopped``."""
+        return self._state
+
+    async def open(self) -> None:
+        """Load plugins and open the driver, without running jobs (used by the CLI to manage a
+        store). ``start`` calls it."""
+        if self._state != "new":
+            return
+        self.hooks = Hooks(create_plugin_manager(self._plugins, entry_points=self._entry_points))
+        self.hooks.refresh()
+        self.codec = self.hooks.data_codec()
+        self.driver = self._resolve_driver(self._driver_spec)
+        await self.driver.start(
+            DriverContext(
+                clock=self.clock,
+                codec=self.codec,
+                parse_schedule=self.hooks.parse_spec,
+                plan=self._plan,
+                notify=self.wakeup,
+                owner=self.id,
+            )
+        )
+        attach = getattr(self.clock, "attach", None)
+        if attach is not None:
+            attach(self)
+        self._state = "open"
+
+    def _resolve_driver(self, spec: Driver | str) -> Driver:
+        if isinstance(spec, Driver):
+            return spec
+        if not isinstance(spec, str) or "://" not in spec:
+            raise TickkitError(f"driver must be a Driver object or a URL like 'memory://', got {spec!r}")
+        assert self.hooks is not None
+        driver = self.hooks.resolve_driver(spec, dict(self._driver_options))
+        if driver is None:
+            cls = load_driver_class(spec.split("://", 1)[0].lower())
+            driver = cls.from_url(spec, **self._driver_options)
+        return driver
+
+    async def start(self) -> None:
+        """Open, store static schedules, and start dispatching in a new task group."""
+        if self._state in ("running", "stopping"):
+            return
+        await self.open()
+        assert self.hooks is not None and self.driver is not None
+        for definition in self.hooks.load_tasks(self):
+            self.tasks.add(definition)
+        await self.sync_static()
+        self._exit = AsyncExitStack()
+        self._tg = await self._exit.enter_async_context(anyio.create_task_group())
+        self._state = "running"
+        _running.append(self)
+        self._tg.start_soon(self._dispatch)
+        if self.driver.lease_duration:
+            self._tg.start_soon(self._renew_leases, self.driver.lease_duration)
+        for service in self.hooks.kernel_services(self):
+            self._tg.start_soon(self._service, service)
+        self._run_immediate()
+        self.hooks.kernel_started(self)
+
+    async def stop(self) -> None:
+        """Stop taking jobs, wait ``shutdown_timeout`` for running ones, cancel the rest (their
+        claims are released for another worker), and close the driver."""
+        if self._state == "open":
+            assert self.driver is not None
+            await self.driver.stop()
+            self._state = "stopped"
+            return
+        if self._state != "running":
+            return
+        assert self.hooks is not None and self._tg is not None and self._exit is not None
+        self._state = "stopping"
+        self.hooks.kernel_stopping(self)
+        if self._dispatch_scope is not None:
+            self._dispatch_scope.cancel()
+        self._wakeup.set()
+        with anyio.CancelScope(shield=True):
+            if self._inflight:
+                with anyio.move_on_after(self.shutdown_timeout):
+                    while self._inflight:
+                        done = anyio.Event()
+                        self._drained = done
+                        await done.wait()
+            for scope in list(self._inflight.values()):
+                if scope is not None:
+                    scope.cancel()
+        # the task group is exited here, in the scope it was entered in
+        self._tg.cancel_scope.cancel()
+        try:
+            await self._exit.aclose()
+        finally:
+            if self in _running:
+                _running.remove(self)
+            with anyio.CancelScope(shield=True):
+                assert self.driver is not None
+                await self.driver.stop()
+            self._state = "stopped"
+            self._stopped.set()
+
+    async def __aenter__(self) -> Kernel:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def serve(self) -> None:
+        """Start, run until :meth:`request_stop` is called (or the caller is cancelled), stop."""
+        await self.start()
+        try:
+            await self._stop_requested.wait()
+        finally:
+            await self.stop()
+
+    def request_stop(self) -> None:
+        """Ask a :meth:`serve` loop to shut down (safe from a signal handler's task)."""
+        self._stop_requested.set()
+
+    def wakeup(self) -> None:
+        """Wake the dispatcher: something may be due sooner than it thought."""
+        self._wakeup.set()
+
+    def _require(self) -> tuple[Driver, Hooks, Codec]:
+        if self.driver is None or self.hooks is None or self.codec is None or self._state in (
+            "new",
+            "stopped",
+        ):
+            raise KernelNotRunningError(
+                "this kernel is not open: use `async with kernel:` or `await kernel.open()` first"
+            )
+        return self.driver, self.hooks, self.codec
+
+    def io_pending(self) -> bool:
+        """True while the driver waits on a worker thread (lets a virtual clock settle)."""
+        return self.driver is not None and self.driver.io_pending()
+
+    # --- static schedules ---------------------------------------------------------------
+
+    def static_job(self, definition: TaskDefinition, now: datetime) -> Job | None:
+        """The stored form of a static task's schedule (None for tasks without one)."""
+        if definition.schedule is None:
+            return None
+        schedule = definition.schedule.anchored(now)
+        first = schedule.first_fire(now)
+        job = Job(
+            id=definition.name,
+            name=definition.name,
+            data=definition.data,
+            schedule=schedule.to_spec(),
+            next_run_at=first,
+            scheduled_at=first,
+            state=JobState.SCHEDULED if first is not None else JobState.COMPLETED,
+            static=True,
+            max_attempts=definition.max_attempts,
+            backoff=definition.backoff,
+            created_at=now,
+        )
+        assert self.hooks is not None
+        job.meta.update(self.hooks.job_meta(job))
+        return job
+
+    async def sync_static(self) -> None:
+        """Reconcile the store's static schedules with this kernel's tasks."""
+        driver, _hooks, _codec = self._require()
+        now = self.clock.now()
+        jobs = [j for d in self.tasks if (j := self.static_job(d, now)) is not None]
+        await driver.sync_static(jobs, now)
+        self._wakeup.set()
+
+    def _run_immediate(self) -> None:
+        assert self._tg is not None
+        now = self.clock.now()
+        for definition in self.tasks:
+            if definition.immediate:
+                job = Job(
+                    id=definition.name,
+                    name=definition.name,
+                    data=definition.data,
+                    next_run_at=now,
+                    scheduled_at=now,
+                    created_at=now,
+                )
+                claim = Claim(job=job, scheduled_at=now, attempt=1, local=True)
+                claim.plan = Plan(True, now, 0, None)
+                self._inflight[claim] = None
+                self._tg.start_soon(self._run_claim, claim)
+
+    # --- the job API --------------------------------------------------------------------
+
+    async def create_task(
+        self,
+        name: str,
+        data: Any = None,
+        schedule: object = None,
+        *,
+        id: str | None = None,
+        replace: bool = False,
+    ) -> str:
+        """Create a dynamic job of task ``name`` and return its id.
+
+        ``schedule``: None (run now), a cron string, a datetime, a timedelta (run after that
+        long), or a schedule dict; see docs/schedules.md. Everything is checked before anything is
+        stored.
+        """
+        driver, hooks, codec = self._require()
+        definition = self.tasks.require(name)
+        if id is not None:
+            check_name(id, "job id")
+        stored_data = codec.decode(codec.encode(data))
+        now = self.clock.now()
+        spec: dict[str, Any] | None = None
+        if schedule is None:
+            first: datetime | None = now
+        else:
+            parsed = hooks.parse_schedule(schedule, definition.timezone).anchored(now)
+            first = parsed.first_fire(now)
+            if first is None:
+                raise InvalidScheduleError(f"schedule {schedule!r} has no run time after {now.isoformat()}")
+            spec = parsed.to_spec()
+        job = Job(
+            id=id,
+            name=name,
+            data=stored_data,
+            schedule=spec,
+            next_run_at=first,
+            scheduled_at=first,
+            max_attempts=definition.max_attempts,
+            backoff=definition.backoff,
+            created_at=now,
+        )
+        job.meta.update(hooks.job_meta(job))
+        job_id = await driver.add_job(job, replace=replace)
+        self._wakeup.set()
+        return job_id
+
+    async def delete_task(self, job_id: str) -> bool:
+        """Delete a job (a missing id is not an error). Returns whether it existed."""
+        driver, _, _ = self._require()
+        return await driver.remove_job(job_id)
+
+    async def delete_tasks(self, *, name: str) -> int:
+        """Delete every dynamic job of task ``name``; return how many."""
+        driver, _, _ = self._require()
+        return await driver.remove_jobs(name=name)
+
+    async def get_task(self, job_id: str) -> Job | None:
+        """The job with this id, or None."""
+        driver, _, _ = self._require()
+        return await driver.get_job(job_id)
+
+    async def list_tasks(
+        self,
+        name: str | None = None,
+        *,
+        state: JobState | str | None = None,
+        static: bool | None = None,
+        limit: int | None = None,
+    ) -> list[Job]:
+        """Jobs, filtered by task name, state and kind, ordered by next run time."""
+        driver, _, _ = self._require()
+        st = JobState(state) if state is not None else None
+        return await driver.list_jobs(name=name, state=st, static=static, limit=limit)
+
+    async def pause_task(self, job_id: str) -> Job:
+        """Pause a job; raises JobNotFoundError for an unknown id."""
+        driver, _, _ = self._require()
+        job = await driver.set_paused(job_id, True)
+        if job is None:
+            raise JobNotFoundError(f"no job with id {job_id!r}")
+        return job
+
+    async def resume_task(self, job_id: str) -> Job:
+        """Resume a paused job; a run time that passed meanwhile follows the misfire policy."""
+        driver, _, _ = self._require()
+        job = await driver.set_paused(job_id, False)
+        if job is None:
+            raise JobNotFoundError(f"no job with id {job_id!r}")
+        self._wakeup.set()
+        return job
+
+    async def run_task_now(self, job_id: str) -> str:
+        """Run a job now. A one-off job moves to now; a recurring job gets an extra one-off run
+        (its schedule is unchanged). Returns the id of the job that runs."""
+        driver, _, _ = self._require()
+        job = await driver.get_job(job_id)
+        if job is None:
+            raise JobNotFoundError(f"no job with id {job_id!r}")
+        now = self.clock.now()
+        if job.recurring or job.state is JobState.RUNNING or job.state is JobState.PAUSED:
+            extra = Job(
+                id=None,
+                name=job.name,
+                data=job.data,
+                next_run_at=now,
+                scheduled_at=now,
+                max_attempts=job.max_attempts,
+                backoff=job.backoff,
+                created_at=now,
+                meta={**job.meta, "run_now_of": job_id},
+            )
+            new_id = await driver.add_job(extra)
+            self._wakeup.set()
+            return new_id
+        if not await driver.move_to(job_id, now):
+            raise JobNotFoundError(f"job {job_id!r} cannot be run now (state {job.state})")
+        self._wakeup.set()
+        return job_id
+
+    # --- dispatch -----------------------------------------------------------------------
+
+    def _plan(self, job: Job, scheduled_at: datetime, attempt: int, now: datetime) -> Plan:
+        assert self.hooks is not None
+        definition = self.tasks.get(job.name)
+        schedule: Schedule | None = self.hooks.parse_spec(job.schedule) if job.schedule else None
+        if definition is None:
+            return Plan(True, scheduled_at, 0, None)
+        return plan_occurrence(
+            schedule,
+            scheduled_at,
+            now,
+            misfire=definition.misfire,
+            grace=definition.misfire_grace,
+            retry=attempt > 1,
+        )
+
+    def _capped(self) -> frozenset[str]:
+        capped = []
+        for name, running in self._running_by_name.items():
+            definition = self.tasks.get(name)
+            if definition is not None and definition.max_instances is not None:
+                if running >= definition.max_instances:
+                    capped.append(name)
+        return frozenset(capped)
+
+    async def _dispatch(self) -> None:
+        assert self.driver is not None and self._tg is not None
+        driver = self.driver
+        failures = 0
+        with anyio.CancelScope() as scope:
+            self._dispatch_scope = scope
+            while self._state == "running":
+                self._wakeup = anyio.Event()
+                now = self.clock.now()
+                free = self.concurrency - len(self._inflight)
+                deadline: datetime | None = None
+                if free > 0:
+                    try:
+                        acquired = await driver.acquire(now=now, limit=free, exclude=self._capped())
+                    except Exception as exc:
+                        failures += 1
+                        delay = min(0.5 * 2 ** min(failures, 6), 30.0)
+                        log.warning("driver.acquire failed (%s); retrying in %.1fs", exc, delay)
+                        await self.clock.wait_until(now + timedelta(seconds=delay), anyio.Event())
+                        continue
+                    failures = 0
+                    for claim in acquired.claims:
+                        self._inflight[claim] = None
+                        self._tg.start_soon(self._run_claim, claim)
+                    if len(acquired.claims) >= free:
+                        continue
+                    nd = acquired.next_due
+                    if nd is not None:
+                        if nd > now:
+                            deadline = nd
+                        elif acquired.claims:
+                            continue
+                        # else: due but not claimable now (max_instances): a finishing run
+                        # wakes the dispatcher
+                if driver.poll_interval is not None:
+                    poll_at = now + timedelta(seconds=driver.poll_interval)
+                    deadline = poll_at if deadline is None else min(deadline, poll_at)
+                await self.clock.wait_until(deadline, self._wakeup)
+        self._dispatch_scope = None
+
+    async def _renew_leases(self, lease: float) -> None:
+        assert self.driver is not None
+        every = timedelta(seconds=lease / 3)
+        while True:
+            await self.clock.sleep_until(self.clock.now() + every)
+            claims = [c for c in self._inflight if not c.local]
+            if not claims:
+                continue
+            try:
+                lost = await self.driver.renew(claims, self.clock.now())
+            except Exception as exc:
+                log.warning("renewing %d lease(s) failed: %s", len(claims), exc)
+                continue
+            for claim in lost:
+                log.warning("lost the lease on job %s (another worker may run it)", claim.job.id)
+
+    async def _service(self, service: Any) -> None:
+        try:
+            await service()
+        except Exception:
+            log.exception("kernel service %r failed", service)
+
+    # --- one run ------------------------------------------------------------------------
+
+    async def _run_claim(self, claim: Claim) -> None:
+        name = claim.job.name
+        self._running_by_name[name] = self._running_by_name.get(name, 0) + 1
+        try:
+            with anyio.CancelScope() as scope:
+                self._inflight[claim] = scope
+                try:
+                    await self._execute(claim)
+                except Exception:
+                    # a bug in a plugin or driver: never let it stop the kernel; the claim is
+                    # released so that the job is not lost
+                    log.exception("internal error while running job %s", claim.job.id)
+                    if not claim.local:
+                        with anyio.CancelScope(shield=True):
+                            await self._release(claim)
+            if scope.cancelled_caught and not claim.local:
+                with anyio.CancelScope(shield=True):
+                    await self._release(claim)
+        finally:
+            self._inflight.pop(claim, None)
+            left = self._running_by_name.get(name, 1) - 1
+            if left:
+                self._running_by_name[name] = left
+            else:
+                self._running_by_name.pop(name, None)
+            self._wakeup.set()
+            drained = getattr(self, "_drained", None)
+            if drained is not None and not self._inflight:
+                drained.set()
+
+    async def _release(self, claim: Claim) -> None:
+        assert self.driver is not None
+        try:
+            await self.driver.release([claim])
+        except Exception:
+            log.exception("could not release job %s; its lease will expire", claim.job.id)
+
+    async def _complete(self, claim: Claim, result: RunResult) -> None:
+        if claim.local:
+            return
+        assert self.driver is not None
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.driver.complete(claim, result)
+        except Exception:
+            log.exception(
+                "could not record the outcome of job %s; its lease will expire and it runs again",
+                claim.job.id,
+            )
+
+    async def _execute(self, claim: Claim) -> None:
+        assert self.hooks is not None
+        hooks = self.hooks
+        job = claim.job
+        now = self.clock.now()
+        definition = self.tasks.get(job.name)
+        if definition is None:
+            await self._complete(
+                claim,
+                RunResult(
+                    Outcome.FAILED,
+                    now,
+                    error=f"no task named {job.name!r} is loaded in worker {self.id}",
+                ),
+            )
+            log.error("job %s: no task named %r is loaded", job.id, job.name)
+            return
+        plan = claim.plan or self._plan(job, claim.scheduled_at, claim.attempt, now)
+        if not plan.run:
+            hooks.run_missed(job, plan.scheduled_at, plan.missed, now)
+            await self._complete(claim, RunResult(Outcome.MISSED, now, next_run_at=plan.next_run_at))
+            return
+        if plan.missed:
+            hooks.run_missed(job, plan.scheduled_at, plan.missed, now)
+        limit = self._limit(definition)
+        if limit is not None:
+            async with limit:
+                result = await self._invoke(definition, claim, plan)
+        else:
+            result = await self._invoke(definition, claim, plan)
+        await self._complete(claim, result)
+
+    def _limit(self, definition: TaskDefinition) -> anyio.Semaphore | None:
+        if definition.max_instances is None:
+            return None
+        entry = self._limits.get(definition.name)
+        if entry is None or entry[0] != definition.max_instances:
+            entry = self._limits[definition.name] = (
+                definition.max_instances,
+                anyio.Semaphore(definition.max_instances),
+            )
+        return entry[1]
+
+    async def _invoke(self, definition: TaskDefinition, claim: Claim, plan: Plan) -> RunResult:
+        assert self.hooks is not None
+        hooks = self.hooks
+        clock = self.clock
+        started = clock.now()
+        ctx = TaskContext(
+            task=definition,
+            job=claim.job,
+            scheduled_at=plan.scheduled_at,
+            started_at=started,
+            attempt=claim.attempt,
+            kernel=self,
+            extras=self.context,
+        )
+        error: BaseException | None = None
+        outcome = Outcome.SUCCEEDED
+        value: Any = None
+        try:
+            wrappers = hooks.wrap_run(ctx)
+            if wrappers:
+                async with AsyncExitStack() as stack:
+                    for cm in wrappers:
+                        try:
+                            await stack.enter_async_context(cm)
+                        except Exception:
+                            log.exception("a tickkit_wrap_run manager failed to enter")
+                    hooks.run_started(ctx)
+                    outcome, value = await self._call(definition, ctx)
+            else:
+                hooks.run_started(ctx)
+                outcome, value = await self._call(definition, ctx)
+        except Exception as exc:
+            error = exc
+            outcome = Outcome.FAILED
+        finished = clock.now()
+        duration = (finished - started).total_seconds()
+        job = claim.job
+        retry_at: datetime | None = None
+        if error is not None or outcome is Outcome.TIMED_OUT:
+            attempts = job.max_attempts or definition.max_attempts
+            if claim.attempt < attempts and not isinstance(error, PrepareResultError):
+                backoff = job.backoff or definition.backoff
+                retry_at = finished + timedelta(seconds=backoff.delay_for(claim.attempt))
+            if outcome is Outcome.TIMED_OUT:
+                assert definition.timeout is not None
+                ctx.logger.warning(
+                    "task %s timed out after %ss (attempt %d)%s",
+                    definition.name,
+                    definition.timeout,
+                    claim.attempt,
+                    f"; retry at {retry_at.isoformat()}" if retry_at else "",
+                )
+                hooks.run_timed_out(ctx, definition.timeout, retry_at)
+                message = f"timed out after {definition.timeout}s"
+                tb = None
+            else:
+                assert error is not None
+                ctx.logger.error(
+                    "task %s failed (attempt %d)%s",
+                    definition.name,
+                    claim.attempt,
+                    f"; retry at {retry_at.isoformat()}" if retry_at else "",
+                    exc_info=error,
+                )
+                hooks.run_failed(ctx, error, retry_at, duration)
+                message = f"{type(error).__name__}: {error}"
+                tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            hooks.run_finished(ctx, outcome, duration)
+            return RunResult(
+                outcome,
+                finished,
+                retry_at=retry_at,
+                next_run_at=None if retry_at else plan.next_run_at,
+                error=message,
+                traceback=tb,
+                started_at=started,
+            )
+        if outcome is Outcome.SKIPPED:
+            hooks.run_skipped(ctx)
+        else:
+            hooks.run_succeeded(ctx, value, duration)
+        hooks.run_finished(ctx, outcome, duration)
+        return RunResult(
+            outcome,
+            finished,
+            next_run_at=plan.next_run_at,
+            return_value=_jsonable(value),
+            started_at=started,
+        )
+
+    async def _call(self, definition: TaskDefinition, ctx: TaskContext) -> tuple[Outcome, Any]:
+        if definition.timeout is None:
+            return await self._call_inner(definition, ctx)
+        deadline = ctx.started_at + timedelta(seconds=definition.timeout)
+        timed_out = False
+        caught: Exception | None = None
+        result: tuple[Outcome, Any] = (Outcome.SUCCEEDED, None)
+        async with anyio.create_task_group() as tg:
+            with anyio.CancelScope() as inner:
+
+                async def watchdog() -> None:
+                    nonlocal timed_out
+                    await self.clock.sleep_until(deadline)
+                    timed_out = True
+                    inner.cancel()
+
+                tg.start_soon(watchdog)
+                try:
+                    result = await self._call_inner(definition, ctx)
+                except Exception as exc:
+                    caught = exc
+            tg.cancel_scope.cancel()
+        if timed_out and inner.cancelled_caught:
+            return Outcome.TIMED_OUT, None
+        if caught is not None:
+            raise caught
+        return result
+
+    @staticmethod
+    async def _call_inner(definition: TaskDefinition, ctx: TaskContext) -> tuple[Outcome, Any]:
+        if definition.prepare is not None:
+            ok = definition.prepare(ctx)
+            if inspect.isawaitable(ok):
+                ok = await ok
+            if not isinstance(ok, bool):
+                raise PrepareResultError(
+                    f"prepare of task {definition.name!r} returned {ok!r}; it must return True or False"
+                )
+            if not ok:
+                return Outcome.SKIPPED, None
+        return Outcome.SUCCEEDED, await definition.execute(ctx)
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    return value
+
+
+def running_kernels() -> Sequence[Kernel]:
+    """Kernels started in this process and not stopped yet."""
+    return tuple(_running)

@@ -1,0 +1,301 @@
+"""Task definitions, the registry that holds them, and the ``task`` decorator."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, overload
+
+import attrs
+
+from .errors import DuplicateTaskError, InvalidTaskError, UnknownTaskError
+from .models import Backoff, Misfire, to_seconds
+from .manager import default_hooks
+from .schedule import Schedule
+
+if TYPE_CHECKING:
+    from .context import TaskContext
+
+ExecuteFn = Callable[["TaskContext"], Awaitable[Any]]
+PrepareFn = Callable[["TaskContext"], "Awaitable[bool] | bool"]
+
+#: task names and custom job ids: no ``:`` (BullMQ uses it in keys), not all digits (BullMQ's own
+#: ids are integers), 1 to 200 characters, no control characters.
+_NAME_RE = re.compile(r"^[^:\x00-\x1f\x7f]{1,200}$")
+
+
+def check_name(value: object, what: str = "task name") -> str:
+    if not isinstance(value, str) or not _NAME_RE.match(value) or value.isdigit():
+        raise InvalidTaskError(
+            f"invalid {what} {value!r}: use 1 to 200 characters, no ':' or control characters, "
+            "not only digits"
+        )
+    return value
+
+
+def _source_of(fn: Callable[..., Any] | None) -> str | None:
+    if fn is None:
+        return None
+    try:
+        file = inspect.getsourcefile(fn)
+        line = inspect.getsourcelines(fn)[1]
+    except (TypeError, OSError):
+        return getattr(fn, "__module__", None)
+    return f"{file}:{line}"
+
+
+def _misfire(value: Misfire | str) -> Misfire:
+    try:
+        return Misfire(value)
+    except ValueError:
+        raise InvalidTaskError(
+            f"misfire must be 'skip', 'once' or 'all', got {value!r}"
+        ) from None
+
+
+@attrs.frozen(eq=False)
+class TaskDefinition:
+    """A task: what runs (``execute``), whether it runs (``prepare``), and when (``schedule``)."""
+
+    name: str = attrs.field(validator=lambda _i, _a, v: check_name(v))
+    execute: ExecuteFn
+    prepare: PrepareFn | None = None
+    #: the parsed static schedule (None: the task runs only through ``create_task``)
+    schedule: Schedule | None = None
+    #: default data for scheduled runs
+    data: Any = None
+    timezone: str | None = None
+    #: cron and interval: one extra run when the kernel starts
+    immediate: bool = False
+    retries: int = 0
+    backoff: Backoff = attrs.field(factory=Backoff, converter=Backoff.coerce)
+    timeout: float | None = attrs.field(default=None, converter=to_seconds)  # type: ignore[misc]
+    misfire: Misfire = attrs.field(default=Misfire.ONCE, converter=_misfire)
+    misfire_grace: float | None = attrs.field(default=None, converter=to_seconds)  # type: ignore[misc]
+    #: concurrent runs of this task in one kernel (None: no limit)
+    max_instances: int | None = None
+    #: where the task was defined (``file:line``), for error messages and reload
+    source: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if not callable(self.execute):
+            raise InvalidTaskError(f"task {self.name!r}: execute must be callable, got {self.execute!r}")
+        if not inspect.iscoroutinefunction(self.execute) and not inspect.iscoroutinefunction(
+            getattr(self.execute, "__call__", None)
+        ):
+            raise InvalidTaskError(f"task {self.name!r}: execute must be an async function")
+        if self.prepare is not None and not callable(self.prepare):
+            raise InvalidTaskError(f"task {self.name!r}: prepare must be callable")
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
+            raise InvalidTaskError(f"task {self.name!r}: retries must be an int >= 0, got {self.retries!r}")
+        if self.max_instances is not None and (
+            not isinstance(self.max_instances, int) or self.max_instances < 1
+        ):
+            raise InvalidTaskError(
+                f"task {self.name!r}: max_instances must be an int >= 1 or None, got {self.max_instances!r}"
+            )
+        if self.timeout is not None and self.timeout <= 0:
+            raise InvalidTaskError(f"task {self.name!r}: timeout must be > 0, got {self.timeout!r}")
+
+    @property
+    def max_attempts(self) -> int:
+        return self.retries + 1
+
+    def __call__(self, ctx: TaskContext) -> Awaitable[Any]:
+        """Calling a task definition calls its ``execute`` (handy in tests)."""
+        return self.execute(ctx)
+
+
+class _Default:
+    """Marker: ``max_instances`` not given (1 for recurring schedules, else no limit)."""
+
+
+def define_task(
+    *,
+    name: str | None = None,
+    execute: ExecuteFn,
+    schedule: object = None,
+    prepare: PrepareFn | None = None,
+    data: Any = None,
+    timezone: str | None = None,
+    immediate: bool = False,
+    retries: int = 0,
+    backoff: Backoff | Mapping[str, Any] | float | timedelta | None = None,
+    timeout: float | timedelta | None = None,
+    misfire: Misfire | str = Misfire.ONCE,
+    misfire_grace: float | timedelta | None = None,
+    max_instances: int | None | type[_Default] = _Default,
+) -> TaskDefinition:
+    """Build a validated TaskDefinition (parses the schedule and checks data now)."""
+    hooks = default_hooks()
+    task_name = check_name(name if name is not None else getattr(execute, "__name__", None))
+    parsed = hooks.parse_schedule(schedule, timezone) if schedule is not None else None
+    if data is not None:
+        hooks.data_codec().encode(data)
+    if max_instances is _Default:
+        max_instances = 1 if parsed is not None and parsed.recurring else None
+    return TaskDefinition(
+        name=task_name,
+        execute=execute,
+        prepare=prepare,
+        schedule=parsed,
+        data=data,
+        timezone=timezone,
+        immediate=immediate,
+        retries=retries,
+        backoff=backoff,  # type: ignore[arg-type]
+        timeout=timeout,  # type: ignore[arg-type]
+        misfire=misfire,  # type: ignore[arg-type]
+        misfire_grace=misfire_grace,  # type: ignore[arg-type]
+        max_instances=max_instances,  # type: ignore[arg-type]
+        source=_source_of(execute),
+    )
+
+
+class TaskRegistry:
+    """Task definitions by name. ``task()`` adds to the default registry."""
+
+    def __init__(self, tasks: Iterable[TaskDefinition] = ()) -> None:
+        self._tasks: dict[str, TaskDefinition] = {}
+        for t in tasks:
+            self.add(t)
+
+    def add(self, definition: TaskDefinition, *, replace: bool = False) -> TaskDefinition:
+        old = self._tasks.get(definition.name)
+        if old is not None and old is not definition and not replace:
+            raise DuplicateTaskError(
+                f"two tasks are named {definition.name!r}: one defined at {old.source or '?'}, "
+                f"the other at {definition.source or '?'}"
+            )
+        self._tasks[definition.name] = definition
+        return definition
+
+    def remove(self, name: str) -> TaskDefinition | None:
+        return self._tasks.pop(name, None)
+
+    def get(self, name: str) -> TaskDefinition | None:
+        return self._tasks.get(name)
+
+    def require(self, name: str) -> TaskDefinition:
+        try:
+            return self._tasks[name]
+        except KeyError:
+            known = ", ".join(sorted(self._tasks)) or "none"
+            raise UnknownTaskError(f"unknown task name {name!r} (loaded tasks: {known})") from None
+
+    def clear(self) -> None:
+        self._tasks.clear()
+
+    def names(self) -> list[str]:
+        return sorted(self._tasks)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tasks
+
+    def __iter__(self) -> Iterator[TaskDefinition]:
+        return iter(list(self._tasks.values()))
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+
+#: tasks defined with ``tickkit.task`` land here; a Kernel without ``tasks=`` runs these
+default_registry = TaskRegistry()
+
+
+@overload
+def task(
+    *,
+    name: str | None = ...,
+    schedule: object = ...,
+    prepare: PrepareFn | None = ...,
+    execute: None = ...,
+    data: Any = ...,
+    timezone: str | None = ...,
+    immediate: bool = ...,
+    retries: int = ...,
+    backoff: Backoff | Mapping[str, Any] | float | timedelta | None = ...,
+    timeout: float | timedelta | None = ...,
+    misfire: Misfire | str = ...,
+    misfire_grace: float | timedelta | None = ...,
+    max_instances: int | None | type[_Default] = ...,
+    registry: TaskRegistry | None = ...,
+) -> Callable[[ExecuteFn], TaskDefinition]: ...
+
+
+@overload
+def task(
+    *,
+    name: str | None = ...,
+    schedule: object = ...,
+    prepare: PrepareFn | None = ...,
+    execute: ExecuteFn,
+    data: Any = ...,
+    timezone: str | None = ...,
+    immediate: bool = ...,
+    retries: int = ...,
+    backoff: Backoff | Mapping[str, Any] | float | timedelta | None = ...,
+    timeout: float | timedelta | None = ...,
+    misfire: Misfire | str = ...,
+    misfire_grace: float | timedelta | None = ...,
+    max_instances: int | None | type[_Default] = ...,
+    registry: TaskRegistry | None = ...,
+) -> TaskDefinition: ...
+
+
+def task(
+    *,
+    name: str | None = None,
+    schedule: object = None,
+    prepare: PrepareFn | None = None,
+    execute: ExecuteFn | None = None,
+    data: Any = None,
+    timezone: str | None = None,
+    immediate: bool = False,
+    retries: int = 0,
+    backoff: Backoff | Mapping[str, Any] | float | timedelta | None = None,
+    timeout: float | timedelta | None = None,
+    misfire: Misfire | str = Misfire.ONCE,
+    misfire_grace: float | timedelta | None = None,
+    max_instances: int | None | type[_Default] = _Default,
+    registry: TaskRegistry | None = None,
+) -> TaskDefinition | Callable[[ExecuteFn], TaskDefinition]:
+    """Define a static task and register it in the default registry (or ``registry``).
+
+    Decorator form::
+
+        @task(name="refresh-rates", schedule="0 0 * * *", timezone="Europe/Berlin")
+        async def refresh(ctx): ...
+
+    Call form (the shape of ``@commandkit/tasks``)::
+
+        task(name="cleanup", schedule="*/5 * * * *", prepare=is_enabled, execute=cleanup)
+
+    Everything is checked here: a bad schedule, time zone, option or non-JSON data raises at
+    definition time, naming the value.
+    """
+
+    def build(fn: ExecuteFn) -> TaskDefinition:
+        definition = define_task(
+            name=name,
+            execute=fn,
+            schedule=schedule,
+            prepare=prepare,
+            data=data,
+            timezone=timezone,
+            immediate=immediate,
+            retries=retries,
+            backoff=backoff,
+            timeout=timeout,
+            misfire=misfire,
+            misfire_grace=misfire_grace,
+            max_instances=max_instances,
+        )
+        (registry if registry is not None else default_registry).add(definition)
+        return definition
+
+    if execute is not None:
+        return build(execute)
+    return build

@@ -1,0 +1,143 @@
+"""The schedule contract. Schedule types themselves are plugins (``tickkit.plugins.schedules``
+ships cron, date, interval and delay); the kernel knows only this interface and the
+``tickkit_parse_schedule`` hook that turns user input or a stored spec into one.
+"""
+
+from __future__ import annotations
+
+import abc
+from datetime import datetime
+from typing import Any
+
+from .errors import InvalidScheduleError
+from .models import Misfire, Plan
+
+#: how many missed occurrences the ONCE policy walks through to find the latest one
+_COALESCE_WALK_LIMIT = 10_000
+#: lateness tolerated by the SKIP policy when the task sets no misfire_grace (seconds)
+DEFAULT_SKIP_GRACE = 1.0
+
+
+class Schedule(abc.ABC):
+    """When a job runs. Subclasses are immutable and compare equal by value."""
+
+    #: the ``type`` written in the spec (``"cron"``, ``"date"``, ``"interval"``, ...)
+    kind: str = ""
+
+    @property
+    def recurring(self) -> bool:
+        """True when the schedule fires more than once."""
+        return True
+
+    def anchored(self, now: datetime) -> Schedule:
+        """Fix whatever depends on the creation time (an interval's start, a delay's date).
+
+        Called once when a job is created; the result is what is stored.
+        """
+        return self
+
+    def first_fire(self, now: datetime) -> datetime | None:
+        """The first run time of a job created at ``now`` (after :meth:`anchored`)."""
+        return self.next_fire(now)
+
+    @abc.abstractmethod
+    def next_fire(self, after: datetime) -> datetime | None:
+        """The first fire time strictly after ``after`` (aware UTC), or None when none is left."""
+
+    @abc.abstractmethod
+    def to_spec(self) -> dict[str, Any]:
+        """A JSON-able dict that ``tickkit_parse_schedule`` turns back into an equal schedule."""
+
+    def describe(self) -> str:
+        """A short human description (used by the CLI and error messages)."""
+        return repr(self.to_spec())
+
+
+def plan_occurrence(
+    schedule: Schedule | None,
+    scheduled_at: datetime,
+    now: datetime,
+    *,
+    misfire: Misfire,
+    grace: float | None,
+    retry: bool = False,
+) -> Plan:
+    """Decide what happens to an occurrence claimed at ``now`` (docs/time.md, "Missed runs").
+
+    - A retry always runs (it is not a missed run).
+    - ``skip``: an occurrence later than ``grace`` (default 1 s) is not run; the next
+      occurrence is the first one after ``now``.
+    - ``once``: every overdue occurrence of a recurring job coalesces into one run that stands for
+      the latest of them; with ``grace`` set, that run is dropped when it is later than ``grace``.
+    - ``all``: each overdue occurrence runs in turn, oldest first; those later than ``grace``
+      (when set) are dropped one by one.
+    """
+    if grace is None and misfire is Misfire.SKIP:
+        grace = DEFAULT_SKIP_GRACE
+    recurring = schedule is not None and schedule.recurring
+
+    def late(at: datetime) -> bool:
+        return grace is not None and (now - at).total_seconds() > grace
+
+    if retry:
+        nxt = schedule.next_fire(scheduled_at) if recurring and schedule else None
+        return Plan(True, scheduled_at, 0, nxt)
+    if not recurring or schedule is None:
+        if late(scheduled_at):
+            return Plan(False, scheduled_at, 1, None)
+        return Plan(True, scheduled_at, 0, None)
+
+    if misfire is Misfire.ALL:
+        nxt = schedule.next_fire(scheduled_at)
+        if late(scheduled_at):
+            return Plan(False, scheduled_at, 1, nxt)
+        return Plan(True, scheduled_at, 0, nxt)
+
+    if misfire is Misfire.SKIP:
+        if late(scheduled_at):
+            return Plan(False, scheduled_at, 1, schedule.next_fire(now))
+        nxt = schedule.next_fire(scheduled_at)
+        skipped = 0
+        if nxt is not None and nxt <= now:
+            # occurrences that fell between this one and now are dropped
+            after_now = schedule.next_fire(now)
+            skipped = _count_between(schedule, nxt, now)
+            nxt = after_now
+        return Plan(True, scheduled_at, skipped, nxt)
+
+    # ONCE: walk to the latest overdue occurrence
+    latest = scheduled_at
+    missed = 0
+    nxt = schedule.next_fire(latest)
+    walked = 0
+    while nxt is not None and nxt <= now and walked < _COALESCE_WALK_LIMIT:
+        latest = nxt
+        missed += 1
+        walked += 1
+        nxt = schedule.next_fire(latest)
+    if nxt is not None and nxt <= now:
+        # too many to walk: jump past now; the latest overdue one is not known exactly
+        nxt = schedule.next_fire(now)
+        latest = now
+    if late(latest):
+        return Plan(False, latest, missed + 1, nxt)
+    return Plan(True, latest, missed, nxt)
+
+
+def _count_between(schedule: Schedule, first: datetime, now: datetime, limit: int = 10_000) -> int:
+    count = 0
+    at: datetime | None = first
+    while at is not None and at <= now and count < limit:
+        count += 1
+        at = schedule.next_fire(at)
+    return count
+
+
+def require_schedule(value: object, result: Schedule | None) -> Schedule:
+    """Raise the standard error when no plugin understood ``value``."""
+    if result is None:
+        raise InvalidScheduleError(
+            f"no schedule plugin understands {value!r}: give a cron string, a datetime, "
+            "a timedelta, or a dict with type 'cron', 'date' or 'interval'"
+        )
+    return result
