@@ -72,6 +72,8 @@ class Kernel:
         shutdown_timeout: seconds running tasks get to finish at shutdown before cancellation.
         driver_options: keyword options for a driver given as a URL.
         entry_points: load plugins from the ``tickkit.plugins`` entry-point group.
+        settings: settings for plugins, read as ``kernel.settings`` (for example
+            ``{"tasks_dir": "app/tasks", "reload": True}``); each plugin documents its keys.
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class Kernel:
         shutdown_timeout: float = 30.0,
         driver_options: Mapping[str, Any] | None = None,
         entry_points: bool = True,
+        settings: Mapping[str, Any] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency!r}")
@@ -100,6 +103,7 @@ class Kernel:
         self._plugins = list(plugins)
         self._entry_points = entry_points
         self.context: dict[str, Any] = dict(context or {})
+        self.settings: dict[str, Any] = dict(settings or {})
         self.clock: Clock = clock or SystemClock()
         self.concurrency = concurrency
         self.shutdown_timeout = shutdown_timeout

@@ -1,0 +1,1 @@
+"""The Redis driver in BullMQ's data format (see docs/drivers/bullmq.md)."""

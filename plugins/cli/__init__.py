@@ -1,0 +1,1 @@
+"""The ``tickkit`` command (see docs/cli.md)."""
