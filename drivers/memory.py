@@ -207,9 +207,7 @@ class MemoryDriver(Driver):
         for entry in held:
             heapq.heappush(heap, entry)
         top = self._top()
-        next_due = (
-            jobs[top[2]].next_run_at if top is not None and top[2] in jobs else None
-        )
+        next_due = jobs[top[2]].next_run_at if top is not None and top[2] in jobs else None
         return Acquired(claims, next_due)
 
     async def complete(self, claim: Claim, result: RunResult) -> None:

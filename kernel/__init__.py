@@ -36,6 +36,7 @@ from .errors import (
 )
 from .hookspecs import hookimpl, hookspec
 from .kernel import Kernel, current_kernel, running_kernels, set_driver
+from .manager import default_hooks
 from .models import (
     Acquired,
     Backoff,
@@ -47,7 +48,6 @@ from .models import (
     Plan,
     RunResult,
 )
-from .manager import default_hooks
 from .registry import TaskDefinition, TaskRegistry, default_registry, define_task, task
 from .schedule import Schedule, plan_occurrence
 
@@ -195,5 +195,3 @@ async def resume_task(job_id: str) -> Job:
 async def run_task_now(job_id: str) -> str:
     """Run a job now; returns the id of the job that runs."""
     return await current_kernel().run_task_now(job_id)
-
-

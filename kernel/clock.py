@@ -26,10 +26,11 @@ class Clock(abc.ABC):
         """Return the current time as an aware UTC datetime."""
 
     @abc.abstractmethod
-    async def wait_until(self, deadline: datetime | None, event: anyio.Event) -> bool:
+    async def wait_until(self, deadline: datetime | None, event: anyio.Event) -> None:
         """Wait until ``deadline`` passes or ``event`` is set, whichever comes first.
 
-        ``deadline=None`` waits for the event alone. Returns True when the event was set.
+        ``deadline=None`` waits for the event alone. An implementation may set ``event`` itself
+        when the deadline passes (the virtual clock does), so pass an event used only for this.
         """
 
     async def sleep_until(self, deadline: datetime) -> None:
@@ -47,15 +48,15 @@ class SystemClock(Clock):
     def now(self) -> datetime:
         return datetime.now(UTC)
 
-    async def wait_until(self, deadline: datetime | None, event: anyio.Event) -> bool:
+    async def wait_until(self, deadline: datetime | None, event: anyio.Event) -> None:
         while True:
             if event.is_set():
-                return True
+                return
             if deadline is None:
                 await event.wait()
-                return True
+                return
             remaining = (deadline - self.now()).total_seconds()
             if remaining <= 0:
-                return event.is_set()
+                return
             with anyio.move_on_after(min(remaining, MAX_WALL_SLEEP)):
                 await event.wait()

@@ -27,17 +27,17 @@ class TaskContext:
     """
 
     __slots__ = (
-        "task",
-        "data",
-        "job_id",
-        "job",
-        "scheduled_at",
-        "started_at",
-        "attempt",
-        "store",
-        "kernel",
         "_extras",
         "_logger",
+        "attempt",
+        "data",
+        "job",
+        "job_id",
+        "kernel",
+        "scheduled_at",
+        "started_at",
+        "store",
+        "task",
     )
 
     def __init__(

@@ -145,9 +145,7 @@ def tickkit_run_failed(
 
 
 @hookspec
-def tickkit_run_timed_out(
-    ctx: TaskContext, timeout: float, retry_at: datetime | None
-) -> None:
+def tickkit_run_timed_out(ctx: TaskContext, timeout: float, retry_at: datetime | None) -> None:
     """A run was cancelled because it ran past the task's ``timeout``.
 
     Arguments: ``ctx``, the run's context; ``timeout``, the limit in seconds; ``retry_at``, when

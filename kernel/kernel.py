@@ -28,8 +28,8 @@ from .errors import (
     PrepareResultError,
     TickkitError,
 )
-from .models import Claim, Job, JobState, Outcome, Plan, RunResult
 from .manager import Hooks, create_plugin_manager, load_driver_class
+from .models import Claim, Job, JobState, Outcome, Plan, RunResult
 from .registry import TaskDefinition, TaskRegistry, check_name, default_registry
 from .schedule import Schedule, plan_occurrence
 
@@ -126,7 +126,8 @@ class Kernel:
 
     @property
     def state(self) -> str:
-        """``new``, ``open`` (driver open, not dispatching), ``running``, ``stopping``, ``stopped``."""
+        """One of ``new``, ``open`` (driver open, not dispatching), ``running``, ``stopping``,
+        ``stopped``."""
         return self._state
 
     async def open(self) -> None:
@@ -157,7 +158,9 @@ class Kernel:
         if isinstance(spec, Driver):
             return spec
         if not isinstance(spec, str) or "://" not in spec:
-            raise TickkitError(f"driver must be a Driver object or a URL like 'memory://', got {spec!r}")
+            raise TickkitError(
+                f"driver must be a Driver object or a URL like 'memory://', got {spec!r}"
+            )
         assert self.hooks is not None
         driver = self.hooks.resolve_driver(spec, dict(self._driver_options))
         if driver is None:
@@ -249,9 +252,15 @@ class Kernel:
         self._wakeup.set()
 
     def _require(self) -> tuple[Driver, Hooks, Codec]:
-        if self.driver is None or self.hooks is None or self.codec is None or self._state in (
-            "new",
-            "stopped",
+        if (
+            self.driver is None
+            or self.hooks is None
+            or self.codec is None
+            or self._state
+            in (
+                "new",
+                "stopped",
+            )
         ):
             raise KernelNotRunningError(
                 "this kernel is not open: use `async with kernel:` or `await kernel.open()` first"
@@ -343,7 +352,9 @@ class Kernel:
             parsed = hooks.parse_schedule(schedule, definition.timezone).anchored(now)
             first = parsed.first_fire(now)
             if first is None:
-                raise InvalidScheduleError(f"schedule {schedule!r} has no run time after {now.isoformat()}")
+                raise InvalidScheduleError(
+                    f"schedule {schedule!r} has no run time after {now.isoformat()}"
+                )
             spec = parsed.to_spec()
         job = Job(
             id=id,
@@ -455,9 +466,9 @@ class Kernel:
         capped = []
         for name, running in self._running_by_name.items():
             definition = self.tasks.get(name)
-            if definition is not None and definition.max_instances is not None:
-                if running >= definition.max_instances:
-                    capped.append(name)
+            limit = definition.max_instances if definition is not None else None
+            if limit is not None and running >= limit:
+                capped.append(name)
         return frozenset(capped)
 
     async def _dispatch(self) -> None:
@@ -594,7 +605,9 @@ class Kernel:
         plan = claim.plan or self._plan(job, claim.scheduled_at, claim.attempt, now)
         if not plan.run:
             hooks.run_missed(job, plan.scheduled_at, plan.missed, now)
-            await self._complete(claim, RunResult(Outcome.MISSED, now, next_run_at=plan.next_run_at))
+            await self._complete(
+                claim, RunResult(Outcome.MISSED, now, next_run_at=plan.next_run_at)
+            )
             return
         if plan.missed:
             hooks.run_missed(job, plan.scheduled_at, plan.missed, now)
@@ -743,7 +756,8 @@ class Kernel:
                 ok = await ok
             if not isinstance(ok, bool):
                 raise PrepareResultError(
-                    f"prepare of task {definition.name!r} returned {ok!r}; it must return True or False"
+                    f"prepare of task {definition.name!r} returned {ok!r}; "
+                    "it must return True or False"
                 )
             if not ok:
                 return Outcome.SKIPPED, None

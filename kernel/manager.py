@@ -154,7 +154,9 @@ class Hooks:
     def parse_schedule(self, value: object, timezone: str | None = None) -> Schedule:
         if isinstance(value, Schedule):
             return value
-        return require_schedule(value, self._hook.tickkit_parse_schedule(value=value, timezone=timezone))
+        return require_schedule(
+            value, self._hook.tickkit_parse_schedule(value=value, timezone=timezone)
+        )
 
     def parse_spec(self, spec: dict[str, Any]) -> Schedule:
         """Parse a stored spec, cached (stored specs repeat on every occurrence)."""
@@ -228,7 +230,9 @@ class Hooks:
 
     def run_timed_out(self, ctx: TaskContext, timeout: float, retry_at: datetime | None) -> None:
         if "tickkit_run_timed_out" in self.active:
-            self._safe(self._hook.tickkit_run_timed_out, ctx=ctx, timeout=timeout, retry_at=retry_at)
+            self._safe(
+                self._hook.tickkit_run_timed_out, ctx=ctx, timeout=timeout, retry_at=retry_at
+            )
 
     def run_skipped(self, ctx: TaskContext) -> None:
         if "tickkit_run_skipped" in self.active:
@@ -237,7 +241,11 @@ class Hooks:
     def run_missed(self, job: Job, scheduled_at: datetime, count: int, now: datetime) -> None:
         if "tickkit_run_missed" in self.active:
             self._safe(
-                self._hook.tickkit_run_missed, job=job, scheduled_at=scheduled_at, count=count, now=now
+                self._hook.tickkit_run_missed,
+                job=job,
+                scheduled_at=scheduled_at,
+                count=count,
+                now=now,
             )
 
     def run_finished(self, ctx: TaskContext, outcome: Outcome, duration: float) -> None:

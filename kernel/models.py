@@ -96,10 +96,10 @@ class Backoff:
     """
 
     kind: str = attrs.field(default="fixed")
-    delay: float = attrs.field(default=0.0, converter=to_seconds, validator=_non_negative)  # type: ignore[misc]
+    delay: float = attrs.field(default=0.0, converter=to_seconds, validator=_non_negative)
     max_delay: float | None = attrs.field(
         default=None,
-        converter=to_seconds,  # type: ignore[misc]
+        converter=to_seconds,
         validator=_non_negative,
     )
     jitter: float = attrs.field(default=0.0)
@@ -130,7 +130,8 @@ class Backoff:
 
     @classmethod
     def coerce(cls, value: Backoff | Mapping[str, Any] | float | timedelta | None) -> Backoff:
-        """Accept a Backoff, seconds, a timedelta or ``{"type", "delay", "max_delay", "jitter"}``."""
+        """Accept a Backoff, seconds, a timedelta, or a dict with ``type``, ``delay``,
+        ``max_delay`` and ``jitter``."""
         if value is None:
             return cls()
         if isinstance(value, Backoff):
@@ -293,7 +294,7 @@ def utc(dt: datetime) -> datetime:
 
 def to_millis(dt: datetime) -> int:
     """Epoch milliseconds of an aware datetime."""
-    return int(round(dt.timestamp() * 1000))
+    return round(dt.timestamp() * 1000)
 
 
 def from_millis(ms: int | float) -> datetime:

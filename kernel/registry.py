@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, overload
 import attrs
 
 from .errors import DuplicateTaskError, InvalidTaskError, UnknownTaskError
-from .models import Backoff, Misfire, to_seconds
 from .manager import default_hooks
+from .models import Backoff, Misfire, to_seconds
 from .schedule import Schedule
 
 if TYPE_CHECKING:
@@ -46,13 +46,15 @@ def _source_of(fn: Callable[..., Any] | None) -> str | None:
     return f"{file}:{line}"
 
 
+def _backoff(value: Backoff | Mapping[str, Any] | float | timedelta | None) -> Backoff:
+    return Backoff.coerce(value)
+
+
 def _misfire(value: Misfire | str) -> Misfire:
     try:
         return Misfire(value)
     except ValueError:
-        raise InvalidTaskError(
-            f"misfire must be 'skip', 'once' or 'all', got {value!r}"
-        ) from None
+        raise InvalidTaskError(f"misfire must be 'skip', 'once' or 'all', got {value!r}") from None
 
 
 @attrs.frozen(eq=False)
@@ -70,10 +72,10 @@ class TaskDefinition:
     #: cron and interval: one extra run when the kernel starts
     immediate: bool = False
     retries: int = 0
-    backoff: Backoff = attrs.field(factory=Backoff, converter=Backoff.coerce)
-    timeout: float | None = attrs.field(default=None, converter=to_seconds)  # type: ignore[misc]
+    backoff: Backoff = attrs.field(factory=Backoff, converter=_backoff)
+    timeout: float | None = attrs.field(default=None, converter=to_seconds)
     misfire: Misfire = attrs.field(default=Misfire.ONCE, converter=_misfire)
-    misfire_grace: float | None = attrs.field(default=None, converter=to_seconds)  # type: ignore[misc]
+    misfire_grace: float | None = attrs.field(default=None, converter=to_seconds)
     #: concurrent runs of this task in one kernel (None: no limit)
     max_instances: int | None = None
     #: where the task was defined (``file:line``), for error messages and reload
@@ -81,20 +83,26 @@ class TaskDefinition:
 
     def __attrs_post_init__(self) -> None:
         if not callable(self.execute):
-            raise InvalidTaskError(f"task {self.name!r}: execute must be callable, got {self.execute!r}")
-        if not inspect.iscoroutinefunction(self.execute) and not inspect.iscoroutinefunction(
-            getattr(self.execute, "__call__", None)
+            raise InvalidTaskError(
+                f"task {self.name!r}: execute must be callable, got {self.execute!r}"
+            )
+        call = type(self.execute).__call__ if not inspect.isfunction(self.execute) else None
+        if not inspect.iscoroutinefunction(self.execute) and not (
+            call is not None and inspect.iscoroutinefunction(call)
         ):
             raise InvalidTaskError(f"task {self.name!r}: execute must be an async function")
         if self.prepare is not None and not callable(self.prepare):
             raise InvalidTaskError(f"task {self.name!r}: prepare must be callable")
         if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
-            raise InvalidTaskError(f"task {self.name!r}: retries must be an int >= 0, got {self.retries!r}")
+            raise InvalidTaskError(
+                f"task {self.name!r}: retries must be an int >= 0, got {self.retries!r}"
+            )
         if self.max_instances is not None and (
             not isinstance(self.max_instances, int) or self.max_instances < 1
         ):
             raise InvalidTaskError(
-                f"task {self.name!r}: max_instances must be an int >= 1 or None, got {self.max_instances!r}"
+                f"task {self.name!r}: max_instances must be an int >= 1 or None, "
+                f"got {self.max_instances!r}"
             )
         if self.timeout is not None and self.timeout <= 0:
             raise InvalidTaskError(f"task {self.name!r}: timeout must be > 0, got {self.timeout!r}")
@@ -126,7 +134,7 @@ def define_task(
     timeout: float | timedelta | None = None,
     misfire: Misfire | str = Misfire.ONCE,
     misfire_grace: float | timedelta | None = None,
-    max_instances: int | None | type[_Default] = _Default,
+    max_instances: int | type[_Default] | None = _Default,
 ) -> TaskDefinition:
     """Build a validated TaskDefinition (parses the schedule and checks data now)."""
     hooks = default_hooks()
@@ -134,8 +142,11 @@ def define_task(
     parsed = hooks.parse_schedule(schedule, timezone) if schedule is not None else None
     if data is not None:
         hooks.data_codec().encode(data)
+    limit: int | None
     if max_instances is _Default:
-        max_instances = 1 if parsed is not None and parsed.recurring else None
+        limit = 1 if parsed is not None and parsed.recurring else None
+    else:
+        limit = max_instances  # type: ignore[assignment]
     return TaskDefinition(
         name=task_name,
         execute=execute,
@@ -145,11 +156,11 @@ def define_task(
         timezone=timezone,
         immediate=immediate,
         retries=retries,
-        backoff=backoff,  # type: ignore[arg-type]
-        timeout=timeout,  # type: ignore[arg-type]
-        misfire=misfire,  # type: ignore[arg-type]
-        misfire_grace=misfire_grace,  # type: ignore[arg-type]
-        max_instances=max_instances,  # type: ignore[arg-type]
+        backoff=backoff,
+        timeout=timeout,
+        misfire=misfire,
+        misfire_grace=misfire_grace,
+        max_instances=limit,
         source=_source_of(execute),
     )
 
@@ -220,7 +231,7 @@ def task(
     timeout: float | timedelta | None = ...,
     misfire: Misfire | str = ...,
     misfire_grace: float | timedelta | None = ...,
-    max_instances: int | None | type[_Default] = ...,
+    max_instances: int | type[_Default] | None = ...,
     registry: TaskRegistry | None = ...,
 ) -> Callable[[ExecuteFn], TaskDefinition]: ...
 
@@ -240,7 +251,7 @@ def task(
     timeout: float | timedelta | None = ...,
     misfire: Misfire | str = ...,
     misfire_grace: float | timedelta | None = ...,
-    max_instances: int | None | type[_Default] = ...,
+    max_instances: int | type[_Default] | None = ...,
     registry: TaskRegistry | None = ...,
 ) -> TaskDefinition: ...
 
@@ -259,7 +270,7 @@ def task(
     timeout: float | timedelta | None = None,
     misfire: Misfire | str = Misfire.ONCE,
     misfire_grace: float | timedelta | None = None,
-    max_instances: int | None | type[_Default] = _Default,
+    max_instances: int | type[_Default] | None = _Default,
     registry: TaskRegistry | None = None,
 ) -> TaskDefinition | Callable[[ExecuteFn], TaskDefinition]:
     """Define a static task and register it in the default registry (or ``registry``).

@@ -36,9 +36,19 @@ class RedisServer:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [
-                "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", self.workdir,
-                "--maxmemory-policy", "noeviction",
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.workdir,
+                "--maxmemory-policy",
+                "noeviction",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

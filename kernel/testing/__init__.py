@@ -73,7 +73,7 @@ async def settle(probes: list[Callable[[], bool]] | None = None) -> None:
 
 
 class _Waiter:
-    __slots__ = ("deadline", "event", "alive")
+    __slots__ = ("alive", "deadline", "event")
 
     def __init__(self, deadline: datetime, event: anyio.Event) -> None:
         self.deadline = deadline

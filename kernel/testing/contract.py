@@ -67,7 +67,9 @@ def contract_tasks(log: list[tuple[str, Any, int]]) -> TaskRegistry:
 
 
 def _job(name: str = "record", at: datetime = T0, **kw: Any) -> Job:
-    return Job(id=kw.pop("id", None), name=name, next_run_at=at, scheduled_at=at, created_at=T0, **kw)
+    return Job(
+        id=kw.pop("id", None), name=name, next_run_at=at, scheduled_at=at, created_at=T0, **kw
+    )
 
 
 class DriverContract:
@@ -139,7 +141,8 @@ class DriverContract:
             assert await k.create_task("record", 1, id="mine") == "mine"
             with pytest.raises(JobExistsError, match="mine"):
                 await k.create_task("record", 2, id="mine")
-            assert (await k.get_task("mine")).data == 1  # type: ignore[union-attr]
+            mine = await k.get_task("mine")
+            assert mine is not None and mine.data == 1
             await k.create_task("other", 3, id="mine", replace=True)
             job = await k.get_task("mine")
             assert job is not None and job.name == "other" and job.data == 3
@@ -247,7 +250,9 @@ class DriverContract:
             job_id = await d.add_job(_job("every-minute", at=T0, schedule=spec))
             (claim,) = (await d.acquire(now=T0, limit=1)).claims
             nxt = T0 + timedelta(minutes=1)
-            await d.complete(claim, RunResult(Outcome.SUCCEEDED, T0, next_run_at=nxt, started_at=T0))
+            await d.complete(
+                claim, RunResult(Outcome.SUCCEEDED, T0, next_run_at=nxt, started_at=T0)
+            )
             job = await d.get_job(job_id)
             assert job is not None
             assert job.state is JobState.SCHEDULED
@@ -307,8 +312,13 @@ class DriverContract:
 
             def static(name: str, spec: dict[str, Any], at: datetime) -> Job:
                 return Job(
-                    id=name, name=name, schedule=spec, next_run_at=at, scheduled_at=at,
-                    static=True, created_at=T0,
+                    id=name,
+                    name=name,
+                    schedule=spec,
+                    next_run_at=at,
+                    scheduled_at=at,
+                    static=True,
+                    created_at=T0,
                 )
 
             await d.sync_static([static("a", cron, T0), static("b", cron, T0)], T0)

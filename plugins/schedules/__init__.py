@@ -64,7 +64,7 @@ class DateSchedule(Schedule):
         return self.at if self.at > after else None
 
     def to_spec(self) -> dict[str, Any]:
-        return {"type": "date", "value": int(round(self.at.timestamp() * 1000))}
+        return {"type": "date", "value": round(self.at.timestamp() * 1000)}
 
     def describe(self) -> str:
         return f"once at {self.at.isoformat()}"
@@ -181,7 +181,9 @@ def _to_timedelta(value: object, what: str) -> timedelta:
         parsed = parse_duration(value)
         if parsed is not None:
             return parsed
-    raise InvalidScheduleError(f"not a duration for {what}: {value!r} (seconds, timedelta or '10m')")
+    raise InvalidScheduleError(
+        f"not a duration for {what}: {value!r} (seconds, timedelta or '10m')"
+    )
 
 
 @hookimpl(trylast=True)
@@ -202,7 +204,9 @@ def tickkit_parse_schedule(value: object, timezone: str | None) -> Schedule | No
             return None
         unknown = set(value) - {"type", "value", "timezone", "tz"}
         if unknown:
-            raise InvalidScheduleError(f"unknown schedule key(s) {sorted(unknown)} in {dict(value)!r}")
+            raise InvalidScheduleError(
+                f"unknown schedule key(s) {sorted(unknown)} in {dict(value)!r}"
+            )
         if "value" not in value:
             raise InvalidScheduleError(f"schedule {dict(value)!r} has no 'value'")
         tz = value.get("timezone", value.get("tz", timezone))
@@ -215,5 +219,3 @@ def tickkit_parse_schedule(value: object, timezone: str | None) -> Schedule | No
             return DelaySchedule(_to_timedelta(raw, "a delay"))
         return IntervalSchedule(_to_timedelta(raw, "an interval"))
     return None
-
-

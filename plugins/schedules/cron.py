@@ -67,7 +67,7 @@ def zone_name(zone: tzinfo) -> str:
 
 
 class _Field:
-    __slots__ = ("name", "lo", "hi", "names")
+    __slots__ = ("hi", "lo", "name", "names")
 
     def __init__(self, name: str, lo: int, hi: int, names: dict[str, int] | None = None) -> None:
         self.name, self.lo, self.hi, self.names = name, lo, hi, names or {}
@@ -361,7 +361,9 @@ class CronSchedule(Schedule):
         if a != b:
             if self.real_time:
                 return "repeated hour: this local time happens twice and runs in both passes"
-            return "merged: this local time happens twice (DST ends); it runs once, in the first pass"
+            return (
+                "merged: this local time happens twice (DST ends); it runs once, in the first pass"
+            )
         return None
 
 
