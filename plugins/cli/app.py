@@ -1,0 +1,373 @@
+"""The ``tickkit`` command line: argument parsing, dispatch, exit codes and error lines.
+
+Exit codes: 0 success, 1 failure (a one-line ``tickkit: error: ...`` on stderr; the traceback
+only with ``--debug``), 2 usage error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, NoReturn
+
+import anyio
+
+from tickkit import JobState, TickkitError, __version__
+
+from . import commands, logs, worker
+
+Command = Callable[[argparse.Namespace], Awaitable[int]]
+
+EPILOG = "exit codes: 0 success, 1 failure, 2 usage error. Docs: docs/cli.md"
+
+
+class Parser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are one line (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        raise SystemExit(2)
+
+
+# --- argument types (a bad value is a usage error naming the value) ---------------------------
+
+
+def _duration(text: str) -> timedelta:
+    from tickkit.plugins.schedules import parse_duration
+
+    parsed = parse_duration(text)
+    if parsed is None or parsed <= timedelta(0):
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 45s, 10m, 1h30m, 2d)")
+    return parsed
+
+
+def _datetime(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 time: {text!r} (use e.g. 2026-12-24T18:00 or "
+            "2026-12-24T18:00:00+01:00)"
+        ) from None
+
+
+def _zone(text: str) -> str:
+    from tickkit.plugins.schedules.cron import get_zone
+
+    try:
+        get_zone(text)
+    except TickkitError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {text!r} ({exc})") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port (0 to 65535), got {text!r}")
+    return value
+
+
+# --- the parser ---------------------------------------------------------------------------------
+
+
+def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """Options every command accepts, before or after the command name."""
+
+    def default(value: object) -> object:
+        return value if top else argparse.SUPPRESS
+
+    group = parser.add_argument_group("output and logging")
+    group.add_argument(
+        "--debug",
+        action="store_true",
+        default=default(False),
+        help="show the traceback of an error (and log at debug level)",
+    )
+    group.add_argument(
+        "--log-level",
+        choices=logs.LEVELS,
+        type=str.lower,
+        default=default(None),
+        help="lowest level logged to stderr (default: info for run, warning otherwise)",
+    )
+    group.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        default=default("text"),
+        help="text: readable lines; json: one JSON object per line",
+    )
+
+
+def _driver(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--driver",
+        metavar="URL",
+        help="the store: memory://, sqlite:///tasks.db, redis://localhost:6379/0 "
+        "(default: $TICKKIT_DRIVER, else memory://)",
+    )
+
+
+def _tasks(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tasks",
+        metavar="DIR",
+        help="the folder of task modules (default: app/tasks when it exists)",
+    )
+
+
+def _json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="tickkit",
+        description="Schedule and run tasks: run a worker, manage the jobs in a store, preview "
+        "schedules.",
+        epilog=EPILOG,
+    )
+    parser.add_argument("--version", action="version", version=f"tickkit {__version__}")
+    _common(parser, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    def command(name: str, help: str, func: Command, description: str | None = None) -> Parser:
+        p: Parser = sub.add_parser(name, help=help, description=description or help, epilog=EPILOG)
+        p.set_defaults(func=func)
+        _common(p, top=False)
+        return p
+
+    p = command(
+        "run",
+        "run a worker: static tasks from a folder and dynamic jobs from the store",
+        _cmd_run,
+        "Run a worker until SIGINT or SIGTERM. On a signal it takes no new jobs, lets running "
+        "tasks finish (up to --shutdown-timeout), releases the rest for another worker and "
+        "exits 0. A second signal exits at once.",
+    )
+    _tasks(p)
+    _driver(p)
+    p.add_argument("--reload", action="store_true", help="reload tasks when their files change")
+    p.add_argument(
+        "--concurrency", type=_positive_int, default=64, metavar="N", help="runs at once (64)"
+    )
+    p.add_argument(
+        "--shutdown-timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long running tasks get to finish at shutdown (30)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus metrics on this port (the prometheus plugin)",
+    )
+    p.add_argument(
+        "--for",
+        dest="run_for",
+        type=_seconds,
+        metavar="SECONDS",
+        help="stop gracefully after this many seconds (demos, tests)",
+    )
+
+    p = command("list", "list the jobs in the store", commands.cmd_list)
+    _driver(p)
+    p.add_argument("--task", metavar="NAME", help="only jobs of this task")
+    p.add_argument("--state", choices=[s.value for s in JobState], help="only jobs in this state")
+    p.add_argument(
+        "--kind", choices=("static", "dynamic"), help="only static schedules or dynamic jobs"
+    )
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="at most N jobs")
+    _json_flag(p)
+
+    p = command("show", "show one job", commands.cmd_show)
+    p.add_argument("id", metavar="ID", help="the job id")
+    _driver(p)
+    _json_flag(p)
+
+    p = command(
+        "add",
+        "create a dynamic job of a task",
+        commands.cmd_add,
+        "Create a dynamic job of task NAME. Without --in, --at, --cron or --every it runs as "
+        "soon as a worker takes it.",
+    )
+    p.add_argument("name", metavar="NAME", help="the task name (loaded from --tasks)")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument(
+        "--in", dest="in_", type=_duration, metavar="DURATION", help="run once after e.g. 10m"
+    )
+    when.add_argument(
+        "--at",
+        type=_datetime,
+        metavar="TIME",
+        help="run once at an ISO 8601 time (naive: --tz, else local time)",
+    )
+    when.add_argument("--cron", metavar="EXPR", help="run on a cron schedule")
+    when.add_argument("--every", type=_duration, metavar="DURATION", help="run every e.g. 1h")
+    p.add_argument("--tz", type=_zone, metavar="ZONE", help="IANA time zone for --cron and --at")
+    p.add_argument("--data", type=_json, metavar="JSON", help="the job's data, as JSON")
+    p.add_argument("--id", metavar="ID", help="a job id of your choice (default: generated)")
+    p.add_argument("--replace", action="store_true", help="replace a job that has this --id")
+    _tasks(p)
+    _driver(p)
+    _json_flag(p)
+
+    p = command("delete", "delete a job (or every dynamic job of a task)", commands.cmd_delete)
+    p.add_argument("id", metavar="ID", nargs="?", help="the job id")
+    p.add_argument("--task", metavar="NAME", help="delete every dynamic job of this task instead")
+    _driver(p)
+    _json_flag(p)
+
+    for name, text in (
+        ("pause", "pause a job: no worker takes it until it is resumed"),
+        ("resume", "resume a paused job"),
+    ):
+        p = command(name, text, commands.cmd_pause)
+        p.add_argument("id", metavar="ID", help="the job id")
+        _driver(p)
+        _json_flag(p)
+
+    p = command(
+        "run-now",
+        "run a job now (a recurring job gets one extra run)",
+        commands.cmd_run_now,
+    )
+    p.add_argument("id", metavar="ID", help="the job id")
+    _driver(p)
+    _json_flag(p)
+
+    p = command(
+        "next",
+        "show the next fire times of a schedule",
+        commands.cmd_next,
+        "Show the next fire times of a cron expression (or any schedule tickkit accepts), with a "
+        "note where a daylight saving change moves or merges a run.",
+    )
+    p.add_argument("expression", metavar="EXPR", help='e.g. "0 9 * * 1-5" or "*/10 * * * * *"')
+    p.add_argument("--tz", type=_zone, metavar="ZONE", help="IANA time zone (default UTC)")
+    p.add_argument("-n", "--count", type=_positive_int, default=5, metavar="N", help="how many (5)")
+    p.add_argument(
+        "--after", type=_datetime, metavar="TIME", help="start after this ISO 8601 time (now)"
+    )
+    _json_flag(p)
+
+    p = command(
+        "drivers",
+        "list installed drivers (tickkit.drivers entry points)",
+        commands.cmd_entry_points,
+    )
+    _json_flag(p)
+    p = command(
+        "plugins",
+        "list installed plugins (tickkit.plugins entry points)",
+        commands.cmd_entry_points,
+    )
+    _json_flag(p)
+    return parser
+
+
+async def _cmd_run(args: argparse.Namespace) -> int:
+    kernel = worker.build_kernel(
+        driver=commands.driver_url(args),
+        tasks_dir=commands.tasks_dir(args),
+        reload=args.reload,
+        concurrency=args.concurrency,
+        shutdown_timeout=args.shutdown_timeout,
+        metrics_port=args.metrics_port,
+    )
+    await worker.serve(kernel, args.run_for)
+    return 0
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The one exception inside (nested) exception groups, or the group itself."""
+    while True:
+        inner = getattr(exc, "exceptions", None)
+        if not isinstance(inner, tuple) or len(inner) != 1:
+            return exc
+        exc = inner[0]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, (TickkitError, commands.UsageError)):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``tickkit`` command; return its exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else 0
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    level = args.log_level or (
+        "debug" if args.debug else "info" if args.command == "run" else "warning"
+    )
+    logs.configure(level, args.log_format)
+    func: Command = args.func
+    try:
+        return anyio.run(func, args)
+    except KeyboardInterrupt:
+        sys.stderr.write("tickkit: interrupted\n")
+        return 130
+    except BaseException as raw:  # every failure ends as one line (or a traceback with --debug)
+        exc = _leaf(raw)
+        if isinstance(exc, SystemExit):
+            return exc.code if isinstance(exc.code, int) else 1
+        if isinstance(exc, KeyboardInterrupt):
+            sys.stderr.write("tickkit: interrupted\n")
+            return 130
+        if args.debug:
+            traceback.print_exception(type(raw), raw, raw.__traceback__, file=sys.stderr)
+        hint = (
+            ""
+            if args.debug or isinstance(exc, (TickkitError, commands.UsageError))
+            else (" (run with --debug for the traceback)")
+        )
+        sys.stderr.write(f"tickkit: error: {_one_line(exc)}{hint}\n")
+        return 2 if isinstance(exc, commands.UsageError) else 1

@@ -1,0 +1,301 @@
+"""The commands that manage a store (``list``, ``show``, ``add``, ``delete``, ``pause``,
+``resume``, ``run-now``) and those that need none (``next``, ``drivers``, ``plugins``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+from typing import Any
+
+import tickkit
+from tickkit import JobNotFoundError, Kernel, UnknownTaskError
+from tickkit.manager import list_drivers, list_plugins
+
+from . import output
+
+UTC = timezone.utc
+DEFAULT_DRIVER = "memory://"
+DEFAULT_TASKS_DIR = os.path.join("app", "tasks")
+
+
+class UsageError(Exception):
+    """The command line asks for something that cannot work (exit code 2)."""
+
+
+# --- where the store and the tasks are --------------------------------------------------------
+
+
+def driver_url(args: argparse.Namespace) -> str:
+    """``--driver``, else ``$TICKKIT_DRIVER``, else the embedded default ``memory://``."""
+    url: str | None = getattr(args, "driver", None) or os.environ.get("TICKKIT_DRIVER")
+    return url or DEFAULT_DRIVER
+
+
+def tasks_dir(args: argparse.Namespace) -> str | None:
+    """``--tasks DIR`` (which must exist), else ``app/tasks`` when that folder exists."""
+    given: str | None = getattr(args, "tasks", None)
+    if given is not None:
+        if not os.path.isdir(given):
+            raise UsageError(f"--tasks {given!r} is not a folder")
+        return given
+    return DEFAULT_TASKS_DIR if os.path.isdir(DEFAULT_TASKS_DIR) else None
+
+
+@asynccontextmanager
+async def open_store(
+    args: argparse.Namespace, *, load_tasks: bool = False
+) -> AsyncIterator[Kernel]:
+    """A kernel with its driver open but not dispatching, for managing the store."""
+    url = driver_url(args)
+    if url.split("://", 1)[0].lower() == "memory":
+        raise UsageError(
+            f"`tickkit {args.command}` needs a persistent store: the memory store lives only "
+            "inside a running worker; pass e.g. --driver sqlite:///tasks.db (or set TICKKIT_DRIVER)"
+        )
+    folder = tasks_dir(args) if load_tasks else None
+    settings: dict[str, Any] = {"reload": False}
+    if folder is not None:
+        settings["tasks_dir"] = folder
+    kernel = Kernel(url, settings=settings)
+    await kernel.open()
+    try:
+        if load_tasks:
+            assert kernel.hooks is not None
+            for definition in kernel.hooks.load_tasks(kernel):
+                kernel.tasks.add(definition)
+        yield kernel
+    finally:
+        await kernel.stop()
+
+
+# --- store commands ---------------------------------------------------------------------------
+
+
+async def cmd_list(args: argparse.Namespace) -> int:
+    static = {"static": True, "dynamic": False}.get(args.kind)
+    async with open_store(args) as kernel:
+        jobs = await kernel.list_tasks(args.task, state=args.state, static=static, limit=args.limit)
+        now = kernel.clock.now()
+    if args.json:
+        output.emit_json([output.job_to_dict(job) for job in jobs])
+    elif not jobs:
+        print("no jobs")
+    else:
+        print(output.jobs_table(jobs, now))
+    return 0
+
+
+async def cmd_show(args: argparse.Namespace) -> int:
+    async with open_store(args) as kernel:
+        job = await kernel.get_task(args.id)
+        if job is None:
+            raise JobNotFoundError(f"no job with id {args.id!r}")
+        now = kernel.clock.now()
+        assert kernel.hooks is not None
+        schedule = kernel.hooks.parse_spec(job.schedule) if job.schedule else None
+    upcoming: list[datetime] = []
+    if schedule is not None and schedule.recurring and job.next_run_at is not None:
+        at: datetime | None = job.scheduled_at or job.next_run_at
+        while at is not None and len(upcoming) < 3:
+            at = schedule.next_fire(at)
+            if at is not None:
+                upcoming.append(at)
+    if args.json:
+        doc = output.job_to_dict(job)
+        doc["schedule_text"] = schedule.describe() if schedule is not None else None
+        doc["upcoming"] = [output.iso(t) for t in upcoming]
+        output.emit_json(doc)
+        return 0
+    when = output.local_time(job.next_run_at)
+    if job.next_run_at is not None:
+        when += f" ({output.relative(job.next_run_at, now)}; {output.iso(job.next_run_at)})"
+    rows = [
+        ("id", job.id or "-"),
+        ("task", job.name),
+        ("state", str(job.state)),
+        ("kind", "static (defined in code)" if job.static else "dynamic"),
+        ("schedule", schedule.describe() if schedule is not None else "once"),
+        ("next run", when),
+    ]
+    if job.scheduled_at is not None and job.scheduled_at != job.next_run_at:
+        rows.append(("occurrence", output.local_time(job.scheduled_at)))
+    if upcoming:
+        rows.append(("then", ", ".join(output.local_time(t) for t in upcoming)))
+    rows += [
+        ("attempts", output.attempts(job)),
+        ("runs", str(job.runs)),
+        ("created", output.local_time(job.created_at)),
+    ]
+    if job.last_run_at is not None:
+        rows.append(("last run", f"{output.local_time(job.last_run_at)} ({job.last_outcome})"))
+    if job.last_error:
+        rows.append(("last error", " ".join(job.last_error.split())))
+    rows.append(("data", output.compact_json(job.data)))
+    if job.meta:
+        rows.append(("meta", ", ".join(f"{k}={v}" for k, v in sorted(job.meta.items()))))
+    width = max(len(key) for key, _ in rows)
+    for key, value in rows:
+        print(f"{key + ':':<{width + 1}} {value}")
+    return 0
+
+
+def _schedule_from(args: argparse.Namespace) -> object:
+    """The schedule ``add`` passes to ``create_task`` (None: run as soon as a worker can)."""
+    if args.in_ is not None:
+        return args.in_
+    if args.every is not None:
+        spec: dict[str, Any] = {"type": "interval", "value": args.every.total_seconds()}
+        return spec
+    if args.cron is not None:
+        spec = {"type": "cron", "value": args.cron}
+        if args.tz is not None:
+            spec["timezone"] = args.tz
+        return spec
+    if args.at is not None:
+        at: datetime = args.at
+        if at.tzinfo is None:
+            if args.tz is not None:
+                from tickkit.plugins.schedules.cron import get_zone
+
+                return at.replace(tzinfo=get_zone(args.tz))
+            return at.astimezone()  # naive: this machine's local time
+        return at
+    return None
+
+
+async def cmd_add(args: argparse.Namespace) -> int:
+    schedule = _schedule_from(args)
+    if args.tz is not None and args.cron is None and args.at is None:
+        raise UsageError("--tz applies to --cron and --at only")
+    async with open_store(args, load_tasks=True) as kernel:
+        try:
+            job_id = await kernel.create_task(
+                args.name, args.data, schedule, id=args.id, replace=args.replace
+            )
+        except UnknownTaskError as exc:
+            if tasks_dir(args) is None:
+                raise UnknownTaskError(
+                    f"{exc} (no tasks folder was loaded: pass --tasks DIR, or run from the folder "
+                    "that holds app/tasks)"
+                ) from exc
+            raise
+        job = await kernel.get_task(job_id)
+        now = kernel.clock.now()
+    if args.json:
+        output.emit_json(output.job_to_dict(job) if job is not None else {"id": job_id})
+    elif job is not None and job.next_run_at is not None:
+        print(
+            f"added job {job_id} (task {args.name}): next run "
+            f"{output.local_time(job.next_run_at)} ({output.relative(job.next_run_at, now)})"
+        )
+    else:
+        print(f"added job {job_id} (task {args.name})")
+    return 0
+
+
+async def cmd_delete(args: argparse.Namespace) -> int:
+    if (args.id is None) == (args.task is None):
+        raise UsageError("give a job ID or --task NAME (one of them)")
+    async with open_store(args) as kernel:
+        if args.task is not None:
+            count = await kernel.delete_tasks(name=args.task)
+            if args.json:
+                output.emit_json({"task": args.task, "deleted": count})
+            else:
+                print(f"deleted {count} dynamic job(s) of task {args.task}")
+            return 0
+        existed = await kernel.delete_task(args.id)
+    if not existed:
+        raise JobNotFoundError(f"no job with id {args.id!r}")
+    if args.json:
+        output.emit_json({"id": args.id, "deleted": True})
+    else:
+        print(f"deleted job {args.id}")
+    return 0
+
+
+async def cmd_pause(args: argparse.Namespace) -> int:
+    async with open_store(args) as kernel:
+        if args.command == "pause":
+            job = await kernel.pause_task(args.id)
+        else:
+            job = await kernel.resume_task(args.id)
+        now = kernel.clock.now()
+    if args.json:
+        output.emit_json(output.job_to_dict(job))
+    elif args.command == "pause":
+        print(f"paused job {job.id} (task {job.name})")
+    else:
+        print(
+            f"resumed job {job.id} (task {job.name}): next run "
+            f"{output.local_time(job.next_run_at)} ({output.relative(job.next_run_at, now)})"
+        )
+    return 0
+
+
+async def cmd_run_now(args: argparse.Namespace) -> int:
+    async with open_store(args) as kernel:
+        run_id = await kernel.run_task_now(args.id)
+    if args.json:
+        output.emit_json({"id": args.id, "run_id": run_id})
+    elif run_id == args.id:
+        print(f"job {args.id} runs now")
+    else:
+        print(f"job {args.id} runs now as the extra one-off job {run_id}")
+    return 0
+
+
+# --- commands without a store -----------------------------------------------------------------
+
+
+async def cmd_next(args: argparse.Namespace) -> int:
+    after: datetime = args.after or datetime.now(UTC)
+    if after.tzinfo is None:
+        if args.tz is not None:
+            from tickkit.plugins.schedules.cron import get_zone
+
+            after = after.replace(tzinfo=get_zone(args.tz))
+        else:
+            after = after.astimezone()
+    schedule = tickkit.parse_schedule(args.expression, args.tz)
+    times = tickkit.next_runs(args.expression, after=after, count=args.count, timezone=args.tz)
+    dst_note = getattr(schedule, "dst_note", None)
+    notes = [dst_note(t) if dst_note is not None else None for t in times]
+    if args.json:
+        output.emit_json(
+            {
+                "expression": args.expression,
+                "timezone": args.tz,
+                "schedule": schedule.describe(),
+                "after": after.isoformat(),
+                "runs": [
+                    {"at": t.isoformat(), "utc": t.astimezone(UTC).isoformat(), "note": note}
+                    for t, note in zip(times, notes, strict=True)
+                ],
+            }
+        )
+        return 0
+    print(f"{schedule.describe()}: next {len(times)} run(s) after {after.isoformat()}")
+    if not times:
+        print("no run time is left")
+    for t, note in zip(times, notes, strict=True):
+        line = (
+            f"  {t.strftime('%a %Y-%m-%d %H:%M:%S')} {t.tzname() or ''} ({t.strftime('%z')})  "
+            f"{output.relative(t, after)}"
+        )
+        print(line + (f"  note: {note}" if note else ""))
+    return 0
+
+
+async def cmd_entry_points(args: argparse.Namespace) -> int:
+    found = list_drivers() if args.command == "drivers" else list_plugins()
+    if args.json:
+        output.emit_json([output.entry_point_to_dict(info) for info in found])
+    elif not found:
+        print(f"no {args.command} found")
+    else:
+        print(output.entry_points_table(found))
+    return 0
