@@ -1,0 +1,444 @@
+"""The OpenTelemetry plugin, on a real kernel with the memory driver and a virtual clock, read
+through the SDK's in-memory span exporter and metric reader."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from tickkit import Job, Kernel, PluginError, TaskContext, TaskRegistry, task
+from tickkit.drivers.memory import MemoryDriver
+from tickkit.plugins.otel import OpenTelemetryPlugin
+from tickkit.testing import VirtualClock
+
+pytestmark = pytest.mark.anyio
+
+UTC = timezone.utc
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class Telemetry:
+    """An SDK tracer provider and meter provider writing to memory, and the plugin on them."""
+
+    def __init__(self, relation: str = "link") -> None:
+        self.spans = InMemorySpanExporter()
+        self.tracer_provider = TracerProvider()
+        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
+        self.reader = InMemoryMetricReader()
+        self.meter_provider = MeterProvider(metric_readers=[self.reader])
+        self.plugin = OpenTelemetryPlugin(
+            tracer_provider=self.tracer_provider,
+            meter_provider=self.meter_provider,
+            relation=relation,
+        )
+        self.tracer = self.tracer_provider.get_tracer("tests")
+
+    def finished(self, name: str | None = None) -> list[ReadableSpan]:
+        spans = list(self.spans.get_finished_spans())
+        return [s for s in spans if name is None or s.name == name]
+
+    def points(self, metric: str) -> dict[frozenset[tuple[str, Any]], Any]:
+        """The data points of ``metric`` by attribute set."""
+        found: dict[frozenset[tuple[str, Any]], Any] = {}
+        data = self.reader.get_metrics_data()
+        if data is None:
+            return found
+        for rm in data.resource_metrics:
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    if m.name == metric:
+                        for p in m.data.data_points:
+                            found[frozenset((p.attributes or {}).items())] = p
+        return found
+
+    def point(self, metric: str, **attributes: str) -> Any:
+        key = frozenset((f"tickkit.{k}", v) for k, v in attributes.items())
+        return self.points(metric).get(key)
+
+
+def make_tasks() -> TaskRegistry:
+    registry = TaskRegistry()
+
+    async def ok(ctx: TaskContext) -> str:
+        await ctx.kernel.clock.sleep(2)
+        return "done"
+
+    async def flaky(ctx: TaskContext) -> None:
+        await ctx.kernel.clock.sleep(1)
+        if ctx.attempt == 1:
+            raise RuntimeError("boom on attempt 1")
+
+    async def slow(ctx: TaskContext) -> None:
+        await ctx.kernel.clock.sleep(10)
+
+    async def never(ctx: TaskContext) -> None:
+        raise AssertionError("prepare returned False: execute must not run")
+
+    async def spawner(ctx: TaskContext) -> str:
+        return await ctx.kernel.create_task("ok", None, timedelta(seconds=30))
+
+    task(name="ok", execute=ok, registry=registry)
+    task(name="flaky", execute=flaky, retries=1, backoff=5, registry=registry)
+    task(name="slow", execute=slow, timeout=3, registry=registry)
+    task(name="skipper", execute=never, prepare=lambda ctx: False, registry=registry)
+    task(name="punctual", execute=ok, misfire="skip", registry=registry)
+    task(name="spawner", execute=spawner, registry=registry)
+    return registry
+
+
+@pytest.fixture
+def tel() -> Telemetry:
+    return Telemetry()
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    return VirtualClock(T0)
+
+
+@pytest.fixture
+def kernel_for(clock: VirtualClock) -> Callable[..., Any]:
+    @asynccontextmanager
+    async def opener(plugin: object, **kw: Any) -> AsyncIterator[Kernel]:
+        kernel = Kernel(
+            kw.pop("driver", None) or MemoryDriver(keep_completed=True),
+            tasks=make_tasks(),
+            clock=clock,
+            plugins=[plugin],
+            entry_points=True,
+            **kw,
+        )
+        async with kernel:
+            yield kernel
+
+    return opener
+
+
+def _ns(dt: datetime) -> int:
+    return int((dt - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds()) * 10**9
+
+
+async def test_success_span_and_metrics(
+    tel: Telemetry, clock: VirtualClock, kernel_for: Any
+) -> None:
+    async with kernel_for(tel.plugin) as k:
+        job_id = await k.create_task("ok", None, T0 + timedelta(seconds=10))
+        # the kernel was suspended: the run starts 15 s after its time
+        await clock.jump(25)
+        await clock.advance(2)
+    [span] = tel.finished("run ok")
+    assert span.kind is SpanKind.CONSUMER
+    assert span.parent is None
+    assert span.instrumentation_scope is not None
+    assert span.instrumentation_scope.name == "tickkit"
+    attrs = dict(span.attributes or {})
+    assert attrs["tickkit.task"] == "ok"
+    assert attrs["tickkit.job.id"] == job_id
+    assert attrs["tickkit.attempt"] == 1
+    assert attrs["tickkit.scheduled_at"] == (T0 + timedelta(seconds=10)).isoformat()
+    assert attrs["tickkit.lateness"] == 15.0
+    assert attrs["tickkit.outcome"] == "succeeded"
+    assert attrs["tickkit.kernel.id"] == k.id
+    assert span.status.status_code is StatusCode.UNSET
+    # span times come from the kernel's clock
+    assert span.start_time == _ns(T0 + timedelta(seconds=25))
+    assert span.end_time == _ns(T0 + timedelta(seconds=27))
+
+    runs = tel.point("tickkit.runs", task="ok", outcome="succeeded")
+    assert runs is not None and runs.value == 1
+    duration = tel.point("tickkit.run.duration", task="ok", outcome="succeeded")
+    assert duration.count == 1 and duration.sum == 2.0
+    lateness = tel.point("tickkit.run.lateness", task="ok")
+    assert lateness.count == 1 and lateness.sum == 15.0
+    # the advised buckets: 15 s lands in the (10, 30] bucket
+    bounds = list(lateness.explicit_bounds)
+    assert bounds[:3] == [0.001, 0.005, 0.01]
+    assert lateness.bucket_counts[bounds.index(30)] == 1
+    assert tel.points("tickkit.retries") == {}
+
+
+async def test_failure_then_retry(tel: Telemetry, clock: VirtualClock, kernel_for: Any) -> None:
+    async with kernel_for(tel.plugin) as k:
+        job_id = await k.create_task("flaky", {"n": 1})
+        await clock.advance(1)  # attempt 1 fails after 1 s
+        await clock.advance(5)  # backoff
+        await clock.advance(1)  # attempt 2 succeeds
+        job = await k.get_task(job_id)
+        assert job is not None and job.runs == 2
+    first, second = sorted(tel.finished("run flaky"), key=lambda s: s.start_time or 0)
+    a1 = dict(first.attributes or {})
+    assert a1["tickkit.attempt"] == 1
+    assert a1["tickkit.outcome"] == "failed"
+    assert a1["error.type"] == "RuntimeError"
+    assert a1["tickkit.retry_at"] == (T0 + timedelta(seconds=6)).isoformat()
+    assert first.status.status_code is StatusCode.ERROR
+    assert first.status.description == "RuntimeError: boom on attempt 1"
+    [event] = first.events
+    assert event.name == "exception"
+    assert event.attributes is not None
+    assert event.attributes["exception.type"] == "RuntimeError"
+    assert event.attributes["exception.message"] == "boom on attempt 1"
+    a2 = dict(second.attributes or {})
+    assert a2["tickkit.attempt"] == 2
+    assert a2["tickkit.outcome"] == "succeeded"
+    assert second.status.status_code is StatusCode.UNSET
+
+    assert tel.point("tickkit.runs", task="flaky", outcome="failed").value == 1
+    assert tel.point("tickkit.runs", task="flaky", outcome="succeeded").value == 1
+    assert tel.point("tickkit.retries", task="flaky").value == 1
+    assert tel.point("tickkit.run.duration", task="flaky", outcome="failed").sum == 1.0
+    # lateness counts first attempts only: a retry's start is set by the backoff
+    lateness = tel.point("tickkit.run.lateness", task="flaky")
+    assert lateness.count == 1 and lateness.sum == 0.0
+
+
+async def test_skip(tel: Telemetry, clock: VirtualClock, kernel_for: Any) -> None:
+    async with kernel_for(tel.plugin) as k:
+        await k.create_task("skipper")
+        await clock.advance(1)
+    [span] = tel.finished("run skipper")
+    assert dict(span.attributes or {})["tickkit.outcome"] == "skipped"
+    assert span.status.status_code is StatusCode.UNSET
+    assert tel.point("tickkit.runs", task="skipper", outcome="skipped").value == 1
+    assert tel.point("tickkit.run.duration", task="skipper", outcome="skipped").count == 1
+    assert tel.point("tickkit.run.lateness", task="skipper").count == 1
+
+
+async def test_missed(tel: Telemetry, clock: VirtualClock, kernel_for: Any) -> None:
+    async with kernel_for(tel.plugin) as k:
+        job_id = await k.create_task("punctual", None, T0 + timedelta(seconds=10))
+        await clock.jump(60)  # far past the 1 s grace of misfire="skip"
+        job = await k.get_task(job_id)
+        assert job is not None and job.last_outcome is not None
+        assert job.last_outcome.value == "missed"
+    assert tel.finished() == []  # a missed occurrence does not run: no span
+    assert tel.point("tickkit.runs", task="punctual", outcome="missed").value == 1
+    assert tel.point("tickkit.run.duration", task="punctual", outcome="missed") is None
+    assert tel.point("tickkit.run.lateness", task="punctual") is None
+
+
+async def test_timeout(tel: Telemetry, clock: VirtualClock, kernel_for: Any) -> None:
+    async with kernel_for(tel.plugin) as k:
+        await k.create_task("slow")
+        await clock.advance(10)
+    [span] = tel.finished("run slow")
+    attrs = dict(span.attributes or {})
+    assert attrs["tickkit.outcome"] == "timed_out"
+    assert attrs["error.type"] == "timeout"
+    assert attrs["tickkit.timeout"] == 3.0
+    assert "tickkit.retry_at" not in attrs  # no retries left
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "timed out after 3.0s"
+    assert span.end_time == _ns(T0 + timedelta(seconds=3))
+    assert tel.point("tickkit.runs", task="slow", outcome="timed_out").value == 1
+    duration = tel.point("tickkit.run.duration", task="slow", outcome="timed_out")
+    assert duration.count == 1 and duration.sum == 3.0
+    assert tel.points("tickkit.retries") == {}
+
+
+async def test_cancelled_by_shutdown(tel: Telemetry, clock: VirtualClock, kernel_for: Any) -> None:
+    async with kernel_for(tel.plugin, shutdown_timeout=0) as k:
+        await k.create_task("ok")
+        await clock.advance(1)  # running, 1 s of its 2 s sleep left
+    [span] = tel.finished("run ok")
+    assert dict(span.attributes or {})["tickkit.outcome"] == "cancelled"
+    assert span.end_time == _ns(T0 + timedelta(seconds=1))
+    assert tel.point("tickkit.runs", task="ok", outcome="cancelled").value == 1
+
+
+async def test_run_links_to_the_span_that_created_the_job(
+    tel: Telemetry, clock: VirtualClock, kernel_for: Any
+) -> None:
+    with tel.tracer.start_as_current_span("worker process"):
+        # a kernel started inside a span does not make every run a child of it
+        async with kernel_for(tel.plugin) as k:
+            with tel.tracer.start_as_current_span("reminder command") as creator:
+                job_id = await k.create_task("spawner", None, T0 + timedelta(seconds=5))
+            stored = await k.get_task(job_id)
+            assert stored is not None
+            created = creator.get_span_context()
+            assert stored.meta["traceparent"] == (
+                f"00-{created.trace_id:032x}-{created.span_id:016x}-{created.trace_flags:02x}"
+            )
+            await clock.advance(5)  # spawner runs and creates an "ok" job for +30 s
+            await clock.advance(32)
+    [spawner] = tel.finished("run spawner")
+    assert spawner.parent is None
+    assert spawner.context is not None
+    assert spawner.context.trace_id != created.trace_id  # a trace of its own...
+    [link] = spawner.links
+    assert link.context.trace_id == created.trace_id  # ...linked to the creator
+    assert link.context.span_id == created.span_id
+    assert dict(link.attributes or {}) == {"tickkit.link": "created_by"}
+    # a job created by a run links to that run's span
+    [child] = tel.finished("run ok")
+    [child_link] = child.links
+    assert child_link.context.span_id == spawner.context.span_id
+    assert child_link.context.trace_id == spawner.context.trace_id
+
+
+async def test_child_relation(clock: VirtualClock, kernel_for: Any) -> None:
+    tel = Telemetry(relation="child")
+    async with kernel_for(tel.plugin) as k:
+        with tel.tracer.start_as_current_span("reminder command") as creator:
+            await k.create_task("ok", None, T0 + timedelta(seconds=5))
+        await clock.advance(7)
+    [span] = tel.finished("run ok")
+    created = creator.get_span_context()
+    assert span.parent is not None
+    assert span.parent.span_id == created.span_id
+    assert span.context is not None and span.context.trace_id == created.trace_id
+    assert span.links == ()
+
+
+async def test_no_trace_context_without_a_current_span(
+    tel: Telemetry, clock: VirtualClock, kernel_for: Any
+) -> None:
+    async with kernel_for(tel.plugin) as k:
+        job_id = await k.create_task("ok", None, T0 + timedelta(seconds=5))
+        stored = await k.get_task(job_id)
+        assert stored is not None and stored.meta == {}
+        await clock.advance(7)
+    [span] = tel.finished("run ok")
+    assert span.parent is None and span.links == ()
+
+
+def test_bad_relation_names_the_value() -> None:
+    with pytest.raises(PluginError, match="'sibling'"):
+        OpenTelemetryPlugin(relation="sibling")
+
+
+# --- across processes ------------------------------------------------------------------------
+
+CREATOR = textwrap.dedent(
+    """
+    # another process: a kernel with the module-level plugin (plugins=["tickkit.plugins.otel"])
+    # on the global SDK providers runs one job, and creates another inside a span, then
+    # prints what it recorded and what a shared store would keep of the job
+    import json
+    from datetime import datetime, timedelta, timezone
+
+    import anyio
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from tickkit import Kernel, TaskRegistry, task
+    from tickkit.testing import VirtualClock
+
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    trace.set_tracer_provider(provider)
+    reader = InMemoryMetricReader()
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+
+    async def main() -> None:
+        registry = TaskRegistry()
+
+        async def ok(ctx):
+            return None
+
+        task(name="ok", execute=ok, registry=registry)
+        t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        clock = VirtualClock(t0)
+        kernel = Kernel(
+            "memory://", tasks=registry, clock=clock, plugins=["tickkit.plugins.otel"]
+        )
+        async with kernel:
+            await kernel.create_task("ok")
+            await clock.advance(1)
+            tracer = trace.get_tracer("creator")
+            with tracer.start_as_current_span("create in another process") as span:
+                job_id = await kernel.create_task("ok", {"x": 1}, t0 + timedelta(seconds=5))
+            job = await kernel.get_task(job_id)
+            ctx = span.get_span_context()
+        runs = [
+            (dict(p.attributes), p.value)
+            for rm in reader.get_metrics_data().resource_metrics
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+            if m.name == "tickkit.runs"
+            for p in m.data.data_points
+        ]
+        print(json.dumps({
+            "meta": job.meta,
+            "trace_id": ctx.trace_id,
+            "span_id": ctx.span_id,
+            "spans": [
+                [s.name, dict(s.attributes)["tickkit.outcome"]]
+                for s in spans.get_finished_spans() if s.name.startswith("run ")
+            ],
+            "runs": runs,
+        }))
+
+    anyio.run(main)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def other_process() -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run(
+        [sys.executable, "-c", CREATOR],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_module_is_a_plugin_on_the_global_providers(other_process: dict[str, Any]) -> None:
+    """``Kernel(plugins=["tickkit.plugins.otel"])``: the module's hooks use one default instance
+    on the global tracer and meter providers the application set."""
+    assert other_process["spans"] == [["run ok", "succeeded"]]
+    assert other_process["runs"] == [[{"tickkit.task": "ok", "tickkit.outcome": "succeeded"}, 1]]
+
+
+async def test_trace_context_crosses_processes(
+    other_process: dict[str, Any], tel: Telemetry, clock: VirtualClock, kernel_for: Any
+) -> None:
+    """The job meta written by a kernel in another process links this process's run to the
+    creating span. The memory driver stands in for a shared store: the job is stored here
+    exactly as the other process stored it (the SQLite driver has not landed yet)."""
+    created = other_process
+    assert set(created["meta"]) == {"traceparent"}
+    driver = MemoryDriver(keep_completed=True)
+    async with kernel_for(tel.plugin, driver=driver) as k:
+        at = T0 + timedelta(seconds=5)
+        job_id = await k.driver.add_job(
+            Job(None, "ok", {"x": 1}, next_run_at=at, scheduled_at=at, meta=created["meta"])
+        )
+        k.wakeup()
+        await clock.advance(7)
+        job = await k.get_task(job_id)
+        assert job is not None and job.runs == 1
+    [span] = tel.finished("run ok")
+    [link] = span.links
+    assert link.context.trace_id == created["trace_id"]
+    assert link.context.span_id == created["span_id"]
+    assert link.context.is_remote
+    assert span.context is not None and span.context.trace_id != created["trace_id"]
