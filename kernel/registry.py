@@ -5,6 +5,8 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, overload
 
@@ -215,6 +217,20 @@ class TaskRegistry:
 #: tasks defined with ``tickkit.task`` land here; a Kernel without ``tasks=`` runs these
 default_registry = TaskRegistry()
 
+_collector: ContextVar[TaskRegistry | None] = ContextVar("tickkit_task_collector", default=None)
+
+
+@contextmanager
+def collecting(registry: TaskRegistry) -> Iterator[TaskRegistry]:
+    """Inside the block, ``task()`` calls without ``registry=`` add to ``registry`` instead of
+    the default registry (in this context only). The folder plugin imports each task file in one,
+    so it knows which tasks a file defines and the default registry stays untouched."""
+    token = _collector.set(registry)
+    try:
+        yield registry
+    finally:
+        _collector.reset(token)
+
 
 @overload
 def task(
@@ -273,7 +289,8 @@ def task(
     max_instances: int | type[_Default] | None = _Default,
     registry: TaskRegistry | None = None,
 ) -> TaskDefinition | Callable[[ExecuteFn], TaskDefinition]:
-    """Define a static task and register it in the default registry (or ``registry``).
+    """Define a static task and register it in the default registry (or ``registry``, or the
+    registry of an enclosing :func:`collecting` block).
 
     Decorator form::
 
@@ -304,7 +321,8 @@ def task(
             misfire_grace=misfire_grace,
             max_instances=max_instances,
         )
-        (registry if registry is not None else default_registry).add(definition)
+        target = registry if registry is not None else _collector.get()
+        (target if target is not None else default_registry).add(definition)
         return definition
 
     if execute is not None:
