@@ -60,7 +60,9 @@ def _awatch() -> Callable[..., Any]:
     try:
         from watchfiles import awatch
     except ImportError as exc:
-        raise MissingExtraError("hot reload (settings reload=True)", "reload", "watchfiles") from exc
+        raise MissingExtraError(
+            "hot reload (settings reload=True)", "reload", "watchfiles"
+        ) from exc
     return awatch
 
 
