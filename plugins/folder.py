@@ -356,11 +356,6 @@ def folder_of(kernel: Kernel) -> TaskFolder | None:
 
 @hookimpl
 def tickkit_load_tasks(kernel: Kernel) -> list[TaskDefinition] | None:
-    previous = _folders.pop(kernel, None)
-    if previous is not None:  # started again: the folder is read afresh
-        for definition in previous.definitions():
-            if kernel.tasks.get(definition.name) is definition:
-                kernel.tasks.remove(definition.name)
     root = tasks_dir(kernel)
     if root is None:
         return None
