@@ -154,6 +154,13 @@ async def serve(kernel: Kernel, run_for: float | None) -> None:
                 tg.start_soon(on_signals, receiver)
             if run_for is not None:
                 tg.start_soon(stop_later, run_for)
-            await kernel.serve()
+            try:
+                await kernel.serve()
+            except BaseException:
+                # a start that failed half way (a task file that does not import...) leaves the
+                # driver open: close it so that no connection thread outlives the command
+                with anyio.CancelScope(shield=True):
+                    await kernel.stop()
+                raise
             tg.cancel_scope.cancel()
     log.info("worker %s stopped", kernel.id)
