@@ -1,0 +1,1093 @@
+"""The SQLite driver (``sqlite:///tasks.db``): jobs in one SQLite file, built on aiosqlite.
+
+Jobs survive a restart, and several processes on one host (bot shards) can share the file:
+every due occurrence runs in exactly one of them. See docs/drivers/sqlite.md.
+
+Design in short:
+
+- one row per job in ``tickkit_jobs``; times are integer epoch milliseconds; task data is the
+  kernel codec's JSON text; the schema version is recorded in ``tickkit_version`` and older
+  files are migrated forward when a driver starts;
+- the index ``(state, next_run_at)`` makes "the next due job" a seek;
+- a claim is a lease (owner, token, expiry) taken in one ``BEGIN IMMEDIATE`` transaction; an
+  expired lease (its process died) is taken over with the attempt counted;
+- the outcome of a run and the job's next occurrence are written by one statement;
+- an idle dispatcher does not query the store: each poll reads ``PRAGMA data_version`` on a
+  second connection (microseconds, no lock) and re-reads the jobs only when another connection
+  committed something or the next known due time or lease expiry has come.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import anyio
+import attrs
+
+from tickkit import (
+    Acquired,
+    Backoff,
+    Claim,
+    Driver,
+    DriverContext,
+    DriverError,
+    IncompatibleStoreError,
+    Job,
+    JobExistsError,
+    JobState,
+    MissingExtraError,
+    Outcome,
+    RunResult,
+)
+from tickkit.models import from_millis, to_millis
+
+try:
+    import aiosqlite
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingExtraError(
+        "the SQLite driver (tickkit.drivers.sqlite)", "sqlite", "aiosqlite"
+    ) from exc
+
+__all__ = ["LATEST_VERSION", "MIGRATIONS", "DeadLetter", "Migration", "SQLiteDriver"]
+
+T = TypeVar("T")
+
+
+# --- schema ------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Migration:
+    """One forward step of the schema: ``statements`` take a store to ``version``."""
+
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "jobs table with leases; due-time and lease indexes",
+        (
+            """CREATE TABLE tickkit_version (
+                version INTEGER PRIMARY KEY,
+                description TEXT NOT NULL,
+                applied_at INTEGER NOT NULL
+            )""",
+            """CREATE TABLE tickkit_jobs (
+                id TEXT PRIMARY KEY NOT NULL,
+                name TEXT NOT NULL,
+                data TEXT NOT NULL,
+                schedule TEXT,
+                next_run_at INTEGER,
+                scheduled_at INTEGER,
+                state TEXT NOT NULL,
+                static INTEGER NOT NULL DEFAULT 0,
+                attempt INTEGER NOT NULL DEFAULT 0,
+                max_attempts INTEGER,
+                backoff TEXT,
+                created_at INTEGER,
+                last_run_at INTEGER,
+                last_outcome TEXT,
+                last_error TEXT,
+                runs INTEGER NOT NULL DEFAULT 0,
+                meta TEXT NOT NULL DEFAULT '{}',
+                pause_requested INTEGER NOT NULL DEFAULT 0,
+                lease_owner TEXT,
+                lease_token TEXT,
+                lease_expires_at INTEGER
+            )""",
+            "CREATE INDEX tickkit_jobs_due ON tickkit_jobs (state, next_run_at)",
+            "CREATE INDEX tickkit_jobs_lease ON tickkit_jobs (lease_expires_at) "
+            "WHERE state = 'running'",
+            "CREATE INDEX tickkit_jobs_name ON tickkit_jobs (name)",
+        ),
+    ),
+    Migration(
+        2,
+        "finish time and traceback for retention and the dead-letter view",
+        (
+            "ALTER TABLE tickkit_jobs ADD COLUMN finished_at INTEGER",
+            "ALTER TABLE tickkit_jobs ADD COLUMN last_traceback TEXT",
+            "UPDATE tickkit_jobs SET finished_at = last_run_at "
+            "WHERE state IN ('completed', 'missed', 'failed')",
+            "CREATE INDEX tickkit_jobs_done ON tickkit_jobs (finished_at) "
+            "WHERE static = 0 AND state IN ('completed', 'missed')",
+            "CREATE INDEX tickkit_jobs_failed ON tickkit_jobs (finished_at) "
+            "WHERE static = 0 AND state = 'failed'",
+        ),
+    ),
+)
+
+#: the schema version this code writes
+LATEST_VERSION = MIGRATIONS[-1].version
+
+_COLUMNS = (
+    "id, name, data, schedule, next_run_at, scheduled_at, state, static, attempt, max_attempts, "
+    "backoff, created_at, last_run_at, last_outcome, last_error, runs, meta"
+)
+_INSERT_COLUMNS = _COLUMNS + ", finished_at"
+_INSERT_VALUES = ", ".join("?" for _ in _INSERT_COLUMNS.split(","))
+
+_NCOLS = len(_COLUMNS.split(","))
+_PAD = ", ".join(["NULL"] * (_NCOLS - 1))
+
+
+def claim_read_sql(excluded: int) -> str:
+    """The one read behind a claim: (0) jobs whose lease expired, oldest first, (1) the first
+    scheduled jobs by due time, (2) the earliest lease expiry, (3) with ``excluded`` task
+    names, the earliest due time among their jobs. Every part is an index seek.
+
+    Parameters: now, limit, limit + 1, then the excluded names.
+    """
+    skip = marks = ""
+    if excluded:
+        marks = ", ".join(f"?{4 + i}" for i in range(excluded))
+        skip = f" AND name NOT IN ({marks})"
+    sql = (
+        f"SELECT 0, * FROM (SELECT {_COLUMNS} FROM tickkit_jobs "
+        f"WHERE state = 'running' AND lease_expires_at <= ?1{skip} "
+        "ORDER BY lease_expires_at LIMIT ?2) "
+        f"UNION ALL SELECT 1, * FROM (SELECT {_COLUMNS} FROM tickkit_jobs "
+        f"WHERE state = 'scheduled'{skip} ORDER BY next_run_at LIMIT ?3) "
+        "UNION ALL SELECT 2, (SELECT MIN(lease_expires_at) FROM tickkit_jobs "
+        f"WHERE state = 'running'), {_PAD}"
+    )
+    if excluded:
+        sql += (
+            " UNION ALL SELECT 3, (SELECT MIN(next_run_at) FROM tickkit_jobs "
+            f"WHERE state = 'scheduled' AND name IN ({marks})), {_PAD}"
+        )
+    return sql
+
+
+#: the claim itself: only rows still claimable change (another process may have won the race)
+SQL_CLAIM = (
+    "UPDATE tickkit_jobs SET state = 'running', attempt = attempt + 1, lease_owner = ?, "
+    "lease_token = ?, lease_expires_at = ? WHERE id IN ({ids}) AND ("
+    "(state = 'scheduled' AND next_run_at <= ?) OR (state = 'running' AND lease_expires_at <= ?))"
+)
+_DONE = "static = 0 AND state IN ('completed', 'missed')"
+_FAILED = "static = 0 AND state = 'failed'"
+_RESUMED_STATE = "CASE WHEN pause_requested THEN 'paused' ELSE 'scheduled' END"
+_NO_LEASE = "lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, pause_requested = 0"
+#: SQLite's default limit on bound parameters is 999 before 3.32
+_CHUNK = 500
+
+
+@attrs.frozen
+class DeadLetter:
+    """A job whose last attempt failed with no retry left, as kept by the driver."""
+
+    job: Job
+    #: when the last attempt finished
+    failed_at: datetime | None
+    #: the formatted traceback of the last failure (None for a timeout)
+    traceback: str | None
+
+
+@attrs.frozen
+class _Retention:
+    """What to keep of finished one-off jobs of one kind."""
+
+    keep_all: bool
+    count: int | None = None
+    age_ms: int | None = None
+
+    @property
+    def keeps_any(self) -> bool:
+        return self.keep_all or bool(self.count) or self.age_ms is not None
+
+
+def _retention(value: object, option: str) -> _Retention:
+    if value is True:
+        return _Retention(True)
+    if value is False or value is None:
+        return _Retention(False)
+    if isinstance(value, timedelta):
+        if value <= timedelta(0):
+            raise DriverError(f"{option} must be a positive timedelta, got {value!r}")
+        return _Retention(False, age_ms=int(value.total_seconds() * 1000))
+    if isinstance(value, int) and value >= 0:
+        return _Retention(False, count=value)
+    raise DriverError(
+        f"{option} must be True, False, a count of jobs (int >= 0) or an age (timedelta), "
+        f"got {value!r}"
+    )
+
+
+def _seconds(value: object, option: str, *, minimum: float, allow_zero: bool = False) -> float:
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DriverError(f"{option} must be a number of seconds or a timedelta, got {value!r}")
+    seconds = float(value)
+    if not (seconds >= minimum or (allow_zero and seconds == 0)):
+        raise DriverError(f"{option} must be at least {minimum:g} seconds, got {value!r}")
+    return seconds
+
+
+_SYNCHRONOUS = ("off", "normal", "full", "extra")
+_URL_OPTIONS = {"poll_interval", "lease_duration", "busy_timeout", "synchronous", "keep_failed"}
+
+
+@attrs.define
+class _Idle:
+    """What the last full read found, to answer idle polls without querying."""
+
+    version: int | None
+    exclude: frozenset[str]
+    #: the earliest due time or lease expiry (epoch ms) at which the answer may change
+    valid_until: float
+    next_due: datetime | None
+
+
+class SQLiteDriver(Driver):
+    """Jobs in a SQLite file (WAL mode), shared safely by several processes on one host.
+
+    Arguments:
+        path: the database file (created with its schema when missing).
+        poll_interval: seconds between checks for changes made by other processes (default 1).
+        lease_duration: seconds a claim is held without renewal; a process that dies holding
+            one leaves it to expire, then another process runs the job again (default 30).
+        busy_timeout: seconds a statement waits for another process's write lock before it
+            fails with :class:`~tickkit.DriverError` (default 5).
+        keep_completed: what to keep of one-off jobs that finished (completed or missed):
+            False (default) removes them, True keeps them all, an int keeps that many of the
+            most recent ones, a timedelta keeps those that finished within that age.
+        keep_failed: the same for one-off jobs that failed with no retry left (the dead-letter
+            view, :meth:`dead_letters`); default True keeps them all.
+        synchronous: SQLite's ``synchronous`` setting: ``"normal"`` (default; in WAL mode a
+            committed change survives a crash of the process, the last commits may be lost on
+            power loss) or ``"full"`` (survives power loss too, one fsync per commit).
+
+    Static jobs (the schedules of static tasks) are always kept.
+    """
+
+    supports_trio = False
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        poll_interval: float | timedelta = 1.0,
+        lease_duration: float | timedelta = 30.0,
+        busy_timeout: float | timedelta = 5.0,
+        keep_completed: bool | int | timedelta = False,
+        keep_failed: bool | int | timedelta = True,
+        synchronous: str = "normal",
+    ) -> None:
+        text = os.fspath(path)
+        if not isinstance(text, str) or not text:
+            raise DriverError(f"the SQLite driver needs a file path, got {path!r}")
+        if text == ":memory:" or text.startswith("file::memory:"):
+            raise DriverError(
+                f"the SQLite driver needs a file, not {text!r}: use 'memory://' for jobs that "
+                "live only in this process"
+            )
+        self.path = Path(text).expanduser().absolute()
+        self.poll_interval: float | None = _seconds(poll_interval, "poll_interval", minimum=0.01)
+        self.lease_duration: float | None = _seconds(lease_duration, "lease_duration", minimum=0.1)
+        self.busy_timeout = _seconds(busy_timeout, "busy_timeout", minimum=0.0, allow_zero=True)
+        self.keep_completed = _retention(keep_completed, "keep_completed")
+        self.keep_failed = _retention(keep_failed, "keep_failed")
+        if not isinstance(synchronous, str) or synchronous.lower() not in _SYNCHRONOUS:
+            raise DriverError(
+                f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, got {synchronous!r}"
+            )
+        self.synchronous = synchronous.lower()
+        self._conn: aiosqlite.Connection | None = None
+        self._probe: sqlite3.Connection | None = None
+        self._lock: anyio.Lock | None = None
+        self._pending = 0
+        #: statements sent to the database thread (tests read it to check that idle polls
+        #: cost nothing)
+        self.io_calls = 0
+        self._idle: _Idle | None = None
+
+    def __repr__(self) -> str:
+        return f"SQLiteDriver({str(self.path)!r})"
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> SQLiteDriver:
+        """``sqlite:///relative/tasks.db`` or ``sqlite:////absolute/tasks.db``; the query string
+        may set ``poll_interval``, ``lease_duration``, ``busy_timeout`` (seconds),
+        ``synchronous`` and ``keep_failed`` (true/false); keyword options win over it."""
+        parts = urlsplit(url)
+        if parts.scheme.lower() != "sqlite":
+            raise DriverError(f"not a sqlite URL: {url!r}")
+        if parts.netloc not in ("", "localhost"):
+            raise DriverError(
+                f"sqlite URL {url!r} names a host ({parts.netloc!r}); write sqlite:///relative.db "
+                "or sqlite:////absolute/path.db"
+            )
+        path = unquote(parts.path)
+        if path.startswith("/"):
+            path = path[1:]
+        if not path:
+            raise DriverError(
+                f"sqlite URL {url!r} has no file path; write sqlite:///tasks.db (relative) or "
+                "sqlite:////var/lib/bot/tasks.db (absolute)"
+            )
+        from_query: dict[str, Any] = {}
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if key not in _URL_OPTIONS:
+                raise DriverError(
+                    f"unknown option {key!r} in sqlite URL {url!r} "
+                    f"(known: {', '.join(sorted(_URL_OPTIONS))})"
+                )
+            if key == "synchronous":
+                from_query[key] = value
+            elif key == "keep_failed":
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise DriverError(f"keep_failed in sqlite URL {url!r} must be true or false")
+                from_query[key] = value.lower() in ("true", "1")
+            else:
+                try:
+                    from_query[key] = float(value)
+                except ValueError:
+                    raise DriverError(
+                        f"{key} in sqlite URL {url!r} must be a number of seconds, got {value!r}"
+                    ) from None
+        return cls(path, **{**from_query, **options})
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    def io_pending(self) -> bool:
+        return self._pending > 0
+
+    async def _io(self, awaitable: Awaitable[T]) -> T:
+        self._pending += 1
+        self.io_calls += 1
+        try:
+            return await awaitable
+        finally:
+            self._pending -= 1
+
+    def _db(self) -> aiosqlite.Connection:
+        if self._conn is None:
+            raise DriverError(f"the SQLite driver for {self.path} is not started (or stopped)")
+        return self._conn
+
+    async def _exec(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> int:
+        """Run one statement; return the number of rows it changed."""
+        cursor = await self._io(self._db().execute(sql, params))
+        return int(cursor.rowcount)
+
+    async def _many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        await self._io(self._db().executemany(sql, rows))
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return list(await self._io(self._db().execute_fetchall(sql, params)))
+
+    @asynccontextmanager
+    async def _session(self, *, write: bool = False) -> AsyncIterator[None]:
+        """Use the connection alone; ``write``: inside a ``BEGIN IMMEDIATE`` transaction.
+
+        The body is shielded from cancellation so that a transaction is never left open, and a
+        SQLite error becomes a DriverError that names the file.
+        """
+        self._db()
+        assert self._lock is not None
+        async with self._lock:
+            with anyio.CancelScope(shield=True):
+                try:
+                    if write:
+                        self._idle = None
+                        await self._exec("BEGIN IMMEDIATE")
+                        try:
+                            yield
+                        except BaseException:
+                            await self._rollback()
+                            raise
+                        try:
+                            await self._exec("COMMIT")
+                        except BaseException:
+                            await self._rollback()
+                            raise
+                    else:
+                        yield
+                except sqlite3.Error as exc:
+                    raise self._error(exc) from exc
+
+    async def _rollback(self) -> None:
+        try:
+            await self._exec("ROLLBACK")
+        except sqlite3.Error:
+            pass  # SQLite already rolled the transaction back (a full disk, for example)
+
+    def _error(self, exc: sqlite3.Error) -> DriverError:
+        """A DriverError for a SQLite error, naming the file and what to do."""
+        name = str(getattr(exc, "sqlite_errorname", "") or "")
+        text = str(exc)
+        low = text.lower()
+        where = f"SQLite store {self.path}"
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in low:
+            return DriverError(
+                f"{where} is locked by another connection and stayed locked past "
+                f"busy_timeout={self.busy_timeout:g}s ({text}); nothing was changed, try again "
+                "or raise busy_timeout"
+            )
+        if name.startswith("SQLITE_READONLY") or "readonly" in low or "read-only" in low:
+            return DriverError(
+                f"{where} is read-only ({text}): tickkit needs to write the file and to create "
+                f"'{self.path.name}-wal' and '{self.path.name}-shm' next to it; check the "
+                "permissions of the file and its directory. Nothing was changed."
+            )
+        if name == "SQLITE_FULL" or "disk is full" in low:
+            return DriverError(
+                f"the disk holding {where} is full ({text}): the change was rolled back and the "
+                "jobs already stored are intact; free some space and try again"
+            )
+        if name == "SQLITE_NOTADB" or "not a database" in low:
+            return IncompatibleStoreError(
+                f"{self.path} is not a SQLite database ({text}); tickkit did not change it: "
+                "give the SQLite driver a new file or a tickkit store"
+            )
+        if name.startswith("SQLITE_CANTOPEN") or "unable to open" in low:
+            return DriverError(
+                f"cannot open {where} ({text}): check that its directory exists and is writable"
+            )
+        if name.startswith("SQLITE_CORRUPT") or "malformed" in low:
+            return DriverError(
+                f"{where} is damaged ({text}); check it with "
+                f"`sqlite3 {self.path} 'PRAGMA integrity_check'`"
+            )
+        return DriverError(f"{where}: {type(exc).__name__}: {text}")
+
+    def _data_version(self) -> int | None:
+        """``PRAGMA data_version`` on the probe connection: it changes whenever any other
+        connection (this driver's own included) commits a change to the file."""
+        if self._probe is None:
+            return None
+        try:
+            row = self._probe.execute("PRAGMA data_version").fetchone()
+        except sqlite3.Error:
+            return None
+        return int(row[0])
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self, ctx: DriverContext) -> None:
+        await super().start(ctx)
+        self._lock = anyio.Lock()
+        path = self.path
+        if path.is_dir():
+            raise DriverError(f"SQLite store {path} is a directory; give the path of a file")
+        if not path.parent.is_dir():
+            raise DriverError(
+                f"cannot create SQLite store {path}: the directory {path.parent} does not exist"
+            )
+        try:
+            self._conn = await self._io(
+                aiosqlite.connect(str(path), isolation_level=None, timeout=self.busy_timeout)
+            )
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        try:
+            await self._open_store()
+            try:
+                self._probe = sqlite3.connect(
+                    str(path), timeout=0, isolation_level=None, check_same_thread=False
+                )
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _open_store(self) -> None:
+        """Check what the file is before changing anything, then set it up and migrate it."""
+        async with self._session():
+            version = await self._stored_version()
+            await self._exec(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            # a write that is rolled back: fails at once on a read-only file
+            await self._exec("BEGIN IMMEDIATE")
+            try:
+                await self._exec("CREATE TABLE tickkit_write_check (x INTEGER)")
+            finally:
+                await self._rollback()
+            rows = await self._all("PRAGMA journal_mode = WAL")
+            mode = str(rows[0][0]).lower()
+            if mode != "wal":
+                raise DriverError(
+                    f"SQLite store {self.path} cannot use WAL mode (journal_mode stays "
+                    f"{mode!r}); put it on a local file system"
+                )
+            await self._exec(f"PRAGMA synchronous = {self.synchronous}")
+        if version < LATEST_VERSION:
+            async with self._session(write=True):
+                # another process may have migrated the file meanwhile
+                await self._migrate(await self._stored_version())
+        await self._prune_all(to_millis(self.ctx.clock.now()))
+
+    async def _stored_version(self) -> int:
+        """The store's schema version (0 for an empty file); raises for other files."""
+        names = {
+            row[0]
+            for row in await self._all(
+                "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"
+            )
+        }
+        names = {n for n in names if not n.startswith("sqlite_")}
+        if not names:
+            return 0
+        if "tickkit_version" not in names:
+            shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
+            raise IncompatibleStoreError(
+                f"{self.path} is a SQLite database but not a tickkit store (it has the tables "
+                f"{shown} and no tickkit_version table); tickkit did not change it: give the "
+                "SQLite driver a file of its own"
+            )
+        rows = await self._all("SELECT MAX(version) FROM tickkit_version")
+        version = int(rows[0][0] or 0)
+        if version > LATEST_VERSION:
+            raise IncompatibleStoreError(
+                f"{self.path} has tickkit schema version {version}, newer than the versions this "
+                f"tickkit knows (up to {LATEST_VERSION}): it was written by a newer tickkit; "
+                "upgrade tickkit to use it. tickkit did not change the file."
+            )
+        return version
+
+    async def _migrate(self, version: int, target: int = LATEST_VERSION) -> None:
+        """Apply every migration after ``version`` up to ``target`` (inside a transaction)."""
+        now = to_millis(self.ctx.clock.now())
+        for migration in MIGRATIONS:
+            if version < migration.version <= target:
+                for statement in migration.statements:
+                    await self._exec(statement)
+                await self._exec(
+                    "INSERT INTO tickkit_version (version, description, applied_at) "
+                    "VALUES (?, ?, ?)",
+                    (migration.version, migration.description, now),
+                )
+                self.ctx.logger.info(
+                    "SQLite store %s: schema migrated to version %d (%s)",
+                    self.path,
+                    migration.version,
+                    migration.description,
+                )
+
+    async def stop(self) -> None:
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
+        conn, self._conn = self._conn, None
+        self._idle = None
+        if conn is not None:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self._io(conn.close())
+                except sqlite3.Error as exc:
+                    raise self._error(exc) from exc
+
+    # --- rows ---------------------------------------------------------------------------
+
+    def _to_job(self, row: Sequence[Any]) -> Job:
+        (
+            job_id,
+            name,
+            data,
+            schedule,
+            next_run_at,
+            scheduled_at,
+            state,
+            static,
+            attempt,
+            max_attempts,
+            backoff,
+            created_at,
+            last_run_at,
+            last_outcome,
+            last_error,
+            runs,
+            meta,
+        ) = row[:17]
+        try:
+            job_state = JobState(state)
+            return Job(
+                id=job_id,
+                name=name,
+                data=self.ctx.codec.decode(data),
+                schedule=json.loads(schedule) if schedule is not None else None,
+                next_run_at=_dt(next_run_at),
+                scheduled_at=_dt(scheduled_at),
+                state=job_state,
+                static=bool(static),
+                # while running, the row counts the attempt in progress
+                attempt=attempt - 1 if job_state is JobState.RUNNING else attempt,
+                max_attempts=max_attempts,
+                backoff=Backoff.coerce(json.loads(backoff)) if backoff is not None else None,
+                created_at=_dt(created_at),
+                last_run_at=_dt(last_run_at),
+                last_outcome=Outcome(last_outcome) if last_outcome is not None else None,
+                last_error=last_error,
+                runs=runs,
+                meta=json.loads(meta),
+            )
+        except (ValueError, TypeError) as exc:
+            raise DriverError(
+                f"SQLite store {self.path}: job {job_id!r} has a row tickkit cannot read ({exc})"
+            ) from exc
+
+    def _params(self, job: Job, job_id: str) -> tuple[Any, ...]:
+        first = job.next_run_at
+        return (
+            job_id,
+            job.name,
+            self.ctx.codec.encode(job.data),
+            json.dumps(job.schedule, sort_keys=True) if job.schedule is not None else None,
+            _ms(first),
+            _ms(job.scheduled_at or first),
+            job.state.value,
+            int(job.static),
+            job.attempt,
+            job.max_attempts,
+            json.dumps(job.backoff.to_dict()) if job.backoff is not None else None,
+            _ms(job.created_at),
+            _ms(job.last_run_at),
+            job.last_outcome.value if job.last_outcome is not None else None,
+            job.last_error,
+            job.runs,
+            json.dumps(job.meta, sort_keys=True),
+            None,
+        )
+
+    # --- managing jobs ------------------------------------------------------------------
+
+    async def add_job(self, job: Job, *, replace: bool = False) -> str:
+        job_id = job.id if job.id is not None else uuid.uuid4().hex
+        params = self._params(job, job_id)
+        verb = "INSERT OR REPLACE" if replace else "INSERT"
+        async with self._session():
+            self._idle = None
+            try:
+                await self._exec(
+                    f"{verb} INTO tickkit_jobs ({_INSERT_COLUMNS}) VALUES ({_INSERT_VALUES})",
+                    params,
+                )
+            except sqlite3.IntegrityError:
+                raise JobExistsError(
+                    f"a job with id {job_id!r} exists; pass replace=True to replace it"
+                ) from None
+        return job_id
+
+    async def add_jobs(self, jobs: Sequence[Job], *, replace: bool = False) -> list[str]:
+        """Store many new jobs in one transaction (all or none); return their ids.
+
+        Same rules as :meth:`add_job`; when an id exists and ``replace`` is False, nothing is
+        stored and :class:`~tickkit.JobExistsError` names the id. Call ``kernel.wakeup()``
+        afterwards when a kernel runs on this driver.
+        """
+        ids = [job.id if job.id is not None else uuid.uuid4().hex for job in jobs]
+        if len(set(ids)) != len(ids):
+            dupes = sorted({i for i in ids if ids.count(i) > 1})
+            raise JobExistsError(f"the batch gives the job id(s) {dupes!r} more than once")
+        rows = [self._params(job, job_id) for job, job_id in zip(jobs, ids, strict=True)]
+        verb = "INSERT OR REPLACE" if replace else "INSERT"
+        async with self._session(write=True):
+            if not replace:
+                given = [job.id for job in jobs if job.id is not None]
+                for chunk in _chunks(given):
+                    found = await self._all(
+                        f"SELECT id FROM tickkit_jobs WHERE id IN ({_marks(chunk)})", chunk
+                    )
+                    if found:
+                        raise JobExistsError(
+                            f"a job with id {found[0][0]!r} exists; pass replace=True to "
+                            "replace it (nothing of the batch was stored)"
+                        )
+            await self._many(
+                f"{verb} INTO tickkit_jobs ({_INSERT_COLUMNS}) VALUES ({_INSERT_VALUES})", rows
+            )
+        return ids
+
+    async def sync_static(self, jobs: Sequence[Job], now: datetime) -> None:
+        wanted = {job.id: job for job in jobs}
+        async with self._session(write=True):
+            stored = {
+                row[0]: row
+                for row in await self._all(
+                    "SELECT id, schedule, static FROM tickkit_jobs WHERE static = 1"
+                )
+            }
+            for chunk in _chunks([i for i in wanted if i not in stored]):
+                for row in await self._all(
+                    f"SELECT id, schedule, static FROM tickkit_jobs WHERE id IN ({_marks(chunk)})",
+                    chunk,
+                ):
+                    stored[row[0]] = row
+            gone = [i for i, row in stored.items() if row[2] and i not in wanted]
+            for chunk in _chunks(gone):
+                await self._exec(f"DELETE FROM tickkit_jobs WHERE id IN ({_marks(chunk)})", chunk)
+            for job_id, job in wanted.items():
+                assert job_id is not None
+                old = stored.get(job_id)
+                same = (
+                    old is not None
+                    and old[2]
+                    and old[1] is not None
+                    and json.loads(old[1]) == job.schedule
+                )
+                if same:
+                    # same schedule: keep next_run_at, attempt and state (catch-up on restart)
+                    await self._exec(
+                        "UPDATE tickkit_jobs SET data = ?, max_attempts = ?, backoff = ? "
+                        "WHERE id = ?",
+                        (
+                            self.ctx.codec.encode(job.data),
+                            job.max_attempts,
+                            json.dumps(job.backoff.to_dict()) if job.backoff else None,
+                            job_id,
+                        ),
+                    )
+                else:
+                    await self._exec(
+                        f"INSERT OR REPLACE INTO tickkit_jobs ({_INSERT_COLUMNS}) "
+                        f"VALUES ({_INSERT_VALUES})",
+                        self._params(job, job_id),
+                    )
+
+    async def get_job(self, job_id: str) -> Job | None:
+        async with self._session():
+            rows = await self._all(f"SELECT {_COLUMNS} FROM tickkit_jobs WHERE id = ?", (job_id,))
+        return self._to_job(rows[0]) if rows else None
+
+    async def list_jobs(
+        self,
+        *,
+        name: str | None = None,
+        state: JobState | None = None,
+        static: bool | None = None,
+        limit: int | None = None,
+    ) -> list[Job]:
+        where: list[str] = []
+        params: list[Any] = []
+        if name is not None:
+            where.append("name = ?")
+            params.append(name)
+        if state is not None:
+            where.append("state = ?")
+            params.append(JobState(state).value)
+        if static is not None:
+            where.append("static = ?")
+            params.append(int(static))
+        sql = f"SELECT {_COLUMNS} FROM tickkit_jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY next_run_at IS NULL, next_run_at, rowid"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(max(int(limit), 0))
+        async with self._session():
+            rows = await self._all(sql, params)
+        return [self._to_job(row) for row in rows]
+
+    async def remove_job(self, job_id: str) -> bool:
+        async with self._session():
+            self._idle = None
+            return await self._exec("DELETE FROM tickkit_jobs WHERE id = ?", (job_id,)) > 0
+
+    async def remove_jobs(self, *, name: str) -> int:
+        async with self._session():
+            self._idle = None
+            return await self._exec(
+                "DELETE FROM tickkit_jobs WHERE name = ? AND static = 0", (name,)
+            )
+
+    async def set_paused(self, job_id: str, paused: bool) -> Job | None:
+        flag = int(bool(paused))
+        async with self._session(write=True):
+            await self._exec(
+                "UPDATE tickkit_jobs SET "
+                "pause_requested = CASE WHEN state = 'running' THEN :p ELSE pause_requested END, "
+                "state = CASE WHEN :p AND state = 'scheduled' THEN 'paused' "
+                "WHEN NOT :p AND state = 'paused' THEN 'scheduled' ELSE state END "
+                "WHERE id = :id",
+                {"p": flag, "id": job_id},
+            )
+            rows = await self._all(f"SELECT {_COLUMNS} FROM tickkit_jobs WHERE id = ?", (job_id,))
+        return self._to_job(rows[0]) if rows else None
+
+    async def move_to(self, job_id: str, when: datetime) -> bool:
+        at = to_millis(when)
+        async with self._session():
+            self._idle = None
+            changed = await self._exec(
+                "UPDATE tickkit_jobs SET next_run_at = ?, scheduled_at = ? "
+                "WHERE id = ? AND state = 'scheduled'",
+                (at, at, job_id),
+            )
+        return changed > 0
+
+    async def count_jobs(self) -> dict[JobState, int]:
+        async with self._session():
+            rows = await self._all("SELECT state, COUNT(*) FROM tickkit_jobs GROUP BY state")
+        return {JobState(state): int(count) for state, count in rows}
+
+    async def dead_letters(
+        self, *, name: str | None = None, limit: int | None = None
+    ) -> list[DeadLetter]:
+        """Jobs whose last attempt failed with no retry left, most recent failure first, with
+        their error (``job.last_error``), attempts (``job.attempt``) and traceback."""
+        sql = f"SELECT {_COLUMNS}, finished_at, last_traceback FROM tickkit_jobs WHERE state = ?"
+        params: list[Any] = [JobState.FAILED.value]
+        if name is not None:
+            sql += " AND name = ?"
+            params.append(name)
+        sql += " ORDER BY finished_at DESC, rowid DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(max(int(limit), 0))
+        async with self._session():
+            rows = await self._all(sql, params)
+        return [DeadLetter(self._to_job(row), _dt(row[17]), row[18]) for row in rows]
+
+    # --- running jobs -------------------------------------------------------------------
+
+    async def acquire(
+        self, *, now: datetime, limit: int, exclude: frozenset[str] = frozenset()
+    ) -> Acquired:
+        now_ms = to_millis(now)
+        idle = self._idle
+        if (
+            idle is not None
+            and idle.exclude == exclude
+            and now_ms < idle.valid_until
+            and idle.version is not None
+            and self._data_version() == idle.version
+        ):
+            return Acquired([], idle.next_due)
+        version = self._data_version()
+        names = sorted(exclude)
+        claims: list[Claim] = []
+        async with self._session():
+            # no transaction: each statement is atomic, and the claim's WHERE re-checks that a
+            # row is still claimable, so of several processes racing for a row one wins
+            found = await self._all(
+                claim_read_sql(len(names)),
+                (now_ms, limit, limit + 1, *names),
+            )
+            expired = [r[1:] for r in found if r[0] == 0]
+            scheduled = sorted((r[1:] for r in found if r[0] == 1), key=lambda r: r[4])
+            next_lease = next((r[1] for r in found if r[0] == 2), None)
+            next_excluded = next((r[1] for r in found if r[0] == 3), None)
+            wanted = expired[:limit]
+            room = limit - len(wanted)
+            due = [r for r in scheduled if r[4] <= now_ms][:room]
+            wanted += due
+            later = scheduled[len(due) :]
+            if wanted:
+                self._idle = None
+                token = uuid.uuid4().hex
+                expires = now_ms + self.lease_duration_ms
+                taken_over = {r[0] for r in expired}
+                ids = [r[0] for r in wanted]
+                for chunk in _chunks(ids):
+                    await self._exec(
+                        SQL_CLAIM.format(ids=_marks(chunk)),
+                        (self.ctx.owner, token, expires, *chunk, now_ms, now_ms),
+                    )
+                got: dict[str, Any] = {}
+                for chunk in _chunks(ids):
+                    for row in await self._all(
+                        f"SELECT {_COLUMNS} FROM tickkit_jobs "
+                        f"WHERE id IN ({_marks(chunk)}) AND lease_token = ?",
+                        (*chunk, token),
+                    ):
+                        got[row[0]] = row
+                lease_expires_at = from_millis(expires)
+                for job_id in ids:
+                    row = got.get(job_id)
+                    if row is None:
+                        continue  # another process claimed it first
+                    job = self._to_job(row)  # its attempt: the attempts before this one
+                    if job_id in taken_over:
+                        self.ctx.logger.warning(
+                            "job %s: the lease of another worker expired; running it again "
+                            "(attempt %d)",
+                            job_id,
+                            job.attempt + 1,
+                        )
+                    assert job.scheduled_at is not None
+                    claims.append(
+                        Claim(
+                            job=job,
+                            scheduled_at=job.scheduled_at,
+                            attempt=job.attempt + 1,
+                            token=token,
+                            lease_expires_at=lease_expires_at,
+                        )
+                    )
+        times = [t for t in (later[0][4] if later else None, next_excluded) if t is not None]
+        next_run = min(times) if times else None
+        next_due = _dt(next_run)
+        if not wanted:
+            bounds = [t for t in (next_run, next_lease) if t is not None]
+            self._idle = _Idle(
+                version=version,
+                exclude=exclude,
+                valid_until=min(bounds) if bounds else float("inf"),
+                next_due=next_due,
+            )
+        return Acquired(claims, next_due)
+
+    @property
+    def lease_duration_ms(self) -> int:
+        assert self.lease_duration is not None
+        return int(self.lease_duration * 1000)
+
+    async def renew(self, claims: Sequence[Claim], now: datetime) -> list[Claim]:
+        mine = [c for c in claims if c.token is not None and c.job.id is not None]
+        if not mine:
+            return []
+        expires = to_millis(now) + self.lease_duration_ms
+        ids = [c.job.id for c in mine if c.job.id is not None]
+        held: set[tuple[str, str]] = set()
+        async with self._session(write=True):
+            for chunk in _chunks(ids):
+                rows = await self._all(
+                    "SELECT id, lease_token FROM tickkit_jobs "
+                    f"WHERE id IN ({_marks(chunk)}) AND state = 'running'",
+                    chunk,
+                )
+                held.update((row[0], row[1]) for row in rows)
+            renewed = [(c.job.id, c.token) for c in mine if (c.job.id, c.token) in held]
+            if renewed:
+                await self._many(
+                    "UPDATE tickkit_jobs SET lease_expires_at = ? WHERE id = ? AND lease_token = ?",
+                    [(expires, job_id, token) for job_id, token in renewed],
+                )
+        lost: list[Claim] = []
+        for claim in mine:
+            assert claim.job.id is not None and claim.token is not None
+            if (claim.job.id, claim.token) in held:
+                claim.lease_expires_at = from_millis(expires)
+            else:
+                lost.append(claim)
+        return lost
+
+    async def complete(self, claim: Claim, result: RunResult) -> None:
+        job_id = claim.job.id
+        if claim.token is None or job_id is None:
+            return
+        common = {
+            "id": job_id,
+            "token": claim.token,
+            "last_run_at": to_millis(result.started_at or result.finished_at),
+            "outcome": result.outcome.value,
+            "error": result.error,
+            "traceback": result.traceback,
+            "ran": 0 if result.outcome is Outcome.CANCELLED else 1,
+        }
+        recorded = (
+            "last_run_at = :last_run_at, last_outcome = :outcome, last_error = :error, "
+            "last_traceback = :traceback, runs = runs + :ran, " + _NO_LEASE
+        )
+        mine = "WHERE id = :id AND lease_token = :token AND state = 'running'"
+        if result.retry_at is not None:
+            sql = (
+                f"UPDATE tickkit_jobs SET state = {_RESUMED_STATE}, attempt = :attempt, "
+                f"next_run_at = :next, {recorded} {mine}"
+            )
+            params = {**common, "attempt": claim.attempt, "next": to_millis(result.retry_at)}
+        elif result.next_run_at is not None:
+            sql = (
+                f"UPDATE tickkit_jobs SET state = {_RESUMED_STATE}, attempt = 0, "
+                f"next_run_at = :next, scheduled_at = :next, {recorded} {mine}"
+            )
+            params = {**common, "next": to_millis(result.next_run_at)}
+        else:
+            final = result.final_state
+            retention = self.keep_failed if final is JobState.FAILED else self.keep_completed
+            if not claim.job.static and not retention.keeps_any:
+                async with self._session():
+                    self._idle = None
+                    await self._exec(
+                        "DELETE FROM tickkit_jobs WHERE id = ? AND lease_token = ? "
+                        "AND state = 'running'",
+                        (job_id, claim.token),
+                    )
+                return
+            attempt = claim.attempt if result.outcome is not Outcome.MISSED else claim.attempt - 1
+            sql = (
+                "UPDATE tickkit_jobs SET state = :final, attempt = :attempt, next_run_at = NULL, "
+                f"finished_at = :finished, {recorded} {mine}"
+            )
+            params = {
+                **common,
+                "final": final.value,
+                "attempt": attempt,
+                "finished": to_millis(result.finished_at),
+            }
+            if not claim.job.static and not retention.keep_all:
+                async with self._session(write=True):
+                    if await self._exec(sql, params):
+                        await self._prune(final, retention, to_millis(result.finished_at))
+                return
+        async with self._session():
+            self._idle = None
+            await self._exec(sql, params)
+
+    async def release(self, claims: Sequence[Claim]) -> None:
+        rows = [(c.job.id, c.token) for c in claims if c.token is not None and c.job.id]
+        if not rows:
+            return
+        async with self._session(write=True):
+            await self._many(
+                f"UPDATE tickkit_jobs SET state = {_RESUMED_STATE}, attempt = attempt - 1, "
+                f"{_NO_LEASE} WHERE id = ? AND lease_token = ? AND state = 'running'",
+                rows,
+            )
+
+    # --- retention ----------------------------------------------------------------------
+
+    async def _prune(self, state: JobState, retention: _Retention, now_ms: int) -> None:
+        """Remove finished one-off jobs of ``state``'s kind beyond ``retention`` (in a txn)."""
+        kind = _FAILED if state is JobState.FAILED else _DONE
+        if retention.keep_all:
+            return
+        if retention.age_ms is not None:
+            await self._exec(
+                f"DELETE FROM tickkit_jobs WHERE {kind} AND finished_at < ?",
+                (now_ms - retention.age_ms,),
+            )
+        if retention.count is not None:
+            await self._exec(
+                f"DELETE FROM tickkit_jobs WHERE id IN (SELECT id FROM tickkit_jobs WHERE {kind} "
+                "ORDER BY finished_at DESC LIMIT -1 OFFSET ?)",
+                (retention.count,),
+            )
+        if retention.age_ms is None and retention.count is None:
+            await self._exec(f"DELETE FROM tickkit_jobs WHERE {kind}")
+
+    async def _prune_all(self, now_ms: int) -> None:
+        async with self._session(write=True):
+            await self._prune(JobState.COMPLETED, self.keep_completed, now_ms)
+            await self._prune(JobState.FAILED, self.keep_failed, now_ms)
+
+
+def _dt(ms: int | None) -> datetime | None:
+    return from_millis(ms) if ms is not None else None
+
+
+def _ms(dt: datetime | None) -> int | None:
+    return to_millis(dt) if dt is not None else None
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ", ".join("?" for _ in values)
+
+
+def _chunks(values: Sequence[T]) -> list[Sequence[T]]:
+    return [values[i : i + _CHUNK] for i in range(0, len(values), _CHUNK)]
