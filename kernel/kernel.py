@@ -9,7 +9,7 @@ import os
 import socket
 import traceback
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from datetime import datetime, timedelta
 from typing import Any
@@ -113,7 +113,6 @@ class Kernel:
         self.codec: Codec | None = None
         self._state = "new"
         self._wakeup = anyio.Event()
-        self._stopped = anyio.Event()
         self._stop_requested = anyio.Event()
         self._inflight: dict[Claim, anyio.CancelScope | None] = {}
         self._running_by_name: dict[str, int] = {}
@@ -121,6 +120,12 @@ class Kernel:
         self._tg: anyio.abc.TaskGroup | None = None
         self._exit: AsyncExitStack | None = None
         self._dispatch_scope: anyio.CancelScope | None = None
+        self._drained: anyio.Event | None = None
+        self._closed = anyio.Event()
+        self._alive = 0
+        self._scopes: set[anyio.CancelScope] = set()
+        self._all_done: anyio.Event | None = None
+        self._owner: int | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -179,54 +184,91 @@ class Kernel:
         await self.sync_static()
         self._exit = AsyncExitStack()
         self._tg = await self._exit.enter_async_context(anyio.create_task_group())
+        self._owner = anyio.get_current_task().id
         self._state = "running"
         _running.append(self)
-        self._tg.start_soon(self._dispatch)
+        self._spawn(self._dispatch)
         if self.driver.lease_duration:
-            self._tg.start_soon(self._renew_leases, self.driver.lease_duration)
+            self._spawn(self._renew_leases, self.driver.lease_duration)
         for service in self.hooks.kernel_services(self):
-            self._tg.start_soon(self._service, service)
+            self._spawn(self._service, service)
         self._run_immediate()
         self.hooks.kernel_started(self)
 
     async def stop(self) -> None:
-        """Stop taking jobs, wait ``shutdown_timeout`` for running ones, cancel the rest (their
-        claims are released for another worker), and close the driver."""
+        """Stop taking jobs, wait ``shutdown_timeout`` (on the kernel's clock) for running ones,
+        cancel the rest (their claims are released for another worker), and close the driver.
+
+        Safe to call from any task (a signal handler's, say); the task that started the kernel
+        finishes closing its task group when it leaves ``async with`` or calls ``stop`` itself.
+        With a VirtualClock, advance the clock while stopping or pass ``shutdown_timeout=0``.
+        """
         if self._state == "open":
             assert self.driver is not None
             await self.driver.stop()
             self._state = "stopped"
             return
-        if self._state != "running":
-            return
-        assert self.hooks is not None and self._tg is not None and self._exit is not None
+        if self._state == "running":
+            await self._shutdown()
+        elif self._state == "stopping":
+            await self._closed.wait()
+        if self._exit is not None and anyio.get_current_task().id == self._owner:
+            exit_stack, self._exit = self._exit, None
+            await exit_stack.aclose()
+
+    async def _shutdown(self) -> None:
+        assert self.hooks is not None and self._tg is not None
         self._state = "stopping"
         self.hooks.kernel_stopping(self)
         if self._dispatch_scope is not None:
             self._dispatch_scope.cancel()
         self._wakeup.set()
         with anyio.CancelScope(shield=True):
-            if self._inflight:
-                with anyio.move_on_after(self.shutdown_timeout):
-                    while self._inflight:
-                        done = anyio.Event()
-                        self._drained = done
-                        await done.wait()
+            # the grace period is measured on the kernel's clock (virtual in tests)
+            deadline = self.clock.now() + timedelta(seconds=self.shutdown_timeout)
+            while self._inflight and self.clock.now() < deadline:
+                done = anyio.Event()
+                self._drained = done
+                await self.clock.wait_until(deadline, done)
             for scope in list(self._inflight.values()):
                 if scope is not None:
                     scope.cancel()
-        # the task group is exited here, in the scope it was entered in
-        self._tg.cancel_scope.cancel()
-        try:
-            await self._exit.aclose()
-        finally:
+            for internal in list(self._scopes):
+                internal.cancel()
+            while self._alive:
+                done = anyio.Event()
+                self._all_done = done
+                await done.wait()
             if self in _running:
                 _running.remove(self)
-            with anyio.CancelScope(shield=True):
-                assert self.driver is not None
+            assert self.driver is not None
+            try:
                 await self.driver.stop()
-            self._state = "stopped"
-            self._stopped.set()
+            finally:
+                self._state = "stopped"
+                self._closed.set()
+
+    def _spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Start a kernel-internal task, counted so that shutdown can wait for all of them."""
+        assert self._tg is not None
+        self._alive += 1
+        self._tg.start_soon(self._tracked, fn, args)
+
+    async def _tracked(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+        # each internal task has its own cancel scope: shutdown cancels these, never the task
+        # group's scope, which would also cancel the body of the caller's `async with`
+        scope = anyio.CancelScope()
+        self._scopes.add(scope)
+        try:
+            with scope:
+                await fn(*args)
+        except Exception:
+            log.exception("tickkit kernel task %s failed", getattr(fn, "__name__", fn))
+        finally:
+            self._scopes.discard(scope)
+            self._alive -= 1
+            if not self._alive and self._all_done is not None:
+                self._all_done.set()
 
     async def __aenter__(self) -> Kernel:
         await self.start()
@@ -320,7 +362,7 @@ class Kernel:
                 claim = Claim(job=job, scheduled_at=now, attempt=1, local=True)
                 claim.plan = Plan(True, now, 0, None)
                 self._inflight[claim] = None
-                self._tg.start_soon(self._run_claim, claim)
+                self._spawn(self._run_claim, claim)
 
     # --- the job API --------------------------------------------------------------------
 
@@ -494,7 +536,7 @@ class Kernel:
                     failures = 0
                     for claim in acquired.claims:
                         self._inflight[claim] = None
-                        self._tg.start_soon(self._run_claim, claim)
+                        self._spawn(self._run_claim, claim)
                     if len(acquired.claims) >= free:
                         continue
                     nd = acquired.next_due
@@ -538,6 +580,7 @@ class Kernel:
     async def _run_claim(self, claim: Claim) -> None:
         name = claim.job.name
         self._running_by_name[name] = self._running_by_name.get(name, 0) + 1
+        settled = False
         try:
             with anyio.CancelScope() as scope:
                 self._inflight[claim] = scope
@@ -550,10 +593,14 @@ class Kernel:
                     if not claim.local:
                         with anyio.CancelScope(shield=True):
                             await self._release(claim)
-            if scope.cancelled_caught and not claim.local:
+                settled = True
+        finally:
+            # cancelled (shutdown): release the claim for another worker. This runs whichever
+            # scope caught the cancellation: at shutdown the task group's scope is cancelled
+            # too, and the outer scope then takes it, so ``scope.cancelled_caught`` stays False
+            if not settled and not claim.local:
                 with anyio.CancelScope(shield=True):
                     await self._release(claim)
-        finally:
             self._inflight.pop(claim, None)
             left = self._running_by_name.get(name, 1) - 1
             if left:
@@ -561,9 +608,8 @@ class Kernel:
             else:
                 self._running_by_name.pop(name, None)
             self._wakeup.set()
-            drained = getattr(self, "_drained", None)
-            if drained is not None and not self._inflight:
-                drained.set()
+            if self._drained is not None and not self._inflight:
+                self._drained.set()
 
     async def _release(self, claim: Claim) -> None:
         assert self.driver is not None
