@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import AsyncIterator, Callable
@@ -615,7 +616,7 @@ async def test_cron_runs_never_overlap(
     async with make_kernel(shutdown_timeout=0):
         await clock.advance(timedelta(minutes=10))
     assert len(spans) >= 3
-    assert all(b[0] >= a[1] for a, b in zip(spans, spans[1:]))
+    assert all(b[0] >= a[1] for a, b in itertools.pairwise(spans))
 
 
 async def test_pause_resume_and_run_now(

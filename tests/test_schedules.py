@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -64,7 +65,7 @@ def test_invalid_cron_names_the_value(expr: str, fragment: str) -> None:
 def test_unknown_timezone() -> None:
     with pytest.raises(UnknownTimezoneError, match="'Mars/Olympus'"):
         parse_schedule("0 0 * * *", "Mars/Olympus")
-    with pytest.raises(UnknownTimezoneError, match="'../etc'"):
+    with pytest.raises(UnknownTimezoneError, match=r"'\.\./etc'"):
         parse_schedule({"type": "cron", "value": "0 0 * * *", "timezone": "../etc"})
 
 
@@ -281,7 +282,7 @@ def test_other_zones_half_hour_dst() -> None:
 def test_next_runs_are_strictly_increasing_over_a_year() -> None:
     for expr in ["*/7 * * * *", "30 1 * * *", "0 2 * * *", "15 */2 * * *"]:
         runs = fires(expr, datetime(2026, 1, 1, tzinfo=UTC), 2000)
-        assert all(b > a for a, b in zip(runs, runs[1:]))
+        assert all(b > a for a, b in itertools.pairwise(runs))
 
 
 def test_interval_and_date() -> None:
