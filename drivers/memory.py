@@ -27,6 +27,10 @@ from tickkit import (
 )
 
 
+#: how many due jobs of capped tasks (``exclude``) one acquire steps over before it gives up
+_MAX_HELD = 1024
+
+
 class MemoryDriver(Driver):
     """Jobs in a dict, due times in a heap.
 
@@ -197,6 +201,8 @@ class MemoryDriver(Driver):
             job = jobs[job_id]
             if exclude and job.name in exclude:
                 held.append(entry)
+                if len(held) >= _MAX_HELD:
+                    break  # many due jobs of capped tasks: look again after a run finishes
                 continue
             del due[job_id]
             job.state = JobState.RUNNING
