@@ -108,9 +108,9 @@ MIGRATIONS: tuple[Migration, ...] = (
                 lease_expires_at INTEGER
             )""",
             "CREATE INDEX tickkit_jobs_due ON tickkit_jobs (state, next_run_at)",
-            "CREATE INDEX tickkit_jobs_lease ON tickkit_jobs (lease_expires_at) "
-            "WHERE state = 'running'",
+            "CREATE INDEX tickkit_jobs_lease ON tickkit_jobs (state, lease_expires_at)",
             "CREATE INDEX tickkit_jobs_name ON tickkit_jobs (name)",
+            "CREATE INDEX tickkit_jobs_static ON tickkit_jobs (id) WHERE static = 1",
         ),
     ),
     Migration(
@@ -144,9 +144,10 @@ _PAD = ", ".join(["NULL"] * (_NCOLS - 1))
 
 
 def claim_read_sql(excluded: int) -> str:
-    """The one read behind a claim: (0) jobs whose lease expired, oldest first, (1) the first
-    scheduled jobs by due time, (2) the earliest lease expiry, (3) with ``excluded`` task
-    names, the earliest due time among their jobs. Every part is an index seek.
+    """The one read behind a claim, in parts: (0) jobs whose lease expired, oldest first;
+    (1) scheduled jobs that are due, oldest first; (2) the earliest lease expiry; (3) the
+    earliest due time after now; (4) with ``excluded`` task names, the earliest due time among
+    their jobs. Every part is an index seek.
 
     Parameters: now, limit, limit + 1, then the excluded names.
     """
@@ -155,17 +156,20 @@ def claim_read_sql(excluded: int) -> str:
         marks = ", ".join(f"?{4 + i}" for i in range(excluded))
         skip = f" AND name NOT IN ({marks})"
     sql = (
-        f"SELECT 0, * FROM (SELECT {_COLUMNS} FROM tickkit_jobs "
+        f"SELECT 0, * FROM (SELECT {_COLUMNS} FROM tickkit_jobs INDEXED BY tickkit_jobs_lease "
         f"WHERE state = 'running' AND lease_expires_at <= ?1{skip} "
         "ORDER BY lease_expires_at LIMIT ?2) "
         f"UNION ALL SELECT 1, * FROM (SELECT {_COLUMNS} FROM tickkit_jobs "
-        f"WHERE state = 'scheduled'{skip} ORDER BY next_run_at LIMIT ?3) "
+        f"INDEXED BY tickkit_jobs_due WHERE state = 'scheduled' AND next_run_at <= ?1{skip} "
+        "ORDER BY next_run_at LIMIT ?3) "
         "UNION ALL SELECT 2, (SELECT MIN(lease_expires_at) FROM tickkit_jobs "
-        f"WHERE state = 'running'), {_PAD}"
+        f"INDEXED BY tickkit_jobs_lease WHERE state = 'running'), {_PAD} "
+        "UNION ALL SELECT 3, (SELECT MIN(next_run_at) FROM tickkit_jobs "
+        f"INDEXED BY tickkit_jobs_due WHERE state = 'scheduled' AND next_run_at > ?1), {_PAD}"
     )
     if excluded:
         sql += (
-            " UNION ALL SELECT 3, (SELECT MIN(next_run_at) FROM tickkit_jobs "
+            " UNION ALL SELECT 4, (SELECT MIN(next_run_at) FROM tickkit_jobs "
             f"WHERE state = 'scheduled' AND name IN ({marks})), {_PAD}"
         )
     return sql
@@ -181,6 +185,8 @@ _DONE = "static = 0 AND state IN ('completed', 'missed')"
 _FAILED = "static = 0 AND state = 'failed'"
 _RESUMED_STATE = "CASE WHEN pause_requested THEN 'paused' ELSE 'scheduled' END"
 _NO_LEASE = "lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, pause_requested = 0"
+#: reads a claim makes at most when other processes keep winning the race for the due rows
+_CLAIM_ROUNDS = 10
 #: SQLite's default limit on bound parameters is 999 before 3.32
 _CHUNK = 500
 
@@ -718,7 +724,8 @@ class SQLiteDriver(Driver):
             stored = {
                 row[0]: row
                 for row in await self._all(
-                    "SELECT id, schedule, static FROM tickkit_jobs WHERE static = 1"
+                    "SELECT id, schedule, static FROM tickkit_jobs INDEXED BY tickkit_jobs_static "
+                    "WHERE static = 1"
                 )
             }
             for chunk in _chunks([i for i in wanted if i not in stored]):
@@ -872,64 +879,31 @@ class SQLiteDriver(Driver):
         names = sorted(exclude)
         claims: list[Claim] = []
         async with self._session():
-            # no transaction: each statement is atomic, and the claim's WHERE re-checks that a
-            # row is still claimable, so of several processes racing for a row one wins
-            found = await self._all(
-                claim_read_sql(len(names)),
-                (now_ms, limit, limit + 1, *names),
-            )
-            expired = [r[1:] for r in found if r[0] == 0]
-            scheduled = sorted((r[1:] for r in found if r[0] == 1), key=lambda r: r[4])
-            next_lease = next((r[1] for r in found if r[0] == 2), None)
-            next_excluded = next((r[1] for r in found if r[0] == 3), None)
-            wanted = expired[:limit]
-            room = limit - len(wanted)
-            due = [r for r in scheduled if r[4] <= now_ms][:room]
-            wanted += due
-            later = scheduled[len(due) :]
-            if wanted:
+            # No transaction: each statement is atomic, and the claim's WHERE re-checks that a
+            # row is still claimable, so of several processes racing for a row one wins. A
+            # process that lost every row of a round reads again at once (the winners' rows
+            # are no longer due), so that it does not sleep a poll interval with work left.
+            for _round in range(_CLAIM_ROUNDS):
+                found = await self._all(
+                    claim_read_sql(len(names)), (now_ms, limit, limit + 1, *names)
+                )
+                expired = [r[1:] for r in found if r[0] == 0]
+                scheduled = sorted((r[1:] for r in found if r[0] == 1), key=lambda r: r[4])
+                next_lease = next((r[1] for r in found if r[0] == 2), None)
+                next_future = next((r[1] for r in found if r[0] == 3), None)
+                next_excluded = next((r[1] for r in found if r[0] == 4), None)
+                wanted = expired[:limit]
+                due = scheduled[: limit - len(wanted)]
+                wanted += due
+                left = scheduled[len(due) :]
+                if not wanted:
+                    break
                 self._idle = None
-                token = uuid.uuid4().hex
-                expires = now_ms + self.lease_duration_ms
-                taken_over = {r[0] for r in expired}
-                ids = [r[0] for r in wanted]
-                for chunk in _chunks(ids):
-                    await self._exec(
-                        SQL_CLAIM.format(ids=_marks(chunk)),
-                        (self.ctx.owner, token, expires, *chunk, now_ms, now_ms),
-                    )
-                got: dict[str, Any] = {}
-                for chunk in _chunks(ids):
-                    for row in await self._all(
-                        f"SELECT {_COLUMNS} FROM tickkit_jobs "
-                        f"WHERE id IN ({_marks(chunk)}) AND lease_token = ?",
-                        (*chunk, token),
-                    ):
-                        got[row[0]] = row
-                lease_expires_at = from_millis(expires)
-                for job_id in ids:
-                    row = got.get(job_id)
-                    if row is None:
-                        continue  # another process claimed it first
-                    job = self._to_job(row)  # its attempt: the attempts before this one
-                    if job_id in taken_over:
-                        self.ctx.logger.warning(
-                            "job %s: the lease of another worker expired; running it again "
-                            "(attempt %d)",
-                            job_id,
-                            job.attempt + 1,
-                        )
-                    assert job.scheduled_at is not None
-                    claims.append(
-                        Claim(
-                            job=job,
-                            scheduled_at=job.scheduled_at,
-                            attempt=job.attempt + 1,
-                            token=token,
-                            lease_expires_at=lease_expires_at,
-                        )
-                    )
-        times = [t for t in (later[0][4] if later else None, next_excluded) if t is not None]
+                claims = await self._claim(wanted, {r[0] for r in expired}, now_ms)
+                if claims:
+                    break
+        first_left = left[0][4] if left else next_future
+        times = [t for t in (first_left, next_excluded) if t is not None]
         next_run = min(times) if times else None
         next_due = _dt(next_run)
         if not wanted:
@@ -941,6 +915,49 @@ class SQLiteDriver(Driver):
                 next_due=next_due,
             )
         return Acquired(claims, next_due)
+
+    async def _claim(self, wanted: list[Any], taken_over: set[str], now_ms: int) -> list[Claim]:
+        """Claim the rows ``wanted`` that are still claimable; return their claims."""
+        token = uuid.uuid4().hex
+        expires = now_ms + self.lease_duration_ms
+        ids = [r[0] for r in wanted]
+        for chunk in _chunks(ids):
+            await self._exec(
+                SQL_CLAIM.format(ids=_marks(chunk)),
+                (self.ctx.owner, token, expires, *chunk, now_ms, now_ms),
+            )
+        got: dict[str, Any] = {}
+        for chunk in _chunks(ids):
+            for row in await self._all(
+                f"SELECT {_COLUMNS} FROM tickkit_jobs "
+                f"WHERE id IN ({_marks(chunk)}) AND lease_token = ?",
+                (*chunk, token),
+            ):
+                got[row[0]] = row
+        lease_expires_at = from_millis(expires)
+        claims: list[Claim] = []
+        for job_id in ids:
+            row = got.get(job_id)
+            if row is None:
+                continue  # another process claimed it first
+            job = self._to_job(row)  # its attempt: the attempts before this one
+            if job_id in taken_over:
+                self.ctx.logger.warning(
+                    "job %s: the lease of another worker expired; running it again (attempt %d)",
+                    job_id,
+                    job.attempt + 1,
+                )
+            assert job.scheduled_at is not None
+            claims.append(
+                Claim(
+                    job=job,
+                    scheduled_at=job.scheduled_at,
+                    attempt=job.attempt + 1,
+                    token=token,
+                    lease_expires_at=lease_expires_at,
+                )
+            )
+        return claims
 
     @property
     def lease_duration_ms(self) -> int:
@@ -1054,18 +1071,23 @@ class SQLiteDriver(Driver):
 
     async def _prune(self, state: JobState, retention: _Retention, now_ms: int) -> None:
         """Remove finished one-off jobs of ``state``'s kind beyond ``retention`` (in a txn)."""
-        kind = _FAILED if state is JobState.FAILED else _DONE
+        kind, index = (
+            (_FAILED, "tickkit_jobs_failed")
+            if state is JobState.FAILED
+            else (_DONE, "tickkit_jobs_done")
+        )
         if retention.keep_all:
             return
         if retention.age_ms is not None:
             await self._exec(
-                f"DELETE FROM tickkit_jobs WHERE {kind} AND finished_at < ?",
+                f"DELETE FROM tickkit_jobs WHERE id IN (SELECT id FROM tickkit_jobs "
+                f"INDEXED BY {index} WHERE {kind} AND finished_at < ?)",
                 (now_ms - retention.age_ms,),
             )
         if retention.count is not None:
             await self._exec(
-                f"DELETE FROM tickkit_jobs WHERE id IN (SELECT id FROM tickkit_jobs WHERE {kind} "
-                "ORDER BY finished_at DESC LIMIT -1 OFFSET ?)",
+                f"DELETE FROM tickkit_jobs WHERE id IN (SELECT id FROM tickkit_jobs "
+                f"INDEXED BY {index} WHERE {kind} ORDER BY finished_at DESC LIMIT -1 OFFSET ?)",
                 (retention.count,),
             )
         if retention.age_ms is None and retention.count is None:

@@ -1,0 +1,1 @@
+"""Scripts that the SQLite driver's multi-process tests run in separate Python processes."""

@@ -1,0 +1,199 @@
+"""Several real processes on one SQLite file: each due job runs once; a SIGKILL mid-run.
+
+The workers (tests/sqlite_helpers/worker.py) run a kernel on the real clock and record every run
+in a file of their own. The tests wait on conditions with bounded timeouts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tickkit import Job, Kernel, TaskRegistry, task
+from tickkit.drivers.sqlite import SQLiteDriver
+
+pytestmark = [pytest.mark.slow, pytest.mark.anyio]
+
+WORKER = Path(__file__).parent / "sqlite_helpers" / "worker.py"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Workers:
+    """Worker processes on one database; stopped (SIGTERM, then SIGKILL) at the end."""
+
+    def __init__(self, db: Path, tmp: Path) -> None:
+        self.db = db
+        self.tmp = tmp
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, label: str, *args: str) -> Path:
+        out = self.tmp / f"{label}.log"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.procs[label] = subprocess.Popen(
+            [sys.executable, str(WORKER), str(self.db), str(out), *args], env=env
+        )
+        wait_for(lambda: Path(f"{out}.ready").exists() or self.procs[label].poll() is not None, 15)
+        assert self.procs[label].poll() is None, f"worker {label} exited at start"
+        return out
+
+    def kill(self, label: str) -> None:
+        proc = self.procs.pop(label)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+    def stop_all(self) -> dict[str, int]:
+        codes = {}
+        for label, proc in self.procs.items():
+            proc.send_signal(signal.SIGTERM)
+        for label, proc in self.procs.items():
+            try:
+                codes[label] = proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                codes[label] = proc.wait(5)
+        self.procs.clear()
+        return codes
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    group = Workers(tmp_path / "shared.db", tmp_path)
+    try:
+        yield group
+    finally:
+        group.stop_all()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float) -> None:
+    """Check ``condition`` every 20 ms until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(0.02)
+
+
+def lines(*paths: Path) -> list[list[str]]:
+    found = []
+    for path in paths:
+        if path.exists():
+            found += [ln.split() for ln in path.read_text().splitlines() if ln.strip()]
+    return found
+
+
+def registry() -> TaskRegistry:
+    reg = TaskRegistry()
+
+    async def noop(ctx: object) -> None:
+        return None
+
+    task(name="record", execute=noop, registry=reg)
+    task(name="slow", execute=noop, registry=reg)
+    return reg
+
+
+async def test_three_processes_run_each_of_1000_jobs_once(workers: Workers) -> None:
+    # the store exists before the workers start; jobs are added afterwards, as another process
+    # would, so that the workers see them through their poll (default interval, 1 s)
+    admin = Kernel(SQLiteDriver(workers.db), tasks=registry())
+    await admin.open()
+    outs = [workers.start(f"w{i}") for i in range(3)]
+    now = admin.clock.now()
+    due = now + timedelta(seconds=2)
+    driver = admin.driver
+    assert isinstance(driver, SQLiteDriver)
+    ids = await driver.add_jobs(
+        [
+            Job(id=f"job-{i}", name="record", next_run_at=due, scheduled_at=due, created_at=now)
+            for i in range(1000)
+        ]
+    )
+
+    def finished() -> bool:
+        return len(lines(*outs)) >= 1000
+
+    await anyio.to_thread.run_sync(wait_for, finished, 25)
+    # nothing is left in the store once every run completed (finished one-offs are removed)
+    for _ in range(250):
+        if not await driver.count_jobs():
+            break
+        await anyio.sleep(0.02)
+    assert await driver.count_jobs() == {}
+    await admin.stop()
+    assert set(workers.stop_all().values()) == {0}
+
+    runs = lines(*outs)
+    per_job = Counter(run[1] for run in runs)
+    assert sorted(per_job) == sorted(ids)
+    assert set(per_job.values()) == {1}, [j for j, n in per_job.items() if n > 1][:10]
+    assert all(run[0] == "ran" and run[2] == "1" for run in runs)
+    # the work was shared: more than one process ran jobs
+    per_process = Counter(run[3] for run in runs)
+    assert len(per_process) >= 2, per_process
+
+
+async def test_sigkill_mid_run_runs_again_and_store_is_intact(workers: Workers) -> None:
+    admin = Kernel(SQLiteDriver(workers.db, keep_completed=True), tasks=registry())
+    await admin.open()
+    driver = admin.driver
+    assert isinstance(driver, SQLiteDriver)
+    first = workers.start("first", "--lease", "1.5", "--poll", "0.2", "--keep-completed")
+    now = admin.clock.now()
+    # many quick jobs keep the first worker writing while it is killed
+    await driver.add_jobs(
+        [Job(id="slow-1", name="slow", next_run_at=now, scheduled_at=now, created_at=now)]
+        + [
+            Job(id=f"quick-{i}", name="record", next_run_at=now, scheduled_at=now, created_at=now)
+            for i in range(300)
+        ]
+    )
+    await anyio.to_thread.run_sync(
+        wait_for, lambda: ["start", "slow-1", "1"] in [ln[:3] for ln in lines(first)], 15
+    )
+    workers.kill("first")
+    killed_at = time.monotonic()
+    stored = await driver.get_job("slow-1")
+    assert stored is not None and stored.state.value == "running"
+
+    second = workers.start("second", "--lease", "1.5", "--poll", "0.2", "--keep-completed")
+
+    def slow_done() -> bool:
+        return ["done", "slow-1", "2"] in [ln[:3] for ln in lines(second)]
+
+    await anyio.to_thread.run_sync(wait_for, slow_done, 20)
+    # it ran again only once the killed worker's lease (1.5 s) had expired
+    assert time.monotonic() - killed_at >= 1.0
+    ran = {ln[1] for ln in lines(first, second) if ln[0] == "ran"}
+    for _ in range(500):
+        if len(ran) == 300:
+            break
+        await anyio.sleep(0.02)
+        ran = {ln[1] for ln in lines(first, second) if ln[0] == "ran"}
+    assert ran == {f"quick-{i}" for i in range(300)}  # at least once each
+    job = await driver.get_job("slow-1")
+    assert job is not None
+    assert job.state.value == "completed"
+    assert job.attempt == 2  # the killed attempt counted
+    assert job.runs == 1
+    await admin.stop()
+    assert set(workers.stop_all().values()) == {0}
+
+    with sqlite3.connect(workers.db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        states = dict(conn.execute("SELECT state, COUNT(*) FROM tickkit_jobs GROUP BY state"))
+    assert states == {"completed": 301}
