@@ -58,7 +58,7 @@ class Workers:
 
     def stop_all(self) -> dict[str, int]:
         codes = {}
-        for label, proc in self.procs.items():
+        for proc in self.procs.values():
             proc.send_signal(signal.SIGTERM)
         for label, proc in self.procs.items():
             try:
