@@ -1,0 +1,503 @@
+"""The SQLite driver beyond the contract: URLs and options, schema and migrations, leases,
+wake-ups and polling, pause and replace while running, retention and the dead-letter view.
+
+Every test uses a real file and the virtual clock.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from tickkit import (
+    DriverError,
+    Job,
+    JobExistsError,
+    JobState,
+    Kernel,
+    Outcome,
+    RunResult,
+)
+from tickkit.drivers.sqlite import LATEST_VERSION, MIGRATIONS, SQLiteDriver, claim_read_sql
+from tickkit.models import Backoff
+from tickkit.testing import VirtualClock
+
+from .sqlite_helpers.common import T0, one_off, opened, recording_tasks
+
+pytestmark = pytest.mark.anyio
+
+CRON = {"type": "cron", "value": "*/10 * * * *", "timezone": "UTC"}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "tasks.db"
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    return VirtualClock(T0)
+
+
+# --- URL and options -----------------------------------------------------------------------
+
+
+def test_from_url_paths_and_query_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert SQLiteDriver.from_url("sqlite:///data/tasks.db").path == tmp_path / "data" / "tasks.db"
+    absolute = SQLiteDriver.from_url(f"sqlite:///{tmp_path}/abs.db")
+    assert absolute.path == tmp_path / "abs.db"
+    assert str(absolute.path).startswith("/")
+    d = SQLiteDriver.from_url(
+        "sqlite:////var/lib/bot/t.db?poll_interval=0.25&lease_duration=10&busy_timeout=2"
+        "&synchronous=FULL&keep_failed=false"
+    )
+    assert d.path == Path("/var/lib/bot/t.db")
+    assert (d.poll_interval, d.lease_duration, d.busy_timeout) == (0.25, 10.0, 2.0)
+    assert d.synchronous == "full"
+    assert not d.keep_failed.keeps_any
+    # keyword options win over the query string
+    assert (
+        SQLiteDriver.from_url("sqlite:///t.db?poll_interval=5", poll_interval=3).poll_interval == 3
+    )
+    # defaults
+    plain = SQLiteDriver("t.db")
+    assert (plain.poll_interval, plain.lease_duration, plain.busy_timeout) == (1.0, 30.0, 5.0)
+
+
+@pytest.mark.parametrize(
+    ("url", "names"),
+    [
+        ("sqlite://db-host/tasks.db", "db-host"),
+        ("sqlite://", "no file path"),
+        ("sqlite:///t.db?polling=2", "polling"),
+        ("sqlite:///t.db?poll_interval=soon", "soon"),
+        ("sqlite:///t.db?keep_failed=maybe", "keep_failed"),
+        ("sqlite:///:memory:", ":memory:"),
+    ],
+)
+def test_bad_urls_are_refused_by_name(url: str, names: str) -> None:
+    with pytest.raises(DriverError, match=names):
+        SQLiteDriver.from_url(url)
+
+
+@pytest.mark.parametrize(
+    ("options", "names"),
+    [
+        ({"keep_completed": -1}, "-1"),
+        ({"keep_completed": "5"}, "'5'"),
+        ({"keep_failed": timedelta(0)}, "keep_failed"),
+        ({"poll_interval": 0}, "poll_interval"),
+        ({"lease_duration": "long"}, "long"),
+        ({"busy_timeout": -1}, "busy_timeout"),
+        ({"synchronous": "sometimes"}, "sometimes"),
+    ],
+)
+def test_bad_options_are_refused_by_name(options: dict[str, Any], names: str) -> None:
+    with pytest.raises(DriverError, match=names):
+        SQLiteDriver("t.db", **options)
+
+
+async def test_kernel_resolves_sqlite_urls_through_the_entry_point(
+    db: Path, clock: VirtualClock
+) -> None:
+    kernel = Kernel(f"sqlite:///{db}", clock=clock, driver_options={"poll_interval": 2})
+    await kernel.open()
+    try:
+        assert isinstance(kernel.driver, SQLiteDriver)
+        assert kernel.driver.path == db
+        assert kernel.driver.poll_interval == 2
+    finally:
+        await kernel.stop()
+    assert await anyio.Path(db).exists()
+
+
+async def test_calls_before_start_or_after_stop_say_so(db: Path, clock: VirtualClock) -> None:
+    driver = SQLiteDriver(db)
+    with pytest.raises(DriverError, match="not started"):
+        await driver.get_job("x")
+    async with opened(driver, clock):
+        pass
+    with pytest.raises(DriverError, match=str(db)):
+        await driver.list_jobs()
+
+
+# --- schema --------------------------------------------------------------------------------
+
+
+async def test_schema_versions_wal_and_busy_timeout(db: Path, clock: VirtualClock) -> None:
+    async with opened(SQLiteDriver(db, busy_timeout=2.5, synchronous="full"), clock) as d:
+        assert await d._all("PRAGMA busy_timeout") == [(2500,)]
+        assert await d._all("PRAGMA synchronous") == [(2,)]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        versions = conn.execute("SELECT version, description FROM tickkit_version").fetchall()
+    assert versions == [(m.version, m.description) for m in MIGRATIONS]
+    assert versions[-1][0] == LATEST_VERSION
+
+
+async def test_next_due_job_is_a_seek_not_a_scan(db: Path, clock: VirtualClock) -> None:
+    async with opened(SQLiteDriver(db), clock) as d:
+        await d.add_jobs([one_off(f"j{i}", T0 + timedelta(seconds=i)) for i in range(2000)])
+    with sqlite3.connect(db) as conn:
+        conn.execute("ANALYZE")  # statistics must not change the plan either
+        for excluded in (0, 2):
+            params = (0, 64, 65, *["a", "b"][:excluded])
+            plan = [
+                row[3]
+                for row in conn.execute(f"EXPLAIN QUERY PLAN {claim_read_sql(excluded)}", params)
+            ]
+            assert not [step for step in plan if step.startswith("SCAN tickkit_jobs")], plan
+            assert (
+                "SEARCH tickkit_jobs USING INDEX tickkit_jobs_due (state=? AND next_run_at<?)"
+                in (plan)
+            )
+            assert not [step for step in plan if "TEMP B-TREE" in step], plan
+
+
+async def test_version_1_store_is_migrated_forward(db: Path, clock: VirtualClock) -> None:
+    failed_at = 1_767_225_600_000  # T0 in epoch ms
+    with sqlite3.connect(db) as conn:
+        for statement in MIGRATIONS[0].statements:
+            conn.execute(statement)
+        conn.execute("INSERT INTO tickkit_version VALUES (1, 'v1', 0)")
+        conn.execute(
+            "INSERT INTO tickkit_jobs (id, name, data, next_run_at, scheduled_at, state, attempt, "
+            "last_run_at, last_outcome, last_error) VALUES "
+            "('old-fail', 'record', '{\"n\": 1}', NULL, ?, 'failed', 1, ?, 'failed', 'E: x'), "
+            "('old-due', 'record', '2', ?, ?, 'scheduled', 0, NULL, NULL, NULL)",
+            (failed_at, failed_at, failed_at, failed_at),
+        )
+    runs: list[Any] = []
+    async with Kernel(SQLiteDriver(db), tasks=recording_tasks(runs), clock=clock) as kernel:
+        await clock.advance(1)
+        driver = kernel.driver
+        assert isinstance(driver, SQLiteDriver)
+        (dead,) = await driver.dead_letters()
+        assert dead.job.id == "old-fail" and dead.job.data == {"n": 1}
+        assert dead.failed_at == T0  # the migration took the finish time from last_run_at
+    assert [(r[0], r[1]) for r in runs] == [("record", 2)]
+    with sqlite3.connect(db) as conn:
+        assert [r[0] for r in conn.execute("SELECT version FROM tickkit_version")] == [1, 2]
+    # opening again migrates nothing more
+    async with opened(SQLiteDriver(db), clock):
+        pass
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM tickkit_version").fetchone() == (2,)
+
+
+# --- storing -------------------------------------------------------------------------------
+
+
+async def test_every_job_field_round_trips(db: Path, clock: VirtualClock) -> None:
+    job = Job(
+        id="full",
+        name="record",
+        data={"text": "rappel ✓", "list": [1, 2.5, None]},
+        schedule=CRON,
+        next_run_at=T0 + timedelta(minutes=10),
+        scheduled_at=T0 + timedelta(minutes=10),
+        state=JobState.PAUSED,
+        static=False,
+        attempt=0,
+        max_attempts=4,
+        backoff=Backoff.exponential(2, max_delay=60, jitter=0.5),
+        created_at=T0,
+        meta={"origin": "test", "trace": "abc"},
+    )
+    async with opened(SQLiteDriver(db), clock) as d:
+        await d.add_job(job)
+        assert await d.get_job("full") == job
+    async with opened(SQLiteDriver(db), clock) as d:
+        assert await d.list_jobs() == [job]
+
+
+async def test_add_jobs_is_all_or_nothing(db: Path, clock: VirtualClock) -> None:
+    async with opened(SQLiteDriver(db), clock) as d:
+        ids = await d.add_jobs([one_off("a"), one_off(), one_off()])
+        assert ids[0] == "a" and len(set(ids)) == 3
+        with pytest.raises(JobExistsError, match="'a'"):
+            await d.add_jobs([one_off("b"), one_off("a")])
+        with pytest.raises(JobExistsError, match="'c'"):
+            await d.add_jobs([one_off("c"), one_off("c")])
+        assert await d.get_job("b") is None and await d.get_job("c") is None
+        assert len(await d.list_jobs()) == 3
+        await d.add_jobs([one_off("a", name="other")], replace=True)
+        job = await d.get_job("a")
+        assert job is not None and job.name == "other"
+
+
+async def test_count_jobs_by_state(db: Path, clock: VirtualClock) -> None:
+    async with opened(SQLiteDriver(db, keep_completed=True), clock) as d:
+        await d.add_jobs([one_off(f"s{i}", T0 + timedelta(hours=1)) for i in range(3)])
+        await d.add_jobs([one_off(f"r{i}") for i in range(2)])
+        await d.add_job(one_off("p", T0 + timedelta(hours=1), state=JobState.PAUSED))
+        claims = (await d.acquire(now=T0, limit=10)).claims
+        await d.complete(claims[0], RunResult(Outcome.SUCCEEDED, T0))
+        assert await d.count_jobs() == {
+            JobState.SCHEDULED: 3,
+            JobState.RUNNING: 1,
+            JobState.PAUSED: 1,
+            JobState.COMPLETED: 1,
+        }
+
+
+# --- claims and leases ---------------------------------------------------------------------
+
+
+async def test_expired_lease_is_taken_over_with_the_attempt_counted(
+    db: Path, clock: VirtualClock
+) -> None:
+    async with (
+        opened(SQLiteDriver(db, lease_duration=30), clock) as a,
+        opened(SQLiteDriver(db, lease_duration=30), clock) as b,
+    ):
+        assert a.ctx.owner != b.ctx.owner
+        await a.add_job(one_off("j"))
+        (first,) = (await a.acquire(now=T0, limit=5)).claims
+        assert first.attempt == 1 and first.lease_expires_at == T0 + timedelta(seconds=30)
+        # the lease holds: nobody else gets the job
+        assert (await b.acquire(now=T0 + timedelta(seconds=29), limit=5)).claims == []
+        # a dies without a word; its lease expires, and b runs the job again
+        (second,) = (await b.acquire(now=T0 + timedelta(seconds=30), limit=5)).claims
+        assert second.job.id == "j"
+        assert second.attempt == 2
+        assert second.scheduled_at == T0
+        stored = await b.get_job("j")
+        assert stored is not None and stored.state is JobState.RUNNING and stored.attempt == 1
+        # a comes back: its lease is lost, and what it reports is ignored
+        assert await a.renew([first], T0 + timedelta(seconds=31)) == [first]
+        await a.complete(first, RunResult(Outcome.SUCCEEDED, T0 + timedelta(seconds=31)))
+        await a.release([first])
+        still = await b.get_job("j")
+        assert still is not None and still.state is JobState.RUNNING and still.runs == 0
+        await b.complete(second, RunResult(Outcome.FAILED, T0 + timedelta(seconds=32), error="E"))
+        (dead,) = await b.dead_letters()
+        assert dead.job.attempt == 2 and dead.job.runs == 1 and dead.job.last_error == "E"
+
+
+async def test_renewed_lease_is_not_taken_over(db: Path, clock: VirtualClock) -> None:
+    async with (
+        opened(SQLiteDriver(db, lease_duration=30), clock) as a,
+        opened(SQLiteDriver(db, lease_duration=30), clock) as b,
+    ):
+        await a.add_job(one_off("j"))
+        (claim,) = (await a.acquire(now=T0, limit=5)).claims
+        assert await a.renew([claim], T0 + timedelta(seconds=20)) == []
+        assert claim.lease_expires_at == T0 + timedelta(seconds=50)
+        assert (await b.acquire(now=T0 + timedelta(seconds=49), limit=5)).claims == []
+        assert len((await b.acquire(now=T0 + timedelta(seconds=50), limit=5)).claims) == 1
+
+
+async def test_two_drivers_racing_claim_each_job_once(db: Path, clock: VirtualClock) -> None:
+    async with opened(SQLiteDriver(db), clock) as a, opened(SQLiteDriver(db), clock) as b:
+        await a.add_jobs([one_off(f"j{i}") for i in range(300)])
+        got: dict[str, list[str]] = {"a": [], "b": []}
+
+        async def drain(label: str, driver: SQLiteDriver) -> None:
+            while True:
+                claims = (await driver.acquire(now=T0, limit=16)).claims
+                if not claims:
+                    return
+                got[label] += [c.job.id for c in claims if c.job.id]
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drain, "a", a)
+            tg.start_soon(drain, "b", b)
+        both = got["a"] + got["b"]
+        assert sorted(both) == sorted(f"j{i}" for i in range(300))
+        assert got["a"] and got["b"]
+
+
+async def test_exclude_leaves_jobs_and_reports_their_due_time(
+    db: Path, clock: VirtualClock
+) -> None:
+    async with opened(SQLiteDriver(db), clock) as d:
+        await d.add_job(one_off("r", T0 - timedelta(seconds=1)))
+        await d.add_job(one_off("o", T0 + timedelta(seconds=10), name="other"))
+        got = await d.acquire(now=T0, limit=5, exclude=frozenset({"record"}))
+        assert got.claims == []
+        assert got.next_due == T0 - timedelta(seconds=1)
+        (claim,) = (await d.acquire(now=T0, limit=5)).claims
+        assert claim.job.id == "r"
+
+
+async def test_paused_while_running_stays_paused(db: Path, clock: VirtualClock) -> None:
+    async with opened(SQLiteDriver(db), clock) as d:
+        await d.add_job(one_off("cron", schedule=CRON, name="record"))
+        await d.add_job(one_off("once"))
+        claims = {c.job.id: c for c in (await d.acquire(now=T0, limit=5)).claims}
+        paused = await d.set_paused("cron", True)
+        assert paused is not None and paused.state is JobState.RUNNING
+        await d.set_paused("once", True)
+        nxt = T0 + timedelta(minutes=10)
+        await d.complete(claims["cron"], RunResult(Outcome.SUCCEEDED, T0, next_run_at=nxt))
+        await d.release([claims["once"]])
+        cron, once = await d.get_job("cron"), await d.get_job("once")
+        assert cron is not None and cron.state is JobState.PAUSED and cron.next_run_at == nxt
+        assert once is not None and once.state is JobState.PAUSED and once.attempt == 0
+        assert (await d.acquire(now=nxt, limit=5)).claims == []
+        resumed = await d.set_paused("cron", False)
+        assert resumed is not None and resumed.state is JobState.SCHEDULED
+
+
+async def test_replaced_while_running_keeps_the_new_job(db: Path, clock: VirtualClock) -> None:
+    async with opened(SQLiteDriver(db), clock) as d:
+        await d.add_job(one_off("j", data=1))
+        (claim,) = (await d.acquire(now=T0, limit=5)).claims
+        await d.add_job(one_off("j", T0 + timedelta(hours=1), data=2), replace=True)
+        await d.complete(claim, RunResult(Outcome.FAILED, T0, error="old run"))
+        job = await d.get_job("j")
+        assert job is not None
+        assert (job.data, job.state, job.runs, job.last_error) == (2, JobState.SCHEDULED, 0, None)
+        assert job.next_run_at == T0 + timedelta(hours=1)
+
+
+# --- waking up -----------------------------------------------------------------------------
+
+
+async def test_create_in_this_process_runs_without_time_passing(
+    db: Path, clock: VirtualClock
+) -> None:
+    runs: list[Any] = []
+    async with Kernel(SQLiteDriver(db), tasks=recording_tasks(runs), clock=clock) as kernel:
+        await clock.settle()
+        await kernel.create_task("record", "now")
+        await clock.settle()
+        assert [r[1] for r in runs] == ["now"]
+        assert clock.now() == T0
+
+
+@pytest.mark.parametrize("poll", [None, 0.25])
+async def test_changes_by_another_process_are_seen_within_a_poll(
+    db: Path, clock: VirtualClock, poll: float | None
+) -> None:
+    runs: list[Any] = []
+    options = {} if poll is None else {"poll_interval": poll}
+    interval = poll or 1.0
+    kernel = Kernel(SQLiteDriver(db, **options), tasks=recording_tasks(runs), clock=clock)
+    async with kernel, opened(SQLiteDriver(db), clock) as other:
+        await clock.settle()
+        await other.add_job(one_off("now", T0))
+        await other.add_job(one_off("later", T0 + timedelta(minutes=5)))
+        await clock.settle()
+        assert runs == []  # nobody told this kernel: it learns at its next poll
+        await clock.advance(interval)
+        assert [r[3] for r in runs] == [T0]
+        await clock.advance(timedelta(minutes=5) - timedelta(seconds=interval))
+        assert [r[3] for r in runs] == [T0, T0 + timedelta(minutes=5)]
+
+
+async def test_an_idle_kernel_does_not_query_the_store(db: Path, clock: VirtualClock) -> None:
+    runs: list[Any] = []
+    driver = SQLiteDriver(db)
+    async with (
+        Kernel(driver, tasks=recording_tasks(runs), clock=clock) as kernel,
+        opened(SQLiteDriver(db), clock) as other,
+    ):
+        await kernel.create_task("record", "tomorrow", T0 + timedelta(days=1))
+        await clock.advance(1)
+        calls = driver.io_calls
+        await clock.advance(timedelta(hours=1))  # 3,600 polls
+        assert driver.io_calls == calls
+        # a change by another connection is read at the next poll
+        await other.add_job(one_off("soon", T0 + timedelta(hours=2)))
+        await clock.advance(1)
+        assert driver.io_calls > calls
+        await clock.advance(timedelta(hours=1))
+        assert [r[1] for r in runs] == [None]
+
+
+# --- retention and dead letters ------------------------------------------------------------
+
+
+async def _finish(
+    d: SQLiteDriver, job_id: str, at: Any, outcome: Outcome = Outcome.SUCCEEDED
+) -> None:
+    await d.add_job(one_off(job_id, at))
+    (claim,) = (await d.acquire(now=at, limit=1)).claims
+    await d.complete(
+        claim, RunResult(outcome, at, error="E" if outcome is Outcome.FAILED else None)
+    )
+
+
+@pytest.mark.parametrize(
+    ("keep", "kept"),
+    [
+        (False, []),
+        (True, ["j0", "j1", "j2", "j3"]),
+        (2, ["j2", "j3"]),
+        (0, []),
+        (timedelta(minutes=90), ["j2", "j3"]),
+    ],
+)
+async def test_keep_completed(db: Path, clock: VirtualClock, keep: Any, kept: list[str]) -> None:
+    async with opened(SQLiteDriver(db, keep_completed=keep), clock) as d:
+        for i in range(4):
+            outcome = Outcome.MISSED if i == 1 else Outcome.SUCCEEDED
+            await _finish(d, f"j{i}", T0 + timedelta(hours=i), outcome)
+        # the age counts from the last finish (T0 + 3 h): j0 and j1 are older than 90 minutes
+        assert sorted(j.id for j in await d.list_jobs() if j.id) == kept
+        states = {j.id: j.state for j in await d.list_jobs()}
+        assert all(s in (JobState.COMPLETED, JobState.MISSED) for s in states.values())
+
+
+@pytest.mark.parametrize(("keep", "kept"), [(True, ["f0", "f1"]), (False, []), (1, ["f1"])])
+async def test_keep_failed(db: Path, clock: VirtualClock, keep: Any, kept: list[str]) -> None:
+    async with opened(SQLiteDriver(db, keep_failed=keep), clock) as d:
+        await _finish(d, "f0", T0, Outcome.FAILED)
+        await _finish(d, "f1", T0 + timedelta(minutes=1), Outcome.FAILED)
+        await _finish(d, "ok", T0 + timedelta(minutes=2))
+        assert sorted(j.id for j in await d.list_jobs(state=JobState.FAILED) if j.id) == kept
+        assert [x.job.id for x in await d.dead_letters()] == kept[::-1]
+
+
+async def test_static_jobs_are_kept_when_they_finish(db: Path, clock: VirtualClock) -> None:
+    async with opened(SQLiteDriver(db, keep_completed=False), clock) as d:
+        await d.add_job(one_off("static-once", static=True))
+        (claim,) = (await d.acquire(now=T0, limit=1)).claims
+        await d.complete(claim, RunResult(Outcome.SUCCEEDED, T0))
+        job = await d.get_job("static-once")
+        assert job is not None and job.state is JobState.COMPLETED and job.runs == 1
+
+
+async def test_retention_is_applied_when_the_store_opens(db: Path, clock: VirtualClock) -> None:
+    async with opened(SQLiteDriver(db, keep_completed=True), clock) as d:
+        for i in range(3):
+            await _finish(d, f"j{i}", T0)
+        await _finish(d, "f", T0, Outcome.FAILED)
+    async with opened(SQLiteDriver(db, keep_completed=1), clock) as d:
+        assert sorted(j.id for j in await d.list_jobs() if j.id) == ["f", "j2"]
+
+
+async def test_dead_letter_view_keeps_error_attempts_and_traceback(
+    db: Path, clock: VirtualClock
+) -> None:
+    runs: list[Any] = []
+    driver = SQLiteDriver(db)
+    async with Kernel(driver, tasks=recording_tasks(runs), clock=clock) as kernel:
+        job_id = await kernel.create_task("boom", 7)
+        await kernel.create_task("record", 1)
+        await clock.advance(10)  # attempt 1 at T0, its retry after 5 s fails too
+        assert [r[2] for r in runs if r[0] == "boom"] == [1, 2]
+        (dead,) = await driver.dead_letters()
+        assert dead.job.id == job_id and dead.job.data == 7
+        assert dead.job.state is JobState.FAILED
+        assert dead.job.last_outcome is Outcome.FAILED
+        assert dead.job.last_error == "ValueError: boom 7"
+        assert dead.job.attempt == 2 and dead.job.runs == 2
+        assert dead.failed_at == T0 + timedelta(seconds=5)
+        assert dead.traceback is not None and "ValueError: boom 7" in dead.traceback
+        assert [j.id for j in await kernel.list_tasks(state="failed")] == [job_id]
+        assert await driver.dead_letters(name="record") == []
+        assert len(await driver.dead_letters(limit=1)) == 1
