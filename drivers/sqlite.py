@@ -19,6 +19,7 @@ Design in short:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
@@ -486,6 +487,13 @@ class SQLiteDriver(Driver):
 
     async def start(self, ctx: DriverContext) -> None:
         await super().start(ctx)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise DriverError(
+                "the SQLite driver runs on asyncio only (it is built on aiosqlite); run the "
+                "kernel with asyncio, or use 'memory://' or 'redis://' on trio"
+            ) from None
         self._lock = anyio.Lock()
         path = self.path
         if path.is_dir():
@@ -940,7 +948,19 @@ class SQLiteDriver(Driver):
             row = got.get(job_id)
             if row is None:
                 continue  # another process claimed it first
-            job = self._to_job(row)  # its attempt: the attempts before this one
+            try:
+                job = self._to_job(row)  # its attempt: the attempts before this one
+            except DriverError as exc:
+                # a row this code cannot read (edited by hand, or data from another codec):
+                # it fails with the reason instead of blocking every later claim
+                self.ctx.logger.error("%s; the job is marked failed", exc)
+                await self._exec(
+                    "UPDATE tickkit_jobs SET state = 'failed', last_outcome = 'failed', "
+                    f"last_error = ?, finished_at = ?, next_run_at = NULL, {_NO_LEASE} "
+                    "WHERE id = ? AND lease_token = ?",
+                    (str(exc), now_ms, job_id, token),
+                )
+                continue
             if job_id in taken_over:
                 self.ctx.logger.warning(
                     "job %s: the lease of another worker expired; running it again (attempt %d)",

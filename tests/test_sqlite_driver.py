@@ -501,3 +501,33 @@ async def test_dead_letter_view_keeps_error_attempts_and_traceback(
         assert [j.id for j in await kernel.list_tasks(state="failed")] == [job_id]
         assert await driver.dead_letters(name="record") == []
         assert len(await driver.dead_letters(limit=1)) == 1
+
+
+# --- robustness ----------------------------------------------------------------------------
+
+
+async def test_a_row_that_cannot_be_read_fails_alone(db: Path, clock: VirtualClock) -> None:
+    runs: list[Any] = []
+    driver = SQLiteDriver(db)
+    async with Kernel(driver, tasks=recording_tasks(runs), clock=clock) as kernel:
+        bad = await kernel.create_task("record", "bad", T0 + timedelta(seconds=5))
+        await kernel.create_task("record", "good", T0 + timedelta(seconds=5))
+        with sqlite3.connect(db) as conn:
+            conn.execute("UPDATE tickkit_jobs SET data = 'not json{' WHERE id = ?", (bad,))
+        conn.close()
+        await clock.advance(10)
+        assert [r[1] for r in runs] == ["good"]
+        with sqlite3.connect(db) as conn:
+            state, error = conn.execute(
+                "SELECT state, last_error FROM tickkit_jobs WHERE id = ?", (bad,)
+            ).fetchone()
+        conn.close()
+        assert state == "failed"
+        assert bad in error and "cannot read" in error
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_trio_is_refused_clearly(db: Path) -> None:
+    kernel = Kernel(SQLiteDriver(db), clock=VirtualClock(T0))
+    with pytest.raises(DriverError, match="asyncio only"):
+        await kernel.open()
