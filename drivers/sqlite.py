@@ -248,6 +248,10 @@ _SYNCHRONOUS = ("off", "normal", "full", "extra")
 _URL_OPTIONS = {"poll_interval", "lease_duration", "busy_timeout", "synchronous", "keep_failed"}
 
 
+#: an outcome waiting to be written: (statement, parameters, state to prune, future)
+_Outcome = tuple[str, dict[str, Any], "tuple[JobState, int] | None", "asyncio.Future[None]"]
+
+
 @attrs.define
 class _Idle:
     """What the last full read found, to answer idle polls without querying."""
@@ -321,6 +325,8 @@ class SQLiteDriver(Driver):
         #: cost nothing)
         self.io_calls = 0
         self._idle: _Idle | None = None
+        self._outcomes: list[_Outcome] = []
+        self._writing_outcomes = False
 
     def __repr__(self) -> str:
         return f"SQLiteDriver({str(self.path)!r})"
@@ -1048,13 +1054,11 @@ class SQLiteDriver(Driver):
             final = result.final_state
             retention = self.keep_failed if final is JobState.FAILED else self.keep_completed
             if not claim.job.static and not retention.keeps_any:
-                async with self._session():
-                    self._idle = None
-                    await self._exec(
-                        "DELETE FROM tickkit_jobs WHERE id = ? AND lease_token = ? "
-                        "AND state = 'running'",
-                        (job_id, claim.token),
-                    )
+                await self._record(
+                    "DELETE FROM tickkit_jobs WHERE id = :id AND lease_token = :token "
+                    "AND state = 'running'",
+                    {"id": job_id, "token": claim.token},
+                )
                 return
             attempt = claim.attempt if result.outcome is not Outcome.MISSED else claim.attempt - 1
             sql = (
@@ -1068,13 +1072,58 @@ class SQLiteDriver(Driver):
                 "finished": to_millis(result.finished_at),
             }
             if not claim.job.static and not retention.keep_all:
-                async with self._session(write=True):
-                    if await self._exec(sql, params):
-                        await self._prune(final, retention, to_millis(result.finished_at))
+                await self._record(sql, params, prune=(final, params["finished"]))
                 return
-        async with self._session():
-            self._idle = None
-            await self._exec(sql, params)
+        await self._record(sql, params)
+
+    async def _record(
+        self, sql: str, params: dict[str, Any], *, prune: tuple[JobState, int] | None = None
+    ) -> None:
+        """Write one outcome. Outcomes that arrive while a write is under way are written
+        together in the next transaction (one statement per job, all committed at once), so
+        that many runs finishing at once cost one commit instead of one each."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outcomes.append((sql, params, prune, future))
+        if not self._writing_outcomes:
+            self._writing_outcomes = True
+            try:
+                while self._outcomes:
+                    batch, self._outcomes = self._outcomes, []
+                    await self._write_outcomes(batch)
+            finally:
+                self._writing_outcomes = False
+        await future
+
+    async def _write_outcomes(self, batch: list[_Outcome]) -> None:
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for sql, params, _prune, _future in batch:
+            groups.setdefault(sql, []).append(params)
+        # retention counts ages from the latest finish time in the batch
+        prunes: dict[JobState, int] = {}
+        for *_sql_params, prune, _future in batch:
+            if prune is not None:
+                prunes[prune[0]] = max(prunes.get(prune[0], prune[1]), prune[1])
+        try:
+            async with self._session(write=len(batch) > 1 or bool(prunes)):
+                self._idle = None
+                for sql, rows in groups.items():
+                    if len(rows) == 1:
+                        await self._exec(sql, rows[0])
+                    else:
+                        await self._many(sql, rows)
+                for state, now_ms in prunes.items():
+                    keep = self.keep_failed if state is JobState.FAILED else self.keep_completed
+                    await self._prune(state, keep, now_ms)
+        except BaseException as exc:
+            for *_rest, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for *_rest, future in batch:
+                if not future.done():
+                    future.set_result(None)
 
     async def release(self, claims: Sequence[Claim]) -> None:
         rows = [(c.job.id, c.token) for c in claims if c.token is not None and c.job.id]
