@@ -109,7 +109,8 @@ MIGRATIONS: tuple[Migration, ...] = (
                 lease_expires_at INTEGER
             )""",
             "CREATE INDEX tickkit_jobs_due ON tickkit_jobs (state, next_run_at)",
-            "CREATE INDEX tickkit_jobs_lease ON tickkit_jobs (state, lease_expires_at)",
+            "CREATE INDEX tickkit_jobs_lease ON tickkit_jobs (lease_expires_at) "
+            "WHERE state = 'running'",
             "CREATE INDEX tickkit_jobs_name ON tickkit_jobs (name)",
             "CREATE INDEX tickkit_jobs_static ON tickkit_jobs (id) WHERE static = 1",
         ),

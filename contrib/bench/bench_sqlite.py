@@ -64,8 +64,8 @@ class Config:
     stored: int
 
 
-FULL = Config(runs=5, creates_single=2000, creates_batched=5000, fires=5000, stored=100_000)
-QUICK = Config(runs=3, creates_single=500, creates_batched=2000, fires=1000, stored=20_000)
+FULL = Config(runs=3, creates_single=1000, creates_batched=2000, fires=3000, stored=100_000)
+QUICK = Config(runs=3, creates_single=300, creates_batched=500, fires=1000, stored=20_000)
 
 
 def _versions() -> str:
