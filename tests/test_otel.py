@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from tickkit import Job, Kernel, PluginError, TaskContext, TaskRegistry, task
+from tickkit import Kernel, PluginError, TaskContext, TaskRegistry, task
 from tickkit.drivers.memory import MemoryDriver
 from tickkit.plugins.otel import OpenTelemetryPlugin
 from tickkit.testing import VirtualClock
@@ -327,10 +327,11 @@ def test_bad_relation_names_the_value() -> None:
 
 CREATOR = textwrap.dedent(
     """
-    # another process: a kernel with the module-level plugin (plugins=["tickkit.plugins.otel"])
-    # on the global SDK providers runs one job, and creates another inside a span, then
-    # prints what it recorded and what a shared store would keep of the job
+    # another process: a kernel on a SQLite file with the module-level plugin
+    # (plugins=["tickkit.plugins.otel"]) on the global SDK providers runs one job, then
+    # creates another, due later, inside a span, and prints what it recorded
     import json
+    import sys
     from datetime import datetime, timedelta, timezone
 
     import anyio
@@ -342,6 +343,7 @@ CREATOR = textwrap.dedent(
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     from tickkit import Kernel, TaskRegistry, task
+    from tickkit.drivers.sqlite import SQLiteDriver
     from tickkit.testing import VirtualClock
 
     spans = InMemorySpanExporter()
@@ -361,7 +363,10 @@ CREATOR = textwrap.dedent(
         t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
         clock = VirtualClock(t0)
         kernel = Kernel(
-            "memory://", tasks=registry, clock=clock, plugins=["tickkit.plugins.otel"]
+            SQLiteDriver(sys.argv[1]),
+            tasks=registry,
+            clock=clock,
+            plugins=["tickkit.plugins.otel"],
         )
         async with kernel:
             await kernel.create_task("ok")
@@ -369,7 +374,6 @@ CREATOR = textwrap.dedent(
             tracer = trace.get_tracer("creator")
             with tracer.start_as_current_span("create in another process") as span:
                 job_id = await kernel.create_task("ok", {"x": 1}, t0 + timedelta(seconds=5))
-            job = await kernel.get_task(job_id)
             ctx = span.get_span_context()
         runs = [
             (dict(p.attributes), p.value)
@@ -380,7 +384,7 @@ CREATOR = textwrap.dedent(
             for p in m.data.data_points
         ]
         print(json.dumps({
-            "meta": job.meta,
+            "job_id": job_id,
             "trace_id": ctx.trace_id,
             "span_id": ctx.span_id,
             "spans": [
@@ -396,10 +400,12 @@ CREATOR = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def other_process() -> dict[str, Any]:
+def other_process(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Run CREATOR in a new Python process on a new SQLite file; its output and the file."""
+    db = tmp_path_factory.mktemp("otel") / "shared.db"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.run(
-        [sys.executable, "-c", CREATOR],
+        [sys.executable, "-c", CREATOR, str(db)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -408,6 +414,7 @@ def other_process() -> dict[str, Any]:
     )
     assert proc.returncode == 0, proc.stderr
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["db"] = db
     return result
 
 
@@ -418,27 +425,29 @@ def test_module_is_a_plugin_on_the_global_providers(other_process: dict[str, Any
     assert other_process["runs"] == [[{"tickkit.task": "ok", "tickkit.outcome": "succeeded"}, 1]]
 
 
-async def test_trace_context_crosses_processes(
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the SQLite driver runs on asyncio
+async def test_trace_context_crosses_processes_through_sqlite(
     other_process: dict[str, Any], tel: Telemetry, clock: VirtualClock, kernel_for: Any
 ) -> None:
-    """The job meta written by a kernel in another process links this process's run to the
-    creating span. The memory driver stands in for a shared store: the job is stored here
-    exactly as the other process stored it (the SQLite driver has not landed yet)."""
-    created = other_process
-    assert set(created["meta"]) == {"traceparent"}
-    driver = MemoryDriver(keep_completed=True)
+    """A job created inside a span by a kernel in another process, stored in a SQLite file, runs
+    in this process's kernel on the same file: its span links to the creating span."""
+    from tickkit.drivers.sqlite import SQLiteDriver
+
+    driver = SQLiteDriver(other_process["db"], keep_completed=True)
     async with kernel_for(tel.plugin, driver=driver) as k:
-        at = T0 + timedelta(seconds=5)
-        job_id = await k.driver.add_job(
-            Job(None, "ok", {"x": 1}, next_run_at=at, scheduled_at=at, meta=created["meta"])
+        stored = await k.get_task(other_process["job_id"])
+        assert stored is not None
+        assert set(stored.meta) == {"traceparent"}
+        assert stored.meta["traceparent"].startswith(
+            f"00-{other_process['trace_id']:032x}-{other_process['span_id']:016x}-"
         )
-        k.wakeup()
         await clock.advance(7)
-        job = await k.get_task(job_id)
+        job = await k.get_task(other_process["job_id"])
         assert job is not None and job.runs == 1
     [span] = tel.finished("run ok")
+    assert dict(span.attributes or {})["tickkit.job.id"] == other_process["job_id"]
     [link] = span.links
-    assert link.context.trace_id == created["trace_id"]
-    assert link.context.span_id == created["span_id"]
+    assert link.context.trace_id == other_process["trace_id"]
+    assert link.context.span_id == other_process["span_id"]
     assert link.context.is_remote
-    assert span.context is not None and span.context.trace_id != created["trace_id"]
+    assert span.context is not None and span.context.trace_id != other_process["trace_id"]
