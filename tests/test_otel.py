@@ -451,3 +451,35 @@ async def test_trace_context_crosses_processes_through_sqlite(
     assert link.context.span_id == other_process["span_id"]
     assert link.context.is_remote
     assert span.context is not None and span.context.trace_id != other_process["trace_id"]
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # redis-py's client runs on asyncio
+async def test_trace_context_through_the_redis_driver(
+    tel: Telemetry, clock: VirtualClock, kernel_for: Any, redis_url: str
+) -> None:
+    """One kernel creates a job inside a span on a real Redis (the BullMQ driver keeps
+    ``job.meta``); another kernel on the same queue runs it: the run links to that span."""
+    import uuid
+
+    url = f"{redis_url}{'&' if '?' in redis_url else '?'}queue=otel-{uuid.uuid4().hex[:12]}"
+    creating = Kernel(url, tasks=make_tasks(), clock=clock, plugins=[tel.plugin])
+    await creating.open()
+    try:
+        with tel.tracer.start_as_current_span("reminder command") as creator:
+            job_id = await creating.create_task("ok", None, T0 + timedelta(seconds=5))
+    finally:
+        await creating.stop()
+    created = creator.get_span_context()
+    async with kernel_for(tel.plugin, driver=url) as k:
+        stored = await k.get_task(job_id)
+        assert stored is not None
+        assert stored.meta["traceparent"].startswith(
+            f"00-{created.trace_id:032x}-{created.span_id:016x}-"
+        )
+        await clock.advance(7)
+    [span] = tel.finished("run ok")
+    assert dict(span.attributes or {})["tickkit.outcome"] == "succeeded"
+    [link] = span.links
+    assert link.context.trace_id == created.trace_id
+    assert link.context.span_id == created.span_id
