@@ -8,6 +8,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -73,7 +74,7 @@ def kernel_for(clock: VirtualClock) -> Callable[..., Any]:
     @asynccontextmanager
     async def opener(plugin: object, **kw: Any) -> AsyncIterator[Kernel]:
         kernel = Kernel(
-            MemoryDriver(keep_completed=True),
+            kw.pop("driver", None) or MemoryDriver(keep_completed=True),
             tasks=make_tasks(),
             clock=clock,
             plugins=[plugin],
@@ -397,3 +398,34 @@ def test_module_is_a_plugin_on_the_default_registry() -> None:
         "tickkit_kernel_started",
         "tickkit_kernel_services",
     }
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the SQLite driver runs on asyncio
+async def test_jobs_by_state_on_a_sqlite_store(
+    registry: CollectorRegistry,
+    plugin: PrometheusPlugin,
+    clock: VirtualClock,
+    kernel_for: Any,
+    tmp_path: Path,
+) -> None:
+    """``tickkit_jobs`` reads ``Driver.count_jobs()`` of a real store; the label names it."""
+    from tickkit.drivers.sqlite import SQLiteDriver
+
+    driver = SQLiteDriver(tmp_path / "jobs.db", keep_failed=True)
+
+    def jobs(state: str) -> float | None:
+        return sample(registry, "tickkit_jobs", driver="sqlite", state=state)
+
+    async with kernel_for(plugin, driver=driver) as k:
+        for hours in (1, 2):
+            await k.create_task("ok", None, T0 + timedelta(hours=hours))
+        paused = await k.create_task("ok", None, T0 + timedelta(hours=3))
+        await k.pause_task(paused)
+        await k.create_task("slow")  # times out at 3 s, retried at 4 s, times out for good at 7 s
+        await clock.advance(10)
+        assert jobs("scheduled") == 2.0
+        assert jobs("paused") == 1.0
+        assert jobs("failed") == 1.0
+        assert jobs("running") == 0.0
+    assert sample(registry, "tickkit_runs_total", task="slow", outcome="timed_out") == 2.0
+    assert jobs("scheduled") is None
