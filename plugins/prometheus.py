@@ -319,18 +319,27 @@ class PrometheusPlugin:
     async def _serve(self, kernel: Kernel, addr: str, port: int) -> None:
         app = make_wsgi_app(self.registry)
 
+        bound: list[WSGIServer] = []
+
         def bind() -> WSGIServer:
+            # in a worker thread: resolving a host name may block
             family = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM)[0][0]
 
             class Server(_ThreadingWSGIServer):
                 address_family = family
 
-            return make_server(addr, port, app, server_class=Server, handler_class=_QuietHandler)
+            server = make_server(addr, port, app, server_class=Server, handler_class=_QuietHandler)
+            bound.append(server)
+            return server
 
         try:
             server = await anyio.to_thread.run_sync(bind)
         except OSError as exc:
             raise PluginError(f"cannot serve metrics on {addr}:{port}: {exc}") from exc
+        except BaseException:
+            for early in bound:  # the kernel stopped while the socket was being bound
+                early.server_close()
+            raise
         thread = threading.Thread(
             target=server.serve_forever,
             kwargs={"poll_interval": 0.1},
