@@ -165,7 +165,10 @@ class Reloader:
                 return None
             update.apply(tasks)
             if update.tasks_changed:
-                await self.kernel.sync_static()
+                try:
+                    await self.kernel.sync_static()
+                except Exception:  # the store failed: the next change or restart syncs again
+                    log.exception("reconciling static schedules after a reload failed")
             log.info(
                 "reloaded %s: added %s, replaced %s, removed %s%s",
                 ", ".join(str(_rel(p, self.folder.root)) for p in update.files),
