@@ -1,0 +1,734 @@
+"""The Redis driver that speaks BullMQ 6's data format (see docs/drivers/bullmq.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import anyio
+
+from tickkit import (
+    Acquired,
+    Claim,
+    Driver,
+    DriverContext,
+    DriverError,
+    Job,
+    JobExistsError,
+    JobState,
+    MissingExtraError,
+    Outcome,
+    Plan,
+    RunResult,
+)
+from tickkit.models import from_millis, to_millis
+
+from . import mapping
+
+try:
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+except ImportError:  # pragma: no cover - depends on the installed extras
+    raise MissingExtraError("the redis:// driver", "redis", "redis") from None
+
+log = logging.getLogger("tickkit.drivers.bullmq")
+
+_SCRIPTS = (
+    "acquire",
+    "add",
+    "complete",
+    "move_to",
+    "next",
+    "pause_job",
+    "queue_pause",
+    "release",
+    "remove",
+    "renew",
+    "scheduler",
+    "stalled",
+)
+#: containers a job can be in, checked in this order
+_ZSETS = ("delayed", "tk:paused", "prioritized", "completed", "failed")
+_LISTS = ("wait", "active")
+_WHERE = {"tk:paused": "paused"}
+_MIN_REDIS = (6, 2)
+
+Retention = bool | int | Mapping[str, int]
+
+
+def _load_lua() -> dict[str, str]:
+    folder = resources.files(__package__).joinpath("lua")
+    common = folder.joinpath("common.lua").read_text(encoding="utf-8")
+    return {
+        name: common + "\n" + folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        for name in _SCRIPTS
+    }
+
+
+def _retention(value: Retention, what: str) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value >= 0:
+        return value
+    if isinstance(value, Mapping) and set(value) <= {"count", "age"}:
+        return dict(value)
+    raise DriverError(
+        f"{what} must be True, False, a count >= 0 or {{'count': n, 'age': seconds}}, got {value!r}"
+    )
+
+
+class BullMQDriver(Driver):
+    """Jobs in Redis, in BullMQ 6's format, shared by any number of processes and hosts.
+
+    ``url_or_connection``: a ``redis://`` or ``rediss://`` URL (password, database number and
+    TLS come from it; ``?queue=...&prefix=...`` are accepted too) or a ``redis.asyncio.Redis``
+    client. ``queue`` and ``prefix`` name the BullMQ queue (keys ``<prefix>:<queue>:...``).
+    ``lock_duration`` (BullMQ's lockDuration, seconds) is the lease; ``stalled_interval`` and
+    ``max_stalled_count`` follow BullMQ's stalled-job rules. ``remove_on_complete`` and
+    ``remove_on_fail`` are BullMQ's retention options (True, False, a count or
+    ``{"count", "age"}``), written into each job's opts so Node workers keep the same.
+    """
+
+    supports_trio = False
+
+    def __init__(
+        self,
+        url_or_connection: str | Any = "redis://localhost:6379/0",
+        *,
+        queue: str = "tickkit",
+        prefix: str = "bull",
+        lock_duration: float = 30.0,
+        stalled_interval: float = 30.0,
+        max_stalled_count: int = 1,
+        remove_on_complete: Retention = 1000,
+        remove_on_fail: Retention = False,
+        poll_interval: float | None = 5.0,
+        block_timeout: float = 10.0,
+        connect_retries: int = 20,
+    ) -> None:
+        if not isinstance(queue, str) or not queue or ":" in queue:
+            raise DriverError(f"invalid BullMQ queue name {queue!r}: non-empty, without ':'")
+        if not isinstance(prefix, str) or not prefix:
+            raise DriverError(f"invalid BullMQ key prefix {prefix!r}")
+        if lock_duration <= 0 or stalled_interval <= 0 or max_stalled_count < 0:
+            raise DriverError(
+                f"lock_duration ({lock_duration!r}) and stalled_interval ({stalled_interval!r}) "
+                f"must be > 0 and max_stalled_count ({max_stalled_count!r}) >= 0"
+            )
+        self._url: str | None = url_or_connection if isinstance(url_or_connection, str) else None
+        self._given = None if isinstance(url_or_connection, str) else url_or_connection
+        if self._url is not None and urlsplit(self._url).scheme not in ("redis", "rediss", "unix"):
+            raise DriverError(f"not a redis:// or rediss:// URL: {self._url!r}")
+        self.queue = queue
+        self.prefix = prefix
+        self.key = f"{prefix}:{queue}:"
+        self.lease_duration = float(lock_duration)
+        self.stalled_interval = float(stalled_interval)
+        self.max_stalled_count = int(max_stalled_count)
+        self.poll_interval = poll_interval
+        self.block_timeout = float(block_timeout)
+        self.connect_retries = connect_retries
+        self._retention = {
+            "removeOnComplete": _retention(remove_on_complete, "remove_on_complete"),
+            "removeOnFail": _retention(remove_on_fail, "remove_on_fail"),
+        }
+        self._redis: Any = None
+        self._blocker: Any = None
+        self._scripts: dict[str, Any] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._io = 0
+        #: the next delayed time the kernel was told (ms), to ignore markers it knows about
+        self._next_due_ms: int | None = None
+        self._seq = itertools.count(1)
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> BullMQDriver:
+        parts = urlsplit(url)
+        query = []
+        for name, value in parse_qsl(parts.query):
+            if name in ("queue", "prefix"):
+                options.setdefault(name, value)
+            else:
+                query.append((name, value))
+        return cls(urlunsplit(parts._replace(query=urlencode(query))), **options)
+
+    # --- connections ----------------------------------------------------------------------
+
+    def _client_options(self) -> dict[str, Any]:
+        return {
+            "decode_responses": True,
+            "retry": Retry(ExponentialBackoff(cap=2.0, base=0.05), self.connect_retries),
+            "retry_on_error": [RedisConnectionError, RedisTimeoutError, ConnectionError],
+            "health_check_interval": 15,
+        }
+
+    async def start(self, ctx: DriverContext) -> None:
+        self.ctx = ctx
+        name = f"{self.prefix}:{base64.b64encode(self.queue.encode()).decode()}"
+        if self._url is not None:
+            self._redis = aioredis.from_url(self._url, **self._client_options())
+            # the blocking connection carries BullMQ's worker name, so dashboards list us
+            self._blocker = aioredis.from_url(
+                self._url, **self._client_options(), socket_timeout=None, client_name=name
+            )
+        else:
+            pool = self._given.connection_pool
+            self._redis = self._given
+            kwargs = {**pool.connection_kwargs, "socket_timeout": None, "client_name": name}
+            self._blocker = aioredis.Redis(
+                connection_pool=aioredis.ConnectionPool(
+                    connection_class=pool.connection_class, **kwargs
+                )
+            )
+        async with self._busy():
+            info = await self._redis.info("server")
+            version = tuple(int(p) for p in str(info.get("redis_version", "0.0")).split(".")[:2])
+            if version < _MIN_REDIS:
+                raise DriverError(
+                    f"the BullMQ driver needs Redis 6.2 or newer; this server runs "
+                    f"{info.get('redis_version')!r}"
+                )
+            policy = (await self._redis.config_get("maxmemory-policy")).get("maxmemory-policy")
+            if policy not in (None, "noeviction"):
+                log.warning(
+                    "Redis maxmemory-policy is %r: set it to 'noeviction' or jobs may be evicted",
+                    policy,
+                )
+        self._stopping = anyio.Event()
+        self._scripts = {n: self._redis.register_script(src) for n, src in _load_lua().items()}
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="tickkit-bullmq-marker"),
+            asyncio.create_task(self._stalled_loop(), name="tickkit-bullmq-stalled"),
+        ]
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        for task in self._tasks:
+            if task.get_name() != "tickkit-bullmq-stalled":
+                task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except BaseException:
+                pass
+        self._tasks = []
+        if self._blocker is not None:
+            await self._blocker.aclose()
+            self._blocker = None
+        if self._redis is not None and self._given is None:
+            await self._redis.aclose()
+        self._redis = None
+
+    def io_pending(self) -> bool:
+        return self._io > 0
+
+    @asynccontextmanager
+    async def _busy(self) -> AsyncIterator[None]:
+        self._io += 1
+        try:
+            yield
+        finally:
+            self._io -= 1
+
+    async def _run(self, script: str, *args: Any) -> Any:
+        async with self._busy():
+            return await self._scripts[script](args=[self.key, *args])
+
+    def _now_ms(self) -> int:
+        return to_millis(self.ctx.clock.now())
+
+    # --- background: the marker and the stalled-job check ----------------------------------
+
+    async def _listen(self) -> None:
+        """Block on the queue's marker (no polling) and wake the kernel when work arrives."""
+        delay = 0.05
+        while True:
+            try:
+                got = await self._blocker.bzpopmin(self.key + "marker", timeout=self.block_timeout)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "waiting on the BullMQ marker failed (%s); retrying in %.2fs", exc, delay
+                )
+                await asyncio.sleep(delay)  # a network retry: real time, not the kernel's clock
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.05
+            if got is None:
+                continue
+            _key, member, score = got
+            known = self._next_due_ms
+            if member == "1" and known is not None and float(score) >= known:
+                continue  # a delayed job no earlier than the one the kernel waits for
+            self.ctx.notify()
+
+    async def _stalled_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                moved = await self.check_stalled()
+                if moved:
+                    log.warning("returned %d stalled job(s) to wait: %s", len(moved), moved)
+                    self.ctx.notify()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("the stalled-job check failed: %s", exc)
+            # locks expire in Redis's own (real) time, so this interval is real time too
+            with anyio.move_on_after(self.stalled_interval):
+                await self._stopping.wait()
+
+    async def check_stalled(self) -> list[str]:
+        """Run BullMQ's stalled-job check now (at most once per interval across workers)."""
+        return list(
+            await self._run(
+                "stalled",
+                self._now_ms(),
+                self.max_stalled_count,
+                int(self.stalled_interval * 1000),
+            )
+        )
+
+    # --- managing jobs ----------------------------------------------------------------------
+
+    async def add_job(self, job: Job, *, replace: bool = False) -> str:
+        if job.schedule is not None and job.schedule.get("type") in mapping.RECURRING_TYPES:
+            return await self._add_scheduler(job, "replace" if replace else "create")
+        if job.schedule is not None and job.schedule.get("type") not in mapping.ONE_OFF_TYPES:
+            mapping.spec_to_repeat(job.schedule)  # raises the explanatory error
+        if job.id is not None:
+            mapping.check_job_id(job.id)
+        now = self._now_ms()
+        at = to_millis(job.next_run_at) if job.next_run_at is not None else now
+        opts = mapping.job_opts(job, self._retention)
+        if job.id is not None:
+            opts["jobId"] = job.id
+        if at > now:
+            opts["delay"] = at - now
+        extra: dict[str, Any] = {"tk.at": at}
+        if job.meta:
+            extra["tk.meta"] = json.dumps(job.meta)
+        if job.schedule is not None:
+            extra["tk.spec"] = json.dumps(job.schedule)
+        if job.static:
+            extra["tk.static"] = "1"
+        result = await self._run(
+            "add",
+            now,
+            job.id or "",
+            job.name,
+            self.ctx.codec.encode(job.data),
+            json.dumps(opts),
+            at,
+            json.dumps(extra),
+            "1" if replace else "0",
+            "1" if job.state is JobState.PAUSED else "0",
+        )
+        if isinstance(result, list):
+            raise JobExistsError(
+                f"a job with id {job.id!r} exists; pass replace=True to replace it"
+            )
+        return str(result)
+
+    async def _add_scheduler(self, job: Job, mode: str) -> str:
+        assert job.schedule is not None
+        scheduler_id = job.id or uuid.uuid4().hex
+        mapping.check_job_id(scheduler_id)
+        repeat = mapping.spec_to_repeat(job.schedule)
+        now = self._now_ms()
+        first = to_millis(job.next_run_at) if job.next_run_at is not None else now
+        extra: dict[str, Any] = {"tk.created": to_millis(job.created_at or self.ctx.clock.now())}
+        if job.meta:
+            extra["tk.meta"] = json.dumps(job.meta)
+        if job.static:
+            extra["tk.static"] = "1"
+        result = await self._run(
+            "scheduler",
+            now,
+            scheduler_id,
+            job.name,
+            self.ctx.codec.encode(job.data),
+            json.dumps(mapping.job_opts(job, self._retention)),
+            json.dumps(repeat),
+            first,
+            mode,
+            json.dumps(extra),
+            "1" if job.state is JobState.PAUSED else "0",
+        )
+        if result[0] == "exists":
+            raise JobExistsError(
+                f"a job with id {scheduler_id!r} exists; pass replace=True to replace it"
+            )
+        return scheduler_id
+
+    async def sync_static(self, jobs: Sequence[Job], now: datetime) -> None:
+        wanted: set[str] = set()
+        for job in jobs:
+            assert job.id is not None
+            wanted.add(job.id)
+            if job.schedule is not None and job.schedule.get("type") in mapping.RECURRING_TYPES:
+                if job.next_run_at is None:
+                    continue
+                await self._add_scheduler(job, "keep")
+            else:
+                await self._sync_static_one_off(job)
+        async with self._busy():
+            if wanted:
+                await self._redis.sadd(self.key + "tk:static", *wanted)
+            stored = await self._redis.smembers(self.key + "tk:static")
+        for gone in set(stored) - wanted:
+            await self._run("remove", self._now_ms(), gone)
+
+    async def _sync_static_one_off(self, job: Job) -> None:
+        """A static task with a one-off schedule: a job with the task's name as custom id."""
+        assert job.id is not None
+        async with self._busy():
+            spec, static = await self._redis.hmget(self.key + job.id, "tk.spec", "tk.static")
+        if static == "1" and spec is not None and mapping.parse_json(spec) == job.schedule:
+            return
+        if job.next_run_at is None:
+            return
+        await self.add_job(job, replace=True)
+
+    async def get_job(self, job_id: str) -> Job | None:
+        async with self._busy():
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hgetall(f"{self.key}repeat:{job_id}")
+            pipe.zscore(self.key + "repeat", job_id)
+            pipe.hgetall(self.key + job_id)
+            sh, next_ms, h = await pipe.execute()
+        if sh:
+            current_id = f"repeat:{job_id}:{int(next_ms)}" if next_ms is not None else None
+            current: dict[str, str] | None = None
+            where: str | None = None
+            if current_id is not None:
+                current, where, _ = await self._locate(current_id)
+            return mapping.scheduler_view(self.ctx.codec, job_id, sh, next_ms, current, where)
+        if not h:
+            return None
+        h, where, score = await self._locate(job_id)
+        if not h:
+            return None
+        return mapping.one_off_view(self.ctx.codec, job_id, h, where, score)
+
+    async def _locate(self, job_id: str) -> tuple[dict[str, str], str | None, float | None]:
+        """A job's hash, the container it is in and its score there (one transaction)."""
+        async with self._busy():
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hgetall(self.key + job_id)
+            for name in _ZSETS:
+                pipe.zscore(self.key + name, job_id)
+            for name in _LISTS:
+                pipe.lpos(self.key + name, job_id)
+            h, *found = await pipe.execute()
+        for name, value in zip((*_ZSETS, *_LISTS), found, strict=False):
+            if value is not None:
+                return h, _WHERE.get(name, name), float(value) if name in _ZSETS else None
+        return h, None, None
+
+    async def _snapshot(self) -> tuple[dict[str, tuple[str, float | None]], dict[str, float]]:
+        """Every job id with its container and score, and every scheduler with its next run."""
+        async with self._busy():
+            pipe = self._redis.pipeline(transaction=True)
+            for name in _ZSETS:
+                pipe.zrange(self.key + name, 0, -1, withscores=True)
+            for name in _LISTS:
+                pipe.lrange(self.key + name, 0, -1)
+            pipe.zrange(self.key + "repeat", 0, -1, withscores=True)
+            *found, schedulers = await pipe.execute()
+        where: dict[str, tuple[str, float | None]] = {}
+        for name, members in zip((*_ZSETS, *_LISTS), found, strict=False):
+            for member in members:
+                job_id, score = member if name in _ZSETS else (member, None)
+                where.setdefault(job_id, (_WHERE.get(name, name), score))
+        return where, {sid: score for sid, score in schedulers}
+
+    async def list_jobs(
+        self,
+        *,
+        name: str | None = None,
+        state: JobState | None = None,
+        static: bool | None = None,
+        limit: int | None = None,
+    ) -> list[Job]:
+        where, schedulers = await self._snapshot()
+        ids = [job_id for job_id in where if not job_id.startswith("repeat:")]
+        async with self._busy():
+            pipe = self._redis.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.hgetall(self.key + job_id)
+            for sid in schedulers:
+                pipe.hgetall(f"{self.key}repeat:{sid}")
+            hashes = await pipe.execute()
+        jobs: list[Job] = []
+        for job_id, h in zip(ids, hashes[: len(ids)], strict=False):
+            if h:
+                container, score = where[job_id]
+                jobs.append(mapping.one_off_view(self.ctx.codec, job_id, h, container, score))
+        currents = [f"repeat:{sid}:{int(score)}" for sid, score in schedulers.items()]
+        async with self._busy():
+            pipe = self._redis.pipeline(transaction=False)
+            for current_id in currents:
+                pipe.hgetall(self.key + current_id)
+            current_hashes = await pipe.execute()
+        for (sid, score), sh, current_id, ch in zip(
+            schedulers.items(), hashes[len(ids) :], currents, current_hashes, strict=False
+        ):
+            if sh:
+                container = where.get(current_id, (None, None))[0]
+                jobs.append(
+                    mapping.scheduler_view(self.ctx.codec, sid, sh, score, ch or None, container)
+                )
+        found = [
+            job
+            for job in jobs
+            if (name is None or job.name == name)
+            and (state is None or job.state is state)
+            and (static is None or job.static == static)
+        ]
+        found.sort(key=lambda j: (j.next_run_at is None, j.next_run_at or from_millis(0)))
+        return found[:limit] if limit is not None else found
+
+    async def count_jobs(self) -> dict[JobState, int]:
+        counts: dict[JobState, int] = {}
+        for job in await self.list_jobs():
+            counts[job.state] = counts.get(job.state, 0) + 1
+        return counts
+
+    async def queue_counts(self) -> dict[str, int]:
+        """Jobs per BullMQ state, as Node's ``Queue.getJobCounts()`` reports them."""
+        async with self._busy():
+            pipe = self._redis.pipeline(transaction=True)
+            for name in ("wait", "active", "paused"):
+                pipe.llen(self.key + name)
+            for name in ("delayed", "prioritized", "completed", "failed", "waiting-children"):
+                pipe.zcard(self.key + name)
+            values = await pipe.execute()
+        names = ("wait", "active", "paused", "delayed", "prioritized", "completed", "failed")
+        counts = dict(zip(names, values, strict=False))
+        counts["waiting-children"] = values[-1]
+        return counts
+
+    async def remove_job(self, job_id: str) -> bool:
+        result = int(await self._run("remove", self._now_ms(), job_id))
+        if result == -8:
+            raise DriverError(
+                f"job {job_id!r} is the pending job of a job scheduler: delete the scheduler "
+                "(its id is the part between 'repeat:' and the last ':') instead"
+            )
+        return result == 1
+
+    async def remove_jobs(self, *, name: str) -> int:
+        removed = 0
+        for job in await self.list_jobs(name=name, static=False):
+            assert job.id is not None
+            if job.id.startswith("repeat:"):
+                continue
+            if int(await self._run("remove", self._now_ms(), job.id)) == 1:
+                removed += 1
+        return removed
+
+    async def set_paused(self, job_id: str, paused: bool) -> Job | None:
+        if not int(await self._run("pause_job", self._now_ms(), job_id, "1" if paused else "0")):
+            return None
+        return await self.get_job(job_id)
+
+    async def move_to(self, job_id: str, when: datetime) -> bool:
+        return bool(int(await self._run("move_to", self._now_ms(), job_id, to_millis(when))))
+
+    # --- the queue ------------------------------------------------------------------------
+
+    async def pause_queue(self) -> None:
+        """Pause the whole queue like BullMQ 6's ``Queue.pause()`` (every worker stops taking
+        jobs, Node's included; running jobs finish)."""
+        await self._run("queue_pause", "paused")
+
+    async def resume_queue(self) -> None:
+        """Resume the queue like BullMQ 6's ``Queue.resume()``."""
+        await self._run("queue_pause", "resumed")
+        self.ctx.notify()
+
+    async def queue_paused(self) -> bool:
+        async with self._busy():
+            return bool(await self._redis.hexists(self.key + "meta", "paused"))
+
+    # --- running jobs ---------------------------------------------------------------------
+
+    async def acquire(
+        self, *, now: datetime, limit: int, exclude: frozenset[str] = frozenset()
+    ) -> Acquired:
+        # ``exclude`` cannot be honoured: BullMQ takes jobs in queue order (see the docs)
+        now_ms = to_millis(now)
+        result = await self._run(
+            "acquire",
+            now_ms,
+            limit,
+            f"{self.ctx.owner}:{next(self._seq)}",
+            int(self.lease_duration * 1000),
+            self.ctx.owner,
+        )
+        next_delayed, rate_ttl = int(result[0]), int(result[1])
+        self._next_due_ms = next_delayed if next_delayed >= 0 else None
+        claims: list[Claim] = []
+        for i in range(2, len(result), 3):
+            job_id, token, flat = result[i], result[i + 1], result[i + 2]
+            h = dict(zip(flat[::2], flat[1::2], strict=False))
+            claim = await self._claim(job_id, token, h, now)
+            if claim is not None:
+                claims.append(claim)
+        next_due = from_millis(self._next_due_ms) if self._next_due_ms is not None else None
+        if rate_ttl > 0:
+            limited = now + timedelta(milliseconds=rate_ttl)
+            next_due = limited if next_due is None else min(next_due, limited)
+        return Acquired(claims, next_due)
+
+    async def _claim(
+        self, job_id: str, token: str, h: dict[str, str], now: datetime
+    ) -> Claim | None:
+        lease_end = now + timedelta(seconds=self.lease_duration)
+        try:
+            data = self.ctx.codec.decode(h.get("data") or "null")
+        except ValueError as exc:
+            await self._fail_now(
+                job_id, token, f"job data is not JSON ({exc}): {h.get('data')!r:.200}"
+            )
+            return None
+        opts = mapping.parse_json(h.get("opts"), {})
+        if not isinstance(opts, dict):
+            opts = {}
+        view = mapping.one_off_view(self.ctx.codec, job_id, h, "active", None)
+        view.data = data
+        attempt = view.attempt + 1
+        scheduler_id = h.get("rjk")
+        if not scheduler_id:
+            return Claim(
+                job=view,
+                scheduled_at=view.scheduled_at or now,
+                attempt=attempt,
+                token=token,
+                lease_expires_at=lease_end,
+                handle=(job_id, token),
+            )
+        # a job a scheduler produced: the tickkit job is the scheduler
+        repeat = opts.get("repeat") if isinstance(opts.get("repeat"), dict) else {}
+        spec = mapping.repeat_to_spec({k: str(v) for k, v in repeat.items() if v is not None})
+        scheduled_at = from_millis(mapping.nominal_ms(h, opts))
+        job = Job(
+            id=scheduler_id,
+            name=view.name,
+            data=data,
+            schedule=spec,
+            next_run_at=scheduled_at,
+            scheduled_at=scheduled_at,
+            state=JobState.RUNNING,
+            attempt=view.attempt,
+            max_attempts=view.max_attempts,
+            backoff=view.backoff,
+            created_at=view.created_at,
+            meta={"bullmq_job_id": job_id},
+        )
+        try:
+            plan = self.ctx.plan(job, scheduled_at, attempt, now)
+        except Exception as exc:
+            await self._fail_now(
+                job_id,
+                token,
+                f"cannot compute the next run of job scheduler {scheduler_id!r}: {exc}",
+            )
+            return None
+        if attempt == 1 and plan.next_run_at is not None:
+            next_ms = to_millis(plan.next_run_at)
+            # the kernel learns this time from acquire's next_due: the marker that the next job
+            # sets needs no wake-up
+            known = self._next_due_ms
+            self._next_due_ms = next_ms if known is None else min(known, next_ms)
+            await self._run("next", to_millis(now), scheduler_id, job_id, next_ms)
+        return Claim(
+            job=job,
+            scheduled_at=scheduled_at,
+            attempt=attempt,
+            token=token,
+            lease_expires_at=lease_end,
+            plan=plan if attempt == 1 else Plan(True, scheduled_at, 0, None),
+            handle=(job_id, token),
+        )
+
+    async def _fail_now(self, job_id: str, token: str, reason: str) -> None:
+        """Fail a taken job that cannot run at all (bad data), with a clear failedReason."""
+        log.error("job %s failed before running: %s", job_id, reason)
+        now = self.ctx.clock.now()
+        await self._finish(job_id, token, RunResult(Outcome.FAILED, now, error=reason))
+
+    async def renew(self, claims: Sequence[Claim], now: datetime) -> list[Claim]:
+        held = [c for c in claims if c.handle is not None]
+        if not held:
+            return []
+        args: list[Any] = []
+        for claim in held:
+            args.extend(claim.handle)
+        lost = set(await self._run("renew", int(self.lease_duration * 1000), *args))
+        end = now + timedelta(seconds=self.lease_duration)
+        out = []
+        for claim in held:
+            if claim.handle[0] in lost:
+                out.append(claim)
+            else:
+                claim.lease_expires_at = end
+        return out
+
+    async def complete(self, claim: Claim, result: RunResult) -> None:
+        if claim.handle is None:
+            return
+        job_id, token = claim.handle
+        code = await self._finish(job_id, token, result)
+        if code != 0:
+            log.warning("the outcome of job %s was not recorded (lock lost, code %s)", job_id, code)
+
+    async def _finish(self, job_id: str, token: str, result: RunResult) -> int:
+        failed = result.outcome in (Outcome.FAILED, Outcome.TIMED_OUT)
+        if result.retry_at is not None:
+            kind, value = "retry", result.error or ""
+        elif failed:
+            kind, value = "finish", result.error or result.outcome.value
+        else:
+            kind, value = "finish", json.dumps(result.return_value)
+        started = to_millis(result.started_at) if result.started_at is not None else ""
+        return int(
+            await self._run(
+                "complete",
+                self._now_ms(),
+                job_id,
+                token,
+                kind,
+                "failed" if failed else "completed",
+                result.outcome.value,
+                value,
+                result.traceback or "",
+                to_millis(result.retry_at) if result.retry_at is not None else "",
+                json.dumps(self._retention["removeOnComplete"]),
+                json.dumps(self._retention["removeOnFail"]),
+                started,
+                result.error or "",
+            )
+        )
+
+    async def release(self, claims: Sequence[Claim]) -> None:
+        args: list[Any] = []
+        for claim in claims:
+            if claim.handle is not None:
+                args.extend(claim.handle)
+        if args:
+            await self._run("release", self._now_ms(), *args)

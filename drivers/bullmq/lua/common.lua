@@ -1,0 +1,261 @@
+-- tickkit's BullMQ driver: helpers shared by every script (prepended to each one).
+-- ARGV[1] of every script is the queue's key prefix, e.g. "bull:tickkit:".
+local call = redis.call
+local P = ARGV[1]
+local K = {
+  id = P .. "id", wait = P .. "wait", active = P .. "active",
+  prioritized = P .. "prioritized", pc = P .. "pc", delayed = P .. "delayed",
+  completed = P .. "completed", failed = P .. "failed", meta = P .. "meta",
+  events = P .. "events", marker = P .. "marker", stalled = P .. "stalled",
+  stalledCheck = P .. "stalled-check", limiter = P .. "limiter", rep = P .. "repeat",
+  paused = P .. "paused", tkPaused = P .. "tk:paused", tkStatic = P .. "tk:static",
+}
+
+local function maxEvents()
+  local n = call("HGET", K.meta, "opts.maxLenEvents")
+  if not n then
+    n = 10000
+    call("HSET", K.meta, "opts.maxLenEvents", n)
+  end
+  return n
+end
+
+local function emit(...)
+  call("XADD", K.events, "MAXLEN", "~", maxEvents(), "*", "event", ...)
+end
+
+local function queuePaused()
+  return call("HEXISTS", K.meta, "paused") == 1
+end
+
+-- paused, or the queue-wide concurrency reached
+local function queueBlocked()
+  local m = call("HMGET", K.meta, "paused", "concurrency")
+  if m[1] then return true end
+  if m[2] then return call("LLEN", K.active) >= tonumber(m[2]) end
+  return false
+end
+
+local function baseMarker()
+  if not queueBlocked() then call("ZADD", K.marker, 0, "0") end
+end
+
+local function nextDelayedMs()
+  local top = call("ZRANGE", K.delayed, 0, 0, "WITHSCORES")
+  if top[2] then return math.floor(tonumber(top[2]) / 4096) end
+  return nil
+end
+
+local function delayMarker()
+  local top = call("ZRANGE", K.delayed, 0, 0, "WITHSCORES")
+  if top[2] then call("ZADD", K.marker, tonumber(top[2]) / 4096, "1") end
+end
+
+-- the delayed zset's score for a job due at `at` (ms): at * 4096 + a sequence number so
+-- that jobs due in the same millisecond keep their order
+local function delayedScore(at)
+  local lo = at * 4096
+  local hi = lo + 4095
+  local top = call("ZREVRANGEBYSCORE", K.delayed, hi, lo, "WITHSCORES", "LIMIT", 0, 1)
+  if top[2] then
+    local s = tonumber(top[2])
+    if s >= hi then return hi end
+    return s + 1
+  end
+  return lo
+end
+
+local function priorityScore(priority)
+  return priority * 4294967296 + call("INCR", K.pc) % 4294967296
+end
+
+-- put a job that is not in any state list into wait/prioritized (due now) or delayed (due
+-- later, or overdue: `delayed` then hands overdue jobs out oldest first), with the events and
+-- markers BullMQ's workers expect
+local function enqueue(jobId, at, now, front)
+  local key = P .. jobId
+  if at ~= now then
+    call("HSET", key, "delay", math.max(at - now, 0))
+    call("ZADD", K.delayed, delayedScore(at), jobId)
+    emit("delayed", "jobId", jobId, "delay", at)
+    delayMarker()
+    return
+  end
+  call("HSET", key, "delay", 0)
+  local priority = tonumber(call("HGET", key, "priority")) or 0
+  if priority > 0 then
+    if front then
+      call("ZADD", K.prioritized, priority * 4294967296, jobId)
+    else
+      call("ZADD", K.prioritized, priorityScore(priority), jobId)
+    end
+  elseif front then
+    call("RPUSH", K.wait, jobId)
+  else
+    call("LPUSH", K.wait, jobId)
+  end
+  baseMarker()
+  emit("waiting", "jobId", jobId)
+end
+
+-- take a job out of whichever waiting state holds it; returns its due time in ms (or false)
+local function unqueue(jobId, now)
+  local s = call("ZSCORE", K.delayed, jobId)
+  if s then
+    call("ZREM", K.delayed, jobId)
+    return math.floor(tonumber(s) / 4096)
+  end
+  s = call("ZSCORE", K.tkPaused, jobId)
+  if s then
+    call("ZREM", K.tkPaused, jobId)
+    return tonumber(s)
+  end
+  if call("ZREM", K.prioritized, jobId) == 1 or call("LREM", K.wait, 1, jobId) == 1
+      or call("LREM", K.paused, 1, jobId) == 1 then
+    local at = tonumber(call("HGET", P .. jobId, "tk.at"))
+    if at and at < now then return at end
+    return now
+  end
+  return false
+end
+
+local function removeKeys(jobId)
+  local key = P .. jobId
+  call("DEL", key, key .. ":logs", key .. ":lock", key .. ":dependencies", key .. ":processed",
+    key .. ":failed", key .. ":unsuccessful")
+end
+
+-- remove a job from every state and delete it (a running occurrence finishes unrecorded)
+local function removeJob(jobId, now)
+  local prev = "unknown"
+  if unqueue(jobId, now) then
+    prev = "waiting"
+  elseif call("ZREM", K.completed, jobId) == 1 then
+    prev = "completed"
+  elseif call("ZREM", K.failed, jobId) == 1 then
+    prev = "failed"
+  elseif call("LREM", K.active, 1, jobId) == 1 then
+    prev = "active"
+    call("SREM", K.stalled, jobId)
+  end
+  removeKeys(jobId)
+  emit("removed", "jobId", jobId, "prev", prev)
+end
+
+-- remove a job scheduler and its pending job (one that is running finishes)
+local function removeScheduler(id, now)
+  local millis = call("ZSCORE", K.rep, id)
+  if millis then
+    local current = "repeat:" .. id .. ":" .. millis
+    if call("EXISTS", P .. current) == 1 and unqueue(current, now) then
+      removeKeys(current)
+      emit("removed", "jobId", current, "prev", "delayed")
+    end
+  end
+  call("ZREM", K.rep, id)
+  call("DEL", K.rep .. ":" .. id)
+  call("SREM", K.tkStatic, id)
+end
+
+-- the id of the job a scheduler is waiting on, or nil
+local function schedulerCurrent(id)
+  local millis = call("ZSCORE", K.rep, id)
+  if millis then return "repeat:" .. id .. ":" .. millis end
+  return nil
+end
+
+-- retention: keep = true/false/count/{count=, age=} as in BullMQ's removeOnComplete/removeOnFail
+local function trimFinished(target, keep, now)
+  if type(keep) ~= "table" then return end
+  local age = tonumber(keep["age"])
+  if age then
+    local ids = call("ZRANGEBYSCORE", K[target], "-inf", now - age * 1000, "LIMIT", 0, 1000)
+    for _, id in ipairs(ids) do
+      removeKeys(id)
+      call("ZREM", K[target], id)
+    end
+  end
+  local count = tonumber(keep["count"])
+  if count and count > 0 then
+    local ids = call("ZREVRANGE", K[target], count, -1)
+    for _, id in ipairs(ids) do
+      removeKeys(id)
+    end
+    call("ZREMRANGEBYRANK", K[target], 0, -(count + 1))
+  end
+end
+
+local function keepRule(value)
+  if value == true then return {count = 0} end     -- removeOnX: true -> remove now
+  if value == false or value == nil or value == cjson.null then return {} end
+  if type(value) == "number" then return {count = value} end
+  if type(value) == "table" then return value end
+  return {}
+end
+
+-- the job leaves `active` for completed/failed: returns false when it was removed instead
+local function finishJob(jobId, target, field, value, now, rule, fields)
+  local key = P .. jobId
+  local count = tonumber(rule["count"])
+  if count == 0 then
+    removeKeys(jobId)
+    return false
+  end
+  call("ZADD", K[target], now, jobId)
+  call("HSET", key, field, value, "finishedOn", now, unpack(fields))
+  if target == "failed" then call("HDEL", key, "defa") end
+  trimFinished(target, rule, now)
+  return true
+end
+
+local function drainedEvent()
+  if call("LLEN", K.wait) == 0 and call("LLEN", K.active) == 0
+      and call("ZCARD", K.prioritized) == 0 then
+    emit("drained")
+  end
+end
+
+-- create scheduler `id`'s job for `nextMs` from the scheduler's template (BullMQ's
+-- addJobFromScheduler); returns false when that job exists already
+local function produce(id, nextMs, now, count)
+  local skey = K.rep .. ":" .. id
+  local s = call("HMGET", skey, "name", "data", "opts", "pattern", "tz", "every", "tk.paused",
+    "limit", "endDate", "offset")
+  local jobId = "repeat:" .. id .. ":" .. nextMs
+  local key = P .. jobId
+  if call("EXISTS", key) == 1 then
+    emit("duplicated", "jobId", jobId)
+    return false
+  end
+  call("ZADD", K.rep, nextMs, id)
+  call("INCR", K.id)
+  local opts = {}
+  if s[3] then opts = cjson.decode(s[3]) end
+  local r = {count = count}
+  if s[4] then r["pattern"] = s[4] end
+  if s[5] then r["tz"] = s[5] end
+  if s[6] then r["every"] = tonumber(s[6]) end
+  if s[8] then r["limit"] = tonumber(s[8]) end
+  if s[9] then r["endDate"] = tonumber(s[9]) end
+  if s[10] then r["offset"] = tonumber(s[10]) end
+  local delay = nextMs - now
+  if delay < 0 then delay = 0 end
+  opts["repeat"] = r
+  opts["jobId"] = jobId
+  opts["delay"] = delay
+  opts["timestamp"] = now
+  opts["prevMillis"] = nextMs
+  opts["repeatJobKey"] = id
+  if opts["attempts"] == nil then opts["attempts"] = 0 end
+  call("HSET", key, "name", s[1], "data", s[2] or "{}", "opts", cjson.encode(opts),
+    "timestamp", now, "delay", delay, "priority", tonumber(opts["priority"]) or 0, "rjk", id,
+    "atm", 0)
+  emit("added", "jobId", jobId, "name", s[1])
+  if s[7] then
+    call("HSET", key, "tk.paused", 1)
+    call("ZADD", K.tkPaused, nextMs, jobId)
+  else
+    enqueue(jobId, nextMs, now, false)
+  end
+  return true
+end

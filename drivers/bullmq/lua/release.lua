@@ -1,0 +1,23 @@
+-- Give claimed jobs back unrun (shutdown): active -> wait, at the end taken next, with the
+-- attempt not counted (BullMQ's moveJobFromActiveToWait).
+-- ARGV: 1 prefix, 2 now, then pairs of job id and lock token. Returns how many were released.
+local now = tonumber(ARGV[2])
+local released = 0
+for i = 3, #ARGV, 2 do
+  local jobId, token = ARGV[i], ARGV[i + 1]
+  local key = P .. jobId
+  if call("EXISTS", key) == 1 and call("GET", key .. ":lock") == token
+      and call("LREM", K.active, 1, jobId) == 1 then
+    call("DEL", key .. ":lock")
+    call("SREM", K.stalled, jobId)
+    call("HINCRBY", key, "ats", -1)
+    if call("HEXISTS", key, "tk.paused") == 1 then
+      local at = tonumber(call("HGET", key, "tk.at")) or now
+      call("ZADD", K.tkPaused, at, jobId)
+    else
+      enqueue(jobId, now, now, true)
+    end
+    released = released + 1
+  end
+end
+return released

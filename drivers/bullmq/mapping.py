@@ -1,0 +1,253 @@
+"""Conversions between tickkit's models and BullMQ's Redis hashes (no I/O here)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from tickkit import Backoff, Codec, InvalidJobIdError, InvalidScheduleError, Job, JobState, Outcome
+from tickkit.models import from_millis, to_millis
+
+#: schedule types a job scheduler can hold
+RECURRING_TYPES = ("cron", "interval")
+#: schedule types stored as one-off BullMQ jobs
+ONE_OFF_TYPES = ("date", "delay")
+
+#: where a job is, as found in Redis -> its tickkit state
+_STATE_OF = {
+    "delayed": JobState.SCHEDULED,
+    "wait": JobState.SCHEDULED,
+    "prioritized": JobState.SCHEDULED,
+    "paused": JobState.PAUSED,
+    "active": JobState.RUNNING,
+    "completed": JobState.COMPLETED,
+    "failed": JobState.FAILED,
+}
+
+
+def check_job_id(job_id: str) -> str:
+    """BullMQ's rules for custom job ids: not an integer, no ':', not empty."""
+    if not isinstance(job_id, str) or not job_id or ":" in job_id or job_id.isdigit():
+        raise InvalidJobIdError(
+            f"invalid job id {job_id!r} for BullMQ: it must be a non-empty string that is not "
+            "an integer and has no ':'"
+        )
+    return job_id
+
+
+def spec_to_repeat(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A tickkit recurring schedule spec -> BullMQ repeat fields (``pattern`` + ``tz`` or
+    ``every``). The time zone is always written: Node would use its local zone without one."""
+    kind = spec.get("type")
+    if kind == "cron":
+        return {"pattern": str(spec["value"]), "tz": str(spec.get("timezone") or "UTC")}
+    if kind == "interval":
+        every = round(float(spec["value"]) * 1000)
+        if every <= 0:
+            raise InvalidScheduleError(f"interval {spec!r} is shorter than one millisecond")
+        return {"every": every}
+    raise InvalidScheduleError(
+        f"the BullMQ driver stores cron and interval schedules as job schedulers and dates as "
+        f"delayed jobs; it cannot store schedule {dict(spec)!r}"
+    )
+
+
+def repeat_to_spec(fields: Mapping[str, str]) -> dict[str, Any] | None:
+    """A scheduler hash (or a job's ``opts.repeat``) -> a tickkit schedule spec."""
+    pattern = fields.get("pattern")
+    if pattern:
+        return {"type": "cron", "value": pattern, "timezone": fields.get("tz") or "UTC"}
+    every = fields.get("every")
+    if every not in (None, ""):
+        return {"type": "interval", "value": float(every) / 1000}
+    return None
+
+
+def backoff_to_opts(backoff: Backoff | None) -> dict[str, Any] | None:
+    if backoff is None:
+        return None
+    out: dict[str, Any] = {"type": backoff.kind, "delay": round(backoff.delay * 1000)}
+    if backoff.jitter:
+        out["jitter"] = backoff.jitter
+    return out
+
+
+def backoff_from_opts(value: Any) -> Backoff | None:
+    """BullMQ's ``backoff`` (a number or ``{type, delay, jitter}``, ms) -> a Backoff."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return Backoff.fixed(value / 1000)
+    if isinstance(value, Mapping) and value.get("type") in ("fixed", "exponential"):
+        jitter = value.get("jitter") or 0.0
+        try:
+            return Backoff(str(value["type"]), float(value.get("delay") or 0) / 1000, None, jitter)
+        except (TypeError, ValueError):
+            return None
+    return None  # a custom backoff strategy of a Node worker: the task's own applies
+
+
+def job_opts(job: Job, retention: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``opts`` JSON written for a job or a scheduler's template."""
+    opts: dict[str, Any] = {"attempts": job.max_attempts or 0}
+    backoff = backoff_to_opts(job.backoff)
+    if backoff is not None:
+        opts["backoff"] = backoff
+    opts.update(retention)
+    return opts
+
+
+def parse_json(text: str | None, default: Any = None) -> Any:
+    if text is None or text == "":
+        return default
+    try:
+        return json.loads(text)
+    except ValueError:
+        return default
+
+
+def _int(text: str | None, default: int = 0) -> int:
+    try:
+        return int(float(text)) if text not in (None, "") else default  # type: ignore[arg-type]
+    except ValueError:
+        return default
+
+
+def _ms(text: str | None) -> datetime | None:
+    if text in (None, ""):
+        return None
+    try:
+        return from_millis(float(text))  # type: ignore[arg-type]
+    except (ValueError, OverflowError):
+        return None
+
+
+def decode_data(codec: Codec, text: str | None) -> Any:
+    """Job data for views: JSON decoded, or the raw text when it is not JSON."""
+    if text is None:
+        return None
+    try:
+        return codec.decode(text)
+    except ValueError:
+        return text
+
+
+def nominal_ms(h: Mapping[str, str], opts: Mapping[str, Any]) -> int:
+    """The nominal time of a job's occurrence: tickkit's ``tk.at``, a scheduler job's
+    ``prevMillis``, else creation time plus delay."""
+    at = h.get("tk.at")
+    if at:
+        return _int(at)
+    prev = opts.get("prevMillis")
+    if isinstance(prev, (int, float)) and h.get("rjk"):
+        return int(prev)
+    return _int(h.get("timestamp")) + _int(str(opts.get("delay") or 0))
+
+
+def meta_of(h: Mapping[str, str]) -> dict[str, str]:
+    meta = parse_json(h.get("tk.meta"), {})
+    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
+
+
+def one_off_view(
+    codec: Codec, job_id: str, h: Mapping[str, str], where: str | None, score: float | None
+) -> Job:
+    """A tickkit Job for a BullMQ job hash found in container ``where``."""
+    opts = parse_json(h.get("opts"), {})
+    if not isinstance(opts, dict):
+        opts = {}
+    nominal = from_millis(nominal_ms(h, opts))
+    state = _STATE_OF.get(where or "", JobState.SCHEDULED)
+    outcome_text = h.get("tk.outcome")
+    if state is JobState.COMPLETED and outcome_text == Outcome.MISSED.value:
+        state = JobState.MISSED
+    next_run: datetime | None = None
+    if where == "delayed" and score is not None:
+        next_run = from_millis(int(score) // 4096)
+    elif where == "paused" and score is not None:
+        next_run = from_millis(score)
+    elif where in ("wait", "prioritized"):
+        next_run = nominal
+    try:
+        last_outcome = Outcome(outcome_text) if outcome_text else None
+    except ValueError:
+        last_outcome = None
+    if last_outcome is None and where in ("completed", "failed"):
+        last_outcome = Outcome.SUCCEEDED if where == "completed" else Outcome.FAILED
+    spec = parse_json(h.get("tk.spec"))
+    attempts = _int(str(opts.get("attempts") or 0))
+    meta = meta_of(h)
+    meta["bullmq_job_id"] = job_id
+    return Job(
+        id=job_id,
+        name=h.get("name", ""),
+        data=decode_data(codec, h.get("data")),
+        schedule=spec if isinstance(spec, dict) else None,
+        next_run_at=next_run,
+        scheduled_at=nominal,
+        state=state,
+        static=h.get("tk.static") == "1",
+        attempt=_int(h.get("atm")),
+        max_attempts=attempts if attempts > 0 else None,
+        backoff=backoff_from_opts(opts.get("backoff")),
+        created_at=_ms(h.get("timestamp")),
+        last_run_at=_ms(h.get("tk.lastRun") or h.get("processedOn")),
+        last_outcome=last_outcome,
+        last_error=h.get("failedReason") or None,
+        runs=_int(h.get("atm")),
+        meta=meta,
+    )
+
+
+def scheduler_view(
+    codec: Codec,
+    scheduler_id: str,
+    sh: Mapping[str, str],
+    next_ms: float | None,
+    current: Mapping[str, str] | None,
+    where: str | None,
+) -> Job:
+    """A tickkit recurring Job for a BullMQ job scheduler and its pending (current) job."""
+    opts = parse_json(sh.get("opts"), {})
+    if not isinstance(opts, dict):
+        opts = {}
+    pending = current is not None and where in ("delayed", "wait", "prioritized", "paused")
+    if sh.get("tk.paused") == "1":
+        state = JobState.PAUSED
+    elif where == "active":
+        state = JobState.RUNNING
+    elif pending:
+        state = JobState.SCHEDULED
+    else:
+        state = JobState.COMPLETED
+    at = from_millis(next_ms) if next_ms is not None else None
+    try:
+        last_outcome = Outcome(sh["tk.lastOutcome"]) if sh.get("tk.lastOutcome") else None
+    except ValueError:
+        last_outcome = None
+    attempts = _int(str(opts.get("attempts") or 0))
+    return Job(
+        id=scheduler_id,
+        name=sh.get("name", ""),
+        data=decode_data(codec, sh.get("data", "{}")),
+        schedule=repeat_to_spec(sh),
+        next_run_at=at if pending or state is JobState.PAUSED else None,
+        scheduled_at=at,
+        state=state,
+        static=sh.get("tk.static") == "1",
+        attempt=_int(current.get("atm")) if current is not None and pending else 0,
+        max_attempts=attempts if attempts > 0 else None,
+        backoff=backoff_from_opts(opts.get("backoff")),
+        created_at=_ms(sh.get("tk.created")),
+        last_run_at=_ms(sh.get("tk.lastRun")),
+        last_outcome=last_outcome,
+        last_error=sh.get("tk.lastError") or None,
+        runs=_int(sh.get("tk.runs")),
+        meta=meta_of(sh),
+    )
+
+
+def ms(dt: datetime) -> int:
+    return to_millis(dt)
