@@ -1,0 +1,98 @@
+// Node BullMQ side of tickkit's interop tests: `node bullmq.js <command> '<json options>'`.
+// Every command prints one JSON document on stdout.
+//   worker   run a Worker (and QueueEvents from the stream's start) until `expect` completions
+//   produce  add jobs with Queue.add / upsertJobScheduler
+//   counts   print Queue.getJobCounts()
+'use strict';
+const { Queue, Worker, QueueEvents } = require('bullmq');
+
+function connectionOf(url) {
+  const u = new URL(url);
+  const conn = { host: u.hostname, port: Number(u.port || 6379), maxRetriesPerRequest: null };
+  if (u.password) conn.password = decodeURIComponent(u.password);
+  if (u.pathname && u.pathname.length > 1) conn.db = Number(u.pathname.slice(1));
+  if (u.protocol === 'rediss:') conn.tls = {};
+  return conn;
+}
+
+async function worker(o) {
+  const connection = connectionOf(o.url);
+  const processed = [];
+  const completed = new Set();
+  const events = new QueueEvents(o.queue, { connection, prefix: o.prefix, lastEventId: '0' });
+  await events.waitUntilReady();
+  const w = new Worker(
+    o.queue,
+    async (job) => {
+      processed.push({ id: job.id, name: job.name, data: job.data, attemptsMade: job.attemptsMade });
+      const failTimes = job.data && job.data.failTimes;
+      if (failTimes && job.attemptsMade < failTimes) {
+        throw new Error(`attempt ${job.attemptsMade + 1} fails on purpose`);
+      }
+      return { ok: true };
+    },
+    { connection, prefix: o.prefix, concurrency: o.concurrency || 1 },
+  );
+  const done = () =>
+    completed.size >= (o.expect || 0) &&
+    (o.expectIds || []).every((id) => completed.has(id)) &&
+    Object.entries(o.expectPrefixes || {}).every(
+      ([p, n]) => [...completed].filter((id) => id.startsWith(p)).length >= n,
+    );
+  await new Promise((resolve) => {
+    const timer = setTimeout(resolve, o.timeoutMs || 20000);
+    events.on('completed', ({ jobId }) => {
+      completed.add(jobId);
+      if (done()) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    if (done()) {
+      clearTimeout(timer);
+      resolve();
+    }
+  });
+  await w.close();
+  await events.close();
+  return { processed, completed: [...completed] };
+}
+
+async function produce(o) {
+  const queue = new Queue(o.queue, { connection: connectionOf(o.url), prefix: o.prefix });
+  const ids = {};
+  for (const add of o.jobs || []) {
+    const job = await queue.add(add.name, add.data, add.opts || {});
+    ids[add.key] = job.id;
+  }
+  for (const s of o.schedulers || []) {
+    const job = await queue.upsertJobScheduler(s.id, s.repeat, s.template);
+    ids[s.id] = job && job.id;
+  }
+  await queue.close();
+  return ids;
+}
+
+async function counts(o) {
+  const queue = new Queue(o.queue, { connection: connectionOf(o.url), prefix: o.prefix });
+  const c = await queue.getJobCounts();
+  await queue.close();
+  return c;
+}
+
+const commands = { worker, produce, counts };
+const [command, raw] = process.argv.slice(2);
+if (!commands[command]) {
+  console.error(`usage: node bullmq.js worker|produce|counts '<json>'`);
+  process.exit(2);
+}
+commands[command](JSON.parse(raw || '{}')).then(
+  (out) => {
+    process.stdout.write(JSON.stringify(out) + '\n');
+    process.exit(0);
+  },
+  (err) => {
+    console.error(err && err.stack ? err.stack : String(err));
+    process.exit(1);
+  },
+);

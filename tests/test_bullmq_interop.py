@@ -1,0 +1,274 @@
+"""Interop with real Node BullMQ 6 (contrib/bullmq-interop), both directions.
+
+These run on the wall clock (Node reads its own clock), so they wait on conditions with
+bounded timeouts. Run as a script (``python tests/test_bullmq_interop.py worker ...``) this
+module is also the tickkit worker process of the multi-process test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tickkit import Kernel, TaskContext, TaskRegistry, task
+from tickkit.drivers.bullmq import BullMQDriver
+
+ROOT = Path(__file__).resolve().parent.parent
+INTEROP = ROOT / "contrib" / "bullmq-interop"
+
+pytestmark = [pytest.mark.interop, pytest.mark.redis, pytest.mark.anyio]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def node() -> str:
+    """The node binary, with BullMQ installed in contrib/bullmq-interop."""
+    found = shutil.which("node")
+    if found is None or not (INTEROP / "node_modules" / "bullmq").is_dir():
+        message = "Node or contrib/bullmq-interop/node_modules is missing (run npm ci there)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}: CI needs them", pytrace=False)
+        pytest.skip(message)
+    return found
+
+
+def run_node(node: str, command: str, options: dict[str, Any], timeout: float = 60) -> Any:
+    done = subprocess.run(
+        [node, "bullmq.js", command, json.dumps(options)],
+        cwd=INTEROP,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, f"node {command} failed: {done.stderr}"
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def registry(runs: list[tuple[str, Any, int, str]]) -> TaskRegistry:
+    reg = TaskRegistry()
+
+    async def record(ctx: TaskContext) -> None:
+        runs.append((ctx.task.name, ctx.data, ctx.attempt, ctx.job.meta.get("bullmq_job_id", "")))
+
+    task(name="record", execute=record, registry=reg)
+    task(name="flaky", execute=record, retries=2, backoff=0.1, registry=reg)
+    task(name="tick", execute=record, registry=reg)
+    return reg
+
+
+def comparable(counts: dict[str, int]) -> dict[str, int]:
+    keys = ("wait", "active", "paused", "delayed", "prioritized", "completed", "failed")
+    return {k: int(counts.get(k, 0)) for k in keys}
+
+
+@pytest.mark.slow
+async def test_tickkit_creates_node_processes(node: str, redis_url: str) -> None:
+    queue = f"interop-{uuid.uuid4().hex[:8]}"
+    runs: list[Any] = []
+    driver = BullMQDriver(redis_url, queue=queue)
+    kernel = Kernel(driver, tasks=registry(runs))
+    await kernel.open()  # tickkit only creates here: Node's worker runs everything
+    try:
+        now_id = await kernel.create_task("record", {"n": 1})
+        later_id = await kernel.create_task("record", {"n": 2}, timedelta(seconds=1))
+        flaky_id = await kernel.create_task("flaky", {"failTimes": 2})
+        cron_id = await kernel.create_task("tick", {"k": 1}, "* * * * * *")
+        out = await asyncio.to_thread(
+            run_node,
+            node,
+            "worker",
+            {
+                "url": redis_url,
+                "queue": queue,
+                "prefix": "bull",
+                "expectIds": [now_id, later_id, flaky_id],
+                "expectPrefixes": {f"repeat:{cron_id}:": 2},
+                "timeoutMs": 20000,
+            },
+        )
+        by_id: dict[str, list[dict[str, Any]]] = {}
+        for p in out["processed"]:
+            by_id.setdefault(p["id"], []).append(p)
+        assert by_id[now_id] == [
+            {"id": now_id, "name": "record", "data": {"n": 1}, "attemptsMade": 0}
+        ]
+        assert by_id[later_id][0]["data"] == {"n": 2}
+        assert [p["attemptsMade"] for p in by_id[flaky_id]] == [0, 1, 2]
+        ticks = [p for p in out["processed"] if p["id"].startswith(f"repeat:{cron_id}:")]
+        assert len(ticks) >= 2
+        assert all(p["name"] == "tick" and p["data"] == {"k": 1} for p in ticks)
+        assert {now_id, later_id, flaky_id} <= set(out["completed"])
+        # tickkit's view of what Node did
+        flaky = await kernel.get_task(flaky_id)
+        assert flaky is not None and flaky.state.value == "completed" and flaky.runs == 3
+        assert await kernel.delete_task(cron_id)
+        node_counts = run_node(node, "counts", {"url": redis_url, "queue": queue, "prefix": "bull"})
+        assert comparable(node_counts) == comparable(await driver.queue_counts())
+        assert node_counts["completed"] >= 5
+    finally:
+        await kernel.stop()
+
+
+async def test_node_creates_tickkit_runs(node: str, redis_url: str) -> None:
+    queue = f"interop-{uuid.uuid4().hex[:8]}"
+    runs: list[Any] = []
+    ids = run_node(
+        node,
+        "produce",
+        {
+            "url": redis_url,
+            "queue": queue,
+            "prefix": "bull",
+            "jobs": [
+                {"key": "now", "name": "record", "data": {"n": 1}},
+                {"key": "delayed", "name": "record", "data": {"n": 2}, "opts": {"delay": 800}},
+                {"key": "prio", "name": "record", "data": {"n": 3}, "opts": {"priority": 5}},
+                {"key": "nobody", "name": "no-such-task", "data": {"n": 5}},
+            ],
+            "schedulers": [
+                {
+                    "id": "node-every",
+                    "repeat": {"every": 700},
+                    "template": {"name": "record", "data": {"n": 4}},
+                }
+            ],
+        },
+    )
+    driver = BullMQDriver(redis_url, queue=queue)
+    async with Kernel(driver, tasks=registry(runs)) as kernel:
+        data = lambda: [r[1] for r in runs]  # noqa: E731
+        await wait_for(
+            lambda: all({"n": n} in data() for n in (1, 2, 3)) and data().count({"n": 4}) >= 2,
+            20,
+            "tickkit to run Node's jobs",
+        )
+        scheduler = await kernel.get_task("node-every")
+        assert scheduler is not None
+        assert scheduler.schedule == {"type": "interval", "value": 0.7}
+        assert scheduler.static is False
+        assert await kernel.delete_task("node-every")
+        counts = await driver.queue_counts()
+        while counts["failed"] < 1 and counts["wait"] + counts["active"] > 0:
+            await asyncio.sleep(0.02)
+            counts = await driver.queue_counts()
+        nobody = await kernel.get_task(ids["nobody"])
+        assert nobody is not None and nobody.state.value == "failed"
+        assert "no task named 'no-such-task'" in (nobody.last_error or "")
+    once = [r for r in runs if r[1] in ({"n": 1}, {"n": 2}, {"n": 3})]
+    assert sorted(r[1]["n"] for r in once) == [1, 2, 3]
+    assert {r[3] for r in once} == {ids["now"], ids["delayed"], ids["prio"]}
+    node_counts = run_node(node, "counts", {"url": redis_url, "queue": queue, "prefix": "bull"})
+    async with Kernel(BullMQDriver(redis_url, queue=queue), tasks=TaskRegistry()) as viewer:
+        assert isinstance(viewer.driver, BullMQDriver)
+        assert comparable(node_counts) == comparable(await viewer.driver.queue_counts())
+    assert node_counts["failed"] == 1 and node_counts["active"] == 0
+
+
+async def test_bad_data_fails_clearly_and_worker_goes_on(node: str, redis_url: str) -> None:
+    queue = f"interop-{uuid.uuid4().hex[:8]}"
+    runs: list[Any] = []
+    driver = BullMQDriver(redis_url, queue=queue)
+    async with Kernel(driver, tasks=registry(runs)) as kernel:
+        # a producer that wrote data that is not JSON
+        raw = driver._redis  # the driver's own client: write the job as a careless producer
+        await raw.hset(
+            f"bull:{queue}:bad",
+            mapping={"name": "record", "data": "{not json", "opts": "{}", "timestamp": 0},
+        )
+        await raw.lpush(f"bull:{queue}:wait", "bad")
+        good = await kernel.create_task("record", {"n": 1})
+        await wait_for(lambda: any(r[3] == good for r in runs), 10, "the good job")
+        bad = await kernel.get_task("bad")
+        assert bad is not None and bad.state.value == "failed"
+        assert "job data is not JSON" in (bad.last_error or "")
+    assert [r[3] for r in runs] == [good]
+
+
+def _worker_main(url: str, queue: str, out: str, seconds: float) -> None:
+    """A tickkit worker process: run `record` jobs for a while, then write the job ids it ran."""
+    ran: list[str] = []
+
+    async def main() -> None:
+        reg = TaskRegistry()
+
+        async def record(ctx: TaskContext) -> None:
+            ran.append(ctx.job_id)
+
+        task(name="record", execute=record, registry=reg)
+        async with Kernel(BullMQDriver(url, queue=queue), tasks=reg, concurrency=8):
+            await asyncio.sleep(seconds)
+
+    asyncio.run(main())
+    Path(out).write_text("\n".join(ran), encoding="utf-8")
+
+
+def spawn_workers(url: str, queue: str, logs: list[Path], seconds: float) -> list[Any]:
+    return [
+        subprocess.Popen([sys.executable, __file__, "worker", url, queue, str(log), str(seconds)])
+        for log in logs
+    ]
+
+
+@pytest.mark.slow
+async def test_many_tickkit_processes_and_a_node_worker_run_each_job_once(
+    node: str, redis_url: str, tmp_path: Path
+) -> None:
+    queue = f"interop-{uuid.uuid4().hex[:8]}"
+    total = 300
+    logs = [tmp_path / f"w{i}.log" for i in range(3)]
+    procs = spawn_workers(redis_url, queue, logs, 12)
+    driver = BullMQDriver(redis_url, queue=queue)
+    kernel = Kernel(driver, tasks=registry([]))
+    await kernel.open()
+    try:
+        ids = [await kernel.create_task("record", {"i": i}) for i in range(total)]
+        out = await asyncio.to_thread(
+            run_node,
+            node,
+            "worker",
+            {
+                "url": redis_url,
+                "queue": queue,
+                "prefix": "bull",
+                "expectIds": ids,
+                "timeoutMs": 25000,
+            },
+        )
+    finally:
+        await kernel.stop()
+        for p in procs:
+            p.wait(30)
+    ran = [p["id"] for p in out["processed"]]
+    for log in logs:
+        ran += log.read_text().split()
+    assert sorted(ran, key=int) == sorted(ids, key=int)  # every job once, none twice
+    assert out["processed"], "the Node worker took part"
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["worker"]:
+    _worker_main(sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5]))
