@@ -204,7 +204,8 @@ class TaskFolder:
         """
         on_disk = self.scan()
         digests = {p: hashlib.sha256(b).hexdigest() for p, b in on_disk.items()}
-        gone = [p for p in self._seen if p not in on_disk]
+        known = {*self._seen, *self.files, *self.errors}
+        gone = sorted(p for p in known if p not in on_disk)
         changed = [p for p in on_disk if self._seen.get(p) != digests[p]]
         errors: dict[Path, LoadError] = {}
         proposed: dict[Path, TaskFile] = {}

@@ -254,3 +254,21 @@ def test_refresh_reports_only_what_changed(tmp_path: Path) -> None:
         (tmp_path / "c.py").resolve(),
     )
     assert folder.owner("b") == (tmp_path / "c.py").resolve()
+
+
+def test_a_file_rejected_for_a_clash_and_then_deleted_takes_its_tasks_along(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, "a.py", task_file("a"))
+    write(tmp_path, "b.py", task_file("b"))
+    folder = TaskFolder(tmp_path)
+    folder.refresh(strict=True)
+    write(tmp_path, "b.py", task_file("a"))  # now clashes with a.py: b.py keeps task "b"
+    update = folder.refresh()
+    assert [e.path.name for e in update.errors] == ["b.py"]
+    assert folder.owner("b") == resolved(tmp_path / "b.py")
+    (tmp_path / "b.py").unlink()
+    update = folder.refresh()
+    assert update.removed == ("b",)
+    assert folder.errors == {}
+    assert [d.name for d in folder.definitions()] == ["a"]
