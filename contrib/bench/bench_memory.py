@@ -39,6 +39,7 @@ import json
 import os
 import pstats
 import random
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -57,6 +58,9 @@ TK = "tickkit"
 AP = "APScheduler 3"
 #: seconds a workload may take before the benchmark gives up on it
 TIMEOUT = 300.0
+#: seconds a memory subprocess may take (APScheduler needs about 100 s for 1,000,000 jobs on an
+#: idle machine, several times that on a busy one)
+MEMORY_TIMEOUT = 1200.0
 #: jobs created between two yields to the event loop while filling a store
 BATCH = 10_000
 #: seconds between creating the lateness jobs and the start of their window
@@ -293,10 +297,15 @@ async def memory_child(library: str, jobs: int, method: str) -> dict[str, float]
     return {"bytes_per_job": (after - before) / jobs, "jobs_per_second": jobs / elapsed}
 
 
-def measure_memory(library: str, jobs: int, method: str) -> dict[str, float]:
+def measure_memory(library: str, jobs: int, method: str) -> dict[str, float | None]:
+    """Run :func:`memory_child` in a fresh interpreter; a failure gives None values (n/a)."""
     argv = [sys.executable, str(Path(__file__).resolve()), "--child-memory", library]
     argv += ["--jobs", str(jobs), "--method", method]
-    result: dict[str, float] = run_json_subprocess(argv, timeout=TIMEOUT)
+    try:
+        result: dict[str, float | None] = run_json_subprocess(argv, timeout=MEMORY_TIMEOUT)
+    except (RuntimeError, subprocess.TimeoutExpired, ValueError) as exc:
+        print(f"  memory ({method}) of {library} failed: {exc}", flush=True)
+        return {"bytes_per_job": None, "jobs_per_second": None}
     return result
 
 
@@ -388,17 +397,18 @@ def run_memory(cfg: Config) -> list[Row]:
     measures = [("rss", cfg.memory_jobs)]
     if cfg.tracemalloc_jobs:
         measures.append(("tracemalloc", cfg.tracemalloc_jobs))
-    found: dict[tuple[str, str], dict[str, float]] = {}
+    found: dict[tuple[str, str], dict[str, float | None]] = {}
     for method, n in measures:
         with ThreadPoolExecutor(max_workers=2) as pool:
             futures = {who: pool.submit(measure_memory, who, n, method) for who in (TK, AP)}
             for who, future in futures.items():
                 found[who, method] = future.result()
                 per_job = found[who, method]["bytes_per_job"]
-                print(
-                    f"  memory ({method}, {n:,} jobs): {who}: {per_job:.0f} bytes/job",
-                    flush=True,
-                )
+                if per_job is not None:
+                    print(
+                        f"  memory ({method}, {n:,} jobs): {who}: {per_job:.0f} bytes/job",
+                        flush=True,
+                    )
     rows = [
         Row(
             f"memory per job at {n:,} jobs ({method})",
