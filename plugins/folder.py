@@ -86,7 +86,7 @@ class TaskFile:
     module: str
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class FolderUpdate:
     """What one look at the folder changed (also the event a reload publishes)."""
 
@@ -115,6 +115,13 @@ class FolderUpdate:
 
     def __bool__(self) -> bool:
         return bool(self.files or self.errors)
+
+    def __repr__(self) -> str:
+        return (
+            f"FolderUpdate(added={self.added_names}, replaced={self.replaced_names}, "
+            f"removed={list(self.removed)}, errors={[str(e) for e in self.errors]}, "
+            f"files={[str(p) for p in self.files]})"
+        )
 
     def apply(self, registry: TaskRegistry) -> None:
         """Make ``registry`` match: remove the removed names, add or replace the others."""
