@@ -89,7 +89,10 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None
         time.sleep(0.05)
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(
+    # each command against Redis costs ~1.5 s (importing the Redis client, opening the queue)
+    params=["sqlite", pytest.param("redis", marks=[pytest.mark.redis, pytest.mark.slow])]
+)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The URL of an empty store: a SQLite file in tmp_path, or a real Redis database."""
     if request.param == "sqlite":
@@ -193,7 +196,7 @@ def test_add_list_and_show(project: Path, store: str) -> None:
             ["add", "note", "--in", "10m", "--data", '{"text": "hi"}', "--id", "n1"],
             ["add", "note", "--cron", "0 9 * * 1-5", "--tz", "Europe/Berlin", "--id", "daily",
              "--data", '{"text": "standup"}'],
-            # a naive --at is local time (TZ=Europe/Berlin here: 12:00 CET is 11:00 UTC)
+            # a naive --at is local time (Central European Time here: 12:00 CET is 11:00 UTC)
             ["add", "note", "--at", "2030-01-02T12:00", "--data", '{"text": "later"}', "--json"],
             ["add", "note", "--at", "2030-01-02T12:00", "--tz", "America/New_York", "--id", "ny",
              "--data", '{"text": "ny"}', "--json"],
@@ -306,6 +309,7 @@ def test_add_errors_and_replace(project: Path, store: str) -> None:
     assert [(j["id"], j["data"]) for j in jobs] == [("n2", None), ("n1", {"text": "hey"})]
 
 
+@pytest.mark.slow  # several commands in a row, ~5 s
 def test_pause_resume_run_now_delete(project: Path, store: str) -> None:
     env = cli_env(TICKKIT_DRIVER=store)
     adds = parallel(
@@ -380,6 +384,7 @@ def test_pause_resume_run_now_delete(project: Path, store: str) -> None:
 # --- the worker --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # several commands in a row, ~5 s
 def test_run_for_runs_due_jobs_and_logs_run_fields(project: Path, store: str) -> None:
     env = cli_env(TICKKIT_DRIVER=store)
     for args in (("note", "--id", "now1", "--data", '{"text": "hi"}'), ("fail", "--id", "bad1")):
