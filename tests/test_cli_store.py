@@ -568,3 +568,48 @@ def test_run_serves_prometheus_metrics(project: Path, workers: list[Worker]) -> 
     assert "tickkit_" in body
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0, worker.log
+
+
+def test_run_reload_picks_up_a_new_task_file(project: Path, workers: list[Worker]) -> None:
+    worker = Worker(project, cli_env(), "--tasks", "tasks", "--reload")
+    workers.append(worker)
+    worker.wait_running()
+    wait_for(lambda: "watching " in worker.log, 15, "the reload watcher")
+    # the same every-second task as TICK, one folder level higher
+    (project / "tasks" / "tick.py").write_text(
+        TICK.replace("parent.parent.parent", "parent.parent")
+    )
+    ticks = project / "out" / "ticks.txt"
+    wait_for(ticks.exists, 20, "the reloaded task to run")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0, worker.log
+    assert "reloaded tick.py: added ['tick']" in worker.log
+
+
+def test_run_concurrency_limits_runs_at_once(project: Path, workers: list[Worker]) -> None:
+    env = cli_env(TICKKIT_DRIVER="sqlite:///tasks.db")
+    adds = parallel(
+        [["add", "slow", "--id", job, "--data", '{"seconds": 0.3}'] for job in ("c1", "c2")],
+        cwd=project,
+        env=env,
+        extra=("--tasks", "tasks"),
+    )
+    for proc in adds:
+        assert proc.returncode == 0, proc.stderr
+    worker = Worker(project, env, "--tasks", "tasks", "--concurrency", "1")
+    workers.append(worker)
+    worker.wait_running()
+    out = project / "out"
+    wait_for(
+        lambda: (out / "c1.finished").exists() and (out / "c2.finished").exists(),
+        20,
+        "both jobs to finish",
+    )
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0, worker.log
+    spans = sorted(
+        ((out / f"{j}.started").stat().st_mtime_ns, (out / f"{j}.finished").stat().st_mtime_ns)
+        for j in ("c1", "c2")
+    )
+    # one at a time: the second run started after the first finished
+    assert spans[0][1] <= spans[1][0], spans
