@@ -96,7 +96,9 @@ def _hang_main(url: str, queue: str, started: str) -> None:
             await asyncio.sleep(3600)
 
         task(name="stuck", execute=stuck, registry=reg)
-        async with Kernel(BullMQDriver(url, queue=queue, lock_duration=1.0), tasks=reg):
+        # workers of one queue share the stalled-check mutex: give them the same interval
+        driver = BullMQDriver(url, queue=queue, lock_duration=1.0, stalled_interval=0.3)
+        async with Kernel(driver, tasks=reg):
             await asyncio.sleep(3600)
 
     asyncio.run(main())
