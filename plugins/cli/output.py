@@ -144,7 +144,8 @@ def entry_points_table(found: Sequence[EntryPointInfo]) -> str:
             info.name,
             info.value,
             f"{info.distribution or '?'} {info.version or ''}".strip(),
-            "ok" if info.error is None else f"failed: {short(info.error, 80)}",
+            # the last column: the whole reason, however long (it says how to fix it)
+            "ok" if info.error is None else f"failed: {' '.join(info.error.split())}",
         ]
         for info in found
     ]
