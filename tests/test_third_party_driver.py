@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -150,5 +151,9 @@ def test_installed_in_a_fresh_venv_it_is_found_by_scheme_and_passes_the_contract
         cwd=example_src,
     ).stdout
     summary = tests.strip().splitlines()[-1]
-    assert "passed" in summary and "failed" not in summary and "error" not in summary, tests
-    assert "36 passed" in summary, tests  # the whole contract, on asyncio and trio
+    assert "failed" not in summary and "error" not in summary, tests
+    counts = {word: int(n) for n, word in re.findall(r"(\d+) (passed|skipped)", summary)}
+    # the whole contract, on asyncio and trio
+    contract = [name for name in dir(DriverContract) if name.startswith("test_")]
+    assert counts.get("passed", 0) + counts.get("skipped", 0) == 2 * len(contract), tests
+    assert counts.get("passed", 0) >= 2 * (len(contract) - 1), tests
