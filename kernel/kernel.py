@@ -138,6 +138,8 @@ class Kernel:
     async def open(self) -> None:
         """Load plugins and open the driver, without running jobs (used by the CLI to manage a
         store). ``start`` calls it."""
+        if self._state == "stopped":
+            self._reset()
         if self._state != "new":
             return
         self.hooks = Hooks(create_plugin_manager(self._plugins, entry_points=self._entry_points))
@@ -158,6 +160,18 @@ class Kernel:
         if attach is not None:
             attach(self)
         self._state = "open"
+
+    def _reset(self) -> None:
+        """Make a stopped kernel startable again (a fresh driver context, fresh events)."""
+        self._state = "new"
+        self._wakeup = anyio.Event()
+        self._stop_requested = anyio.Event()
+        self._closed = anyio.Event()
+        self._drained = None
+        self._all_done = None
+        self._exit = None
+        self._tg = None
+        self._limits.clear()
 
     def _resolve_driver(self, spec: Driver | str) -> Driver:
         if isinstance(spec, Driver):

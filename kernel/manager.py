@@ -17,7 +17,7 @@ import pluggy
 
 from . import hookspecs
 from .codec import Codec, JSONCodec
-from .errors import DriverNotFoundError, MissingExtraError, PluginError
+from .errors import DriverError, DriverNotFoundError, MissingExtraError, PluginError
 from .schedule import Schedule, require_schedule
 
 if TYPE_CHECKING:
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("tickkit.plugins")
 
 PLUGIN_GROUP = "tickkit.plugins"
+#: the extra that brings each built-in driver's dependency
+_EXTRAS = {"sqlite": "sqlite", "redis": "redis", "rediss": "redis"}
 DRIVER_GROUP = "tickkit.drivers"
 
 
@@ -129,8 +131,16 @@ def load_driver_class(scheme: str) -> type[Driver]:
             except MissingExtraError:
                 raise
             except ImportError as exc:
-                raise MissingExtraError(
-                    f"the {scheme!r} driver ({ep.value})", scheme, exc.name or str(exc)
+                dist, _version = _dist_of(ep)
+                if dist == "tickkit":
+                    raise MissingExtraError(
+                        f"the {scheme!r} driver ({ep.value})",
+                        _EXTRAS.get(scheme, scheme),
+                        exc.name or str(exc),
+                    ) from exc
+                raise DriverError(
+                    f"the {scheme!r} driver ({ep.value}, from {dist or 'an unknown package'}) "
+                    f"failed to import: {exc}"
                 ) from exc
             return cls
     known = ", ".join(ep.name for ep in _entry_points(DRIVER_GROUP)) or "none"

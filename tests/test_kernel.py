@@ -687,3 +687,18 @@ async def test_context_logger_carries_run_fields(
             await clock.advance(1)
     (record,) = [r for r in caplog.records if r.getMessage() == "speaking"]
     assert (record.task, record.job_id, record.attempt) == ("speak", job_id, 1)  # type: ignore[attr-defined]
+
+
+async def test_a_stopped_kernel_starts_again(
+    registry: TaskRegistry, clock: VirtualClock, runs: list[TaskContext]
+) -> None:
+    task(name="again", schedule="*/10 * * * *", execute=recording(runs), registry=registry)
+    kernel = Kernel(MemoryDriver(), tasks=registry, clock=clock)
+    async with kernel:
+        await clock.advance(timedelta(minutes=10))
+    assert kernel.state == "stopped"
+    async with kernel:
+        job_id = await kernel.create_task("again")
+        await clock.advance(timedelta(minutes=10))
+    assert len(runs) == 3
+    assert runs[1].job_id == job_id
