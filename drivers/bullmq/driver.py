@@ -149,6 +149,7 @@ class BullMQDriver(Driver):
         self._blocker: Any = None
         self._scripts: dict[str, Any] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping: anyio.Event | None = None
         self._io = 0
         #: the next delayed time the kernel was told (ms), to ignore markers it knows about
         self._next_due_ms: int | None = None
@@ -215,7 +216,8 @@ class BullMQDriver(Driver):
         ]
 
     async def stop(self) -> None:
-        self._stopping.set()
+        if self._stopping is not None:
+            self._stopping.set()
         for task in self._tasks:
             if task.get_name() != "tickkit-bullmq-stalled":
                 task.cancel()
@@ -277,7 +279,9 @@ class BullMQDriver(Driver):
             self.ctx.notify()
 
     async def _stalled_loop(self) -> None:
-        while not self._stopping.is_set():
+        stopping = self._stopping
+        assert stopping is not None
+        while not stopping.is_set():
             try:
                 moved = await self.check_stalled()
                 if moved:
@@ -289,7 +293,7 @@ class BullMQDriver(Driver):
                 log.warning("the stalled-job check failed: %s", exc)
             # locks expire in Redis's own (real) time, so this interval is real time too
             with anyio.move_on_after(self.stalled_interval):
-                await self._stopping.wait()
+                await stopping.wait()
 
     async def check_stalled(self) -> list[str]:
         """Run BullMQ's stalled-job check now (at most once per interval across workers)."""
@@ -502,12 +506,6 @@ class BullMQDriver(Driver):
         found.sort(key=lambda j: (j.next_run_at is None, j.next_run_at or from_millis(0)))
         return found[:limit] if limit is not None else found
 
-    async def count_jobs(self) -> dict[JobState, int]:
-        counts: dict[JobState, int] = {}
-        for job in await self.list_jobs():
-            counts[job.state] = counts.get(job.state, 0) + 1
-        return counts
-
     async def queue_counts(self) -> dict[str, int]:
         """Jobs per BullMQ state, as Node's ``Queue.getJobCounts()`` reports them."""
         async with self._busy():
@@ -535,8 +533,6 @@ class BullMQDriver(Driver):
         removed = 0
         for job in await self.list_jobs(name=name, static=False):
             assert job.id is not None
-            if job.id.startswith("repeat:"):
-                continue
             if int(await self._run("remove", self._now_ms(), job.id)) == 1:
                 removed += 1
         return removed

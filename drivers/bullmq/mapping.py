@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from tickkit import Backoff, Codec, InvalidJobIdError, InvalidScheduleError, Job, JobState, Outcome
-from tickkit.models import from_millis, to_millis
+from tickkit.models import from_millis
 
 #: schedule types a job scheduler can hold
 RECURRING_TYPES = ("cron", "interval")
@@ -247,7 +247,3 @@ def scheduler_view(
         runs=_int(sh.get("tk.runs")),
         meta=meta_of(sh),
     )
-
-
-def ms(dt: datetime) -> int:
-    return to_millis(dt)
