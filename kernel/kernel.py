@@ -474,14 +474,17 @@ class Kernel:
         return job
 
     async def run_task_now(self, job_id: str) -> str:
-        """Run a job now. A one-off job moves to now; a recurring job gets an extra one-off run
-        (its schedule is unchanged). Returns the id of the job that runs."""
+        """Run a job now. A scheduled one-off job moves to now; a recurring, paused, running or
+        finished job (a dead letter, say) gets an extra one-off run with its task and data, and
+        is itself left as it is. Returns the id of the job that runs."""
         driver, _, _ = self._require()
         job = await driver.get_job(job_id)
         if job is None:
             raise JobNotFoundError(f"no job with id {job_id!r}")
         now = self.clock.now()
-        if job.recurring or job.state is JobState.RUNNING or job.state is JobState.PAUSED:
+        if job.recurring or job.state is not JobState.SCHEDULED:
+            # recurring, running, paused or finished (a dead letter): one extra run, leaving the
+            # job itself as it is
             extra = Job(
                 id=None,
                 name=job.name,

@@ -702,3 +702,27 @@ async def test_a_stopped_kernel_starts_again(
         await clock.advance(timedelta(minutes=10))
     assert len(runs) == 3
     assert runs[1].job_id == job_id
+
+
+async def test_run_now_reruns_a_dead_letter(
+    make_kernel: Any, registry: TaskRegistry, clock: VirtualClock
+) -> None:
+    outcomes: list[str] = []
+
+    async def flaky(ctx: TaskContext) -> None:
+        outcomes.append(ctx.data["n"])
+        if len(outcomes) == 1:
+            raise RuntimeError("first run fails")
+
+    task(name="flaky-once", execute=flaky, registry=registry)
+    async with make_kernel() as k:
+        dead = await k.create_task("flaky-once", {"n": 7})
+        await clock.advance(1)
+        assert (await k.list_tasks(state="failed"))[0].id == dead
+        rerun = await k.run_task_now(dead)
+        assert rerun != dead
+        await clock.advance(1)
+        assert outcomes == [7, 7]
+        rerun_job = await k.get_task(rerun)
+        assert rerun_job is not None and rerun_job.last_outcome is Outcome.SUCCEEDED
+        assert rerun_job.meta["run_now_of"] == dead
