@@ -155,7 +155,12 @@ async def test_node_creates_tickkit_runs(node: str, redis_url: str) -> None:
                     "id": "node-every",
                     "repeat": {"every": 700},
                     "template": {"name": "record", "data": {"n": 4}},
-                }
+                },
+                {
+                    "id": "node-cron",
+                    "repeat": {"pattern": "* * * * * *", "tz": "Europe/Paris"},
+                    "template": {"name": "record", "data": {"n": 6}},
+                },
             ],
         },
     )
@@ -163,7 +168,11 @@ async def test_node_creates_tickkit_runs(node: str, redis_url: str) -> None:
     async with Kernel(driver, tasks=registry(runs)) as kernel:
         data = lambda: [r[1] for r in runs]  # noqa: E731
         await wait_for(
-            lambda: all({"n": n} in data() for n in (1, 2, 3)) and data().count({"n": 4}) >= 2,
+            lambda: (
+                all({"n": n} in data() for n in (1, 2, 3))
+                and data().count({"n": 4}) >= 2
+                and data().count({"n": 6}) >= 2
+            ),
             20,
             "tickkit to run Node's jobs",
         )
@@ -171,7 +180,11 @@ async def test_node_creates_tickkit_runs(node: str, redis_url: str) -> None:
         assert scheduler is not None
         assert scheduler.schedule == {"type": "interval", "value": 0.7}
         assert scheduler.static is False
+        cron = await kernel.get_task("node-cron")
+        assert cron is not None
+        assert cron.schedule == {"type": "cron", "value": "* * * * * *", "timezone": "Europe/Paris"}
         assert await kernel.delete_task("node-every")
+        assert await kernel.delete_task("node-cron")
         counts = await driver.queue_counts()
         while counts["failed"] < 1 and counts["wait"] + counts["active"] > 0:
             await asyncio.sleep(0.02)
