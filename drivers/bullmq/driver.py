@@ -605,8 +605,7 @@ class BullMQDriver(Driver):
         opts = mapping.parse_json(h.get("opts"), {})
         if not isinstance(opts, dict):
             opts = {}
-        view = mapping.one_off_view(self.ctx.codec, job_id, h, "active", None)
-        view.data = data
+        view = mapping.one_off_view(self.ctx.codec, job_id, h, "active", None, data)
         attempt = view.attempt + 1
         scheduler_id = h.get("rjk")
         if not scheduler_id:

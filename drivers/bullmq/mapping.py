@@ -151,10 +151,19 @@ def meta_of(h: Mapping[str, str]) -> dict[str, str]:
     return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
 
 
+_UNSET: Any = object()
+
+
 def one_off_view(
-    codec: Codec, job_id: str, h: Mapping[str, str], where: str | None, score: float | None
+    codec: Codec,
+    job_id: str,
+    h: Mapping[str, str],
+    where: str | None,
+    score: float | None,
+    data: Any = _UNSET,
 ) -> Job:
-    """A tickkit Job for a BullMQ job hash found in container ``where``."""
+    """A tickkit Job for a BullMQ job hash found in container ``where`` (``data``: already
+    decoded data, else it is decoded here)."""
     opts = parse_json(h.get("opts"), {})
     if not isinstance(opts, dict):
         opts = {}
@@ -183,7 +192,7 @@ def one_off_view(
     return Job(
         id=job_id,
         name=h.get("name", ""),
-        data=decode_data(codec, h.get("data")),
+        data=decode_data(codec, h.get("data")) if data is _UNSET else data,
         schedule=spec if isinstance(spec, dict) else None,
         next_run_at=next_run,
         scheduled_at=nominal,
