@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections import deque
 import logging
 import os
 import socket
@@ -114,7 +115,10 @@ class Kernel:
         self._state = "new"
         self._wakeup = anyio.Event()
         self._stop_requested = anyio.Event()
-        self._inflight: dict[Claim, anyio.CancelScope | None] = {}
+        self._inflight: set[Claim] = set()
+        self._queue: deque[Claim] = deque()
+        self._idle: list[anyio.Event] = []
+        self._workers = 0
         self._running_by_name: dict[str, int] = {}
         self._limits: dict[str, tuple[int, anyio.Semaphore]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
@@ -172,6 +176,9 @@ class Kernel:
         self._exit = None
         self._tg = None
         self._limits.clear()
+        self._queue.clear()
+        self._idle.clear()
+        self._workers = 0
 
     def _resolve_driver(self, spec: Driver | str) -> Driver:
         if isinstance(spec, Driver):
@@ -244,15 +251,18 @@ class Kernel:
                 done = anyio.Event()
                 self._drained = done
                 await self.clock.wait_until(deadline, done)
-            for scope in list(self._inflight.values()):
-                if scope is not None:
-                    scope.cancel()
             for internal in list(self._scopes):
                 internal.cancel()
             while self._alive:
                 done = anyio.Event()
                 self._all_done = done
                 await done.wait()
+            # claims handed to the pool that no worker had started yet go back to the store
+            while self._queue:
+                claim = self._queue.popleft()
+                self._inflight.discard(claim)
+                if not claim.local:
+                    await self._release(claim)
             if self in _running:
                 _running.remove(self)
             assert self.driver is not None
@@ -375,8 +385,7 @@ class Kernel:
                 )
                 claim = Claim(job=job, scheduled_at=now, attempt=1, local=True)
                 claim.plan = Plan(True, now, 0, None)
-                self._inflight[claim] = None
-                self._spawn(self._run_claim, claim)
+                self._submit(claim)
 
     # --- the job API --------------------------------------------------------------------
 
@@ -411,7 +420,8 @@ class Kernel:
                 raise InvalidScheduleError(
                     f"schedule {schedule!r} has no run time after {now.isoformat()}"
                 )
-            spec = parsed.to_spec()
+            # a one-off job's time is its next_run_at: only recurring schedules are stored
+            spec = parsed.to_spec() if parsed.recurring else None
         job = Job(
             id=id,
             name=name,
@@ -552,8 +562,7 @@ class Kernel:
                         continue
                     failures = 0
                     for claim in acquired.claims:
-                        self._inflight[claim] = None
-                        self._spawn(self._run_claim, claim)
+                        self._submit(claim)
                     if len(acquired.claims) >= free:
                         continue
                     nd = acquired.next_due
@@ -594,31 +603,51 @@ class Kernel:
 
     # --- one run ------------------------------------------------------------------------
 
+    def _submit(self, claim: Claim) -> None:
+        """Hand a claim to the worker pool: an idle worker takes it, or a new worker starts
+        (at most ``concurrency`` of them). Workers are long-lived tasks, so a run costs no task
+        creation and no cancel scope of its own."""
+        self._inflight.add(claim)
+        self._queue.append(claim)
+        if self._idle:
+            self._idle.pop().set()
+        elif self._workers < self.concurrency:
+            self._workers += 1
+            self._spawn(self._worker)
+
+    async def _worker(self) -> None:
+        queue = self._queue
+        try:
+            while True:
+                if not queue:
+                    idle = anyio.Event()
+                    self._idle.append(idle)
+                    await idle.wait()
+                    continue
+                await self._run_claim(queue.popleft())
+        finally:
+            self._workers -= 1
+
     async def _run_claim(self, claim: Claim) -> None:
         name = claim.job.name
         self._running_by_name[name] = self._running_by_name.get(name, 0) + 1
         settled = False
         try:
-            with anyio.CancelScope() as scope:
-                self._inflight[claim] = scope
-                try:
-                    await self._execute(claim)
-                except Exception:
-                    # a bug in a plugin or driver: never let it stop the kernel; the claim is
-                    # released so that the job is not lost
-                    log.exception("internal error while running job %s", claim.job.id)
-                    if not claim.local:
-                        with anyio.CancelScope(shield=True):
-                            await self._release(claim)
-                settled = True
+            try:
+                await self._execute(claim)
+            except Exception:
+                # a bug in a plugin or driver: never let it stop the kernel; the claim is
+                # released so that the job is not lost
+                log.exception("internal error while running job %s", claim.job.id)
+                if not claim.local:
+                    await self._release(claim)
+            settled = True
         finally:
-            # cancelled (shutdown): release the claim for another worker. This runs whichever
-            # scope caught the cancellation: at shutdown the task group's scope is cancelled
-            # too, and the outer scope then takes it, so ``scope.cancelled_caught`` stays False
+            # cancelled (shutdown, past the grace period): release the claim for another worker
             if not settled and not claim.local:
                 with anyio.CancelScope(shield=True):
                     await self._release(claim)
-            self._inflight.pop(claim, None)
+            self._inflight.discard(claim)
             left = self._running_by_name.get(name, 1) - 1
             if left:
                 self._running_by_name[name] = left
@@ -640,7 +669,10 @@ class Kernel:
             return
         assert self.driver is not None
         try:
-            with anyio.CancelScope(shield=True):
+            if self._state == "stopping":
+                with anyio.CancelScope(shield=True):
+                    await self.driver.complete(claim, result)
+            else:
                 await self.driver.complete(claim, result)
         except Exception:
             log.exception(

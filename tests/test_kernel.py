@@ -245,7 +245,11 @@ def test_decorator_and_call_forms() -> None:
     assert registry.names() == ["cleanup", "dyn", "refresh-rates"]
 
 
-async def test_module_level_functions(registry: TaskRegistry, clock: VirtualClock) -> None:
+async def test_module_level_functions(
+    registry: TaskRegistry, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # module-level functions act on the kernels started in this process: start from none
+    monkeypatch.setattr("tickkit.kernel._running", [])
     with pytest.raises(KernelNotRunningError):
         await tickkit.create_task("x")
     ran: list[Any] = []
