@@ -26,7 +26,6 @@ from tickkit import (
     RunResult,
 )
 
-
 #: how many due jobs of capped tasks (``exclude``) one acquire steps over before it gives up
 _MAX_HELD = 1024
 

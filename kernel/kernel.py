@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections import deque
 import logging
 import os
 import socket
 import traceback
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from datetime import datetime, timedelta

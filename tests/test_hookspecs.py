@@ -150,5 +150,3 @@ def test_broken_plugin_is_reported_not_fatal(tmp_path: Path) -> None:
         assert pm.get_plugin("schedules") is not None
     finally:
         sys.path.remove(str(tmp_path))
-
-
