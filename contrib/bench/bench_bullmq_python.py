@@ -43,8 +43,11 @@ async def main(o: dict[str, Any]) -> dict[str, float]:
             break
         await asyncio.sleep(0.001)
     run_seconds = time.perf_counter() - t
-    await worker.close()
-    await queue.close()
+    try:  # its close() can hang on the blocking connection: do not let it stall the benchmark
+        await asyncio.wait_for(worker.close(), 10)
+        await asyncio.wait_for(queue.close(), 10)
+    except asyncio.TimeoutError:
+        print("warning: Python bullmq did not close in 10 s", file=sys.stderr)
     return {"creates_per_s": o["n"] / create_seconds, "jobs_per_s": o["n"] / run_seconds}
 
 
