@@ -162,9 +162,17 @@ def main() -> None:
                         )
                     if python is not None:
                         opts["queue"] = f"bench-{uuid.uuid4().hex[:8]}"
-                        measured["Python bullmq"] = run_json_subprocess(
-                            [str(python), str(HERE / "bench_bullmq_python.py"), json.dumps(opts)]
-                        )
+                        try:
+                            measured["Python bullmq"] = run_json_subprocess(
+                                [
+                                    str(python),
+                                    str(HERE / "bench_bullmq_python.py"),
+                                    json.dumps(opts),
+                                ],
+                                timeout=180,
+                            )
+                        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                            print(f"Python bullmq run left out: {exc}", file=sys.stderr)
                     for label, values in measured.items():
                         slot = results.setdefault((label, concurrency), {})
                         for key, value in values.items():

@@ -35,7 +35,10 @@ async def main(o: dict[str, Any]) -> dict[str, float]:
 
     t = time.perf_counter()
     worker = Worker(o["queue"], process, {**opts, "concurrency": o["concurrency"]})
-    await finished.wait()
+    try:
+        await asyncio.wait_for(finished.wait(), 60)
+    except asyncio.TimeoutError:
+        sys.exit(f"Python bullmq ran {done} of {o['n']} jobs in 60 s")
     # the last job's completion is recorded after the processor returns
     while True:  # Redis offers no event for this: poll it
         counts = await queue.getJobCounts("completed", "active", "wait")
