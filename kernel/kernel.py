@@ -273,16 +273,23 @@ class Kernel:
                 self._closed.set()
 
     def _spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
-        """Start a kernel-internal task, counted so that shutdown can wait for all of them."""
+        """Start a kernel-internal task, counted so that shutdown can wait for all of them.
+
+        Its cancel scope is registered here, before the task first runs, so that a shutdown
+        right after start cancels it too."""
         assert self._tg is not None
         self._alive += 1
-        self._tg.start_soon(self._tracked, fn, args)
-
-    async def _tracked(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
-        # each internal task has its own cancel scope: shutdown cancels these, never the task
-        # group's scope, which would also cancel the body of the caller's `async with`
         scope = anyio.CancelScope()
         self._scopes.add(scope)
+        if self._state not in ("running",):
+            scope.cancel()
+        self._tg.start_soon(self._tracked, fn, args, scope)
+
+    async def _tracked(
+        self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], scope: anyio.CancelScope
+    ) -> None:
+        # each internal task has its own cancel scope: shutdown cancels these, never the task
+        # group's scope, which would also cancel the body of the caller's `async with`
         try:
             with scope:
                 await fn(*args)

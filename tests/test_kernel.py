@@ -730,3 +730,15 @@ async def test_run_now_reruns_a_dead_letter(
         rerun_job = await k.get_task(rerun)
         assert rerun_job is not None and rerun_job.last_outcome is Outcome.SUCCEEDED
         assert rerun_job.meta["run_now_of"] == dead
+
+
+async def test_stop_right_after_start_with_a_leasing_driver(
+    registry: TaskRegistry, clock: VirtualClock
+) -> None:
+    class LeasingMemoryDriver(MemoryDriver):
+        lease_duration = 30.0
+
+    with anyio.fail_after(10):  # a hang here is the bug: internal tasks not yet started
+        async with Kernel(LeasingMemoryDriver(), tasks=registry, clock=clock) as kernel:
+            pass
+    assert kernel.state == "stopped"
