@@ -125,7 +125,12 @@ async def test_killed_worker_job_runs_again(redis_url: str, tmp_path: Path) -> N
     started = tmp_path / "started"
     proc = spawn_hanging_worker(redis_url, queue, started)
     try:
-        await wait_for(started.exists, 20, "the worker to start the job")
+        # the file is created before its content is written: wait for the content
+        await wait_for(
+            lambda: started.exists() and started.read_text() != "",
+            20,
+            "the worker to start the job",
+        )
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         await asyncio.to_thread(proc.wait, 10)

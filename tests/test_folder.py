@@ -180,7 +180,8 @@ async def test_a_broken_file_is_reported_with_file_and_line_and_the_rest_loads(
         errors = {p.name: (e.line, e.message) for p, e in folder.errors.items()}
         assert errors["syntax.py"][0] == 3 and errors["syntax.py"][1].startswith("SyntaxError")
         assert errors["raising.py"] == (4, "ValueError: config missing")
-        assert errors["bad_schedule.py"][0] == 4
+        # the decorator's line (Python 3.11+) or the def line below it (3.10)
+        assert errors["bad_schedule.py"][0] in (4, 5)
         assert "not a cron" in errors["bad_schedule.py"][1]
         # the kernel runs
         await kernel.create_task("good")

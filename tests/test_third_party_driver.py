@@ -110,7 +110,8 @@ def _copy_sources(dest: Path) -> tuple[Path, Path]:
 
 
 def _clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    drop = ("PYTHONPATH", "VIRTUAL_ENV", "PYTEST_ADDOPTS")  # options meant for tickkit's suite
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     return env
