@@ -151,23 +151,24 @@ def claim_read_sql(excluded: int) -> str:
     earliest due time after now; (4) with ``excluded`` task names, the earliest due time among
     their jobs. Every part is an index seek.
 
-    Parameters: now, limit, limit + 1, then the excluded names.
+    Named parameters (``claim_read_params``): now, limit, limit1 (limit + 1), x0, x1, ... (the
+    excluded names).
     """
     skip = marks = ""
     if excluded:
-        marks = ", ".join(f"?{4 + i}" for i in range(excluded))
+        marks = ", ".join(f":x{i}" for i in range(excluded))
         skip = f" AND name NOT IN ({marks})"
     sql = (
         f"SELECT 0, * FROM (SELECT {_COLUMNS} FROM tickkit_jobs INDEXED BY tickkit_jobs_lease "
-        f"WHERE state = 'running' AND lease_expires_at <= ?1{skip} "
-        "ORDER BY lease_expires_at LIMIT ?2) "
+        f"WHERE state = 'running' AND lease_expires_at <= :now{skip} "
+        "ORDER BY lease_expires_at LIMIT :limit) "
         f"UNION ALL SELECT 1, * FROM (SELECT {_COLUMNS} FROM tickkit_jobs "
-        f"INDEXED BY tickkit_jobs_due WHERE state = 'scheduled' AND next_run_at <= ?1{skip} "
-        "ORDER BY next_run_at LIMIT ?3) "
+        f"INDEXED BY tickkit_jobs_due WHERE state = 'scheduled' AND next_run_at <= :now{skip} "
+        "ORDER BY next_run_at LIMIT :limit1) "
         "UNION ALL SELECT 2, (SELECT MIN(lease_expires_at) FROM tickkit_jobs "
         f"INDEXED BY tickkit_jobs_lease WHERE state = 'running'), {_PAD} "
         "UNION ALL SELECT 3, (SELECT MIN(next_run_at) FROM tickkit_jobs "
-        f"INDEXED BY tickkit_jobs_due WHERE state = 'scheduled' AND next_run_at > ?1), {_PAD}"
+        f"INDEXED BY tickkit_jobs_due WHERE state = 'scheduled' AND next_run_at > :now), {_PAD}"
     )
     if excluded:
         sql += (
@@ -175,6 +176,13 @@ def claim_read_sql(excluded: int) -> str:
             f"WHERE state = 'scheduled' AND name IN ({marks})), {_PAD}"
         )
     return sql
+
+
+def claim_read_params(now_ms: int, limit: int, names: Sequence[str]) -> dict[str, Any]:
+    """The named parameters of ``claim_read_sql(len(names))``."""
+    params: dict[str, Any] = {"now": now_ms, "limit": limit, "limit1": limit + 1}
+    params.update({f"x{i}": name for i, name in enumerate(names)})
+    return params
 
 
 #: the claim itself: only rows still claimable change (another process may have won the race)
@@ -401,7 +409,7 @@ class SQLiteDriver(Driver):
     async def _many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         await self._io(self._db().executemany(sql, rows))
 
-    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    async def _all(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
         return list(await self._io(self._db().execute_fetchall(sql, params)))
 
     @asynccontextmanager
@@ -900,7 +908,7 @@ class SQLiteDriver(Driver):
             # are no longer due), so that it does not sleep a poll interval with work left.
             for _round in range(_CLAIM_ROUNDS):
                 found = await self._all(
-                    claim_read_sql(len(names)), (now_ms, limit, limit + 1, *names)
+                    claim_read_sql(len(names)), claim_read_params(now_ms, limit, names)
                 )
                 expired = [r[1:] for r in found if r[0] == 0]
                 scheduled = sorted((r[1:] for r in found if r[0] == 1), key=lambda r: r[4])

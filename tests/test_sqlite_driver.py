@@ -23,7 +23,13 @@ from tickkit import (
     Outcome,
     RunResult,
 )
-from tickkit.drivers.sqlite import LATEST_VERSION, MIGRATIONS, SQLiteDriver, claim_read_sql
+from tickkit.drivers.sqlite import (
+    LATEST_VERSION,
+    MIGRATIONS,
+    SQLiteDriver,
+    claim_read_params,
+    claim_read_sql,
+)
 from tickkit.models import Backoff
 from tickkit.testing import VirtualClock
 
@@ -152,7 +158,7 @@ async def test_next_due_job_is_a_seek_not_a_scan(db: Path, clock: VirtualClock) 
     with sqlite3.connect(db) as conn:
         conn.execute("ANALYZE")  # statistics must not change the plan either
         for excluded in (0, 2):
-            params = (0, 64, 65, *["a", "b"][:excluded])
+            params = claim_read_params(0, 64, ["a", "b"][:excluded])
             plan = [
                 row[3]
                 for row in conn.execute(f"EXPLAIN QUERY PLAN {claim_read_sql(excluded)}", params)
