@@ -546,7 +546,11 @@ class SQLiteDriver(Driver):
                 await self._exec("CREATE TABLE tickkit_write_check (x INTEGER)")
             finally:
                 await self._rollback()
-            rows = await self._all("PRAGMA journal_mode = WAL")
+            # set WAL only when it is not set yet: changing the journal mode needs the file to
+            # itself, and several processes open one store at once
+            rows = await self._all("PRAGMA journal_mode")
+            if str(rows[0][0]).lower() != "wal":
+                rows = await self._all("PRAGMA journal_mode = WAL")
             mode = str(rows[0][0]).lower()
             if mode != "wal":
                 raise DriverError(
