@@ -190,7 +190,7 @@ async def test_a_broken_file_is_reported_with_file_and_line_and_the_rest_loads(
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert f"{syntax.resolve()}:3: SyntaxError" in logged
     assert f"{raising.resolve()}:4: ValueError: config missing" in logged
-    assert f"{bad_schedule.resolve()}:4:" in logged
+    assert f"{bad_schedule.resolve()}:{errors['bad_schedule.py'][0]}:" in logged
 
 
 async def test_static_schedules_are_reconciled_with_the_store_at_start(

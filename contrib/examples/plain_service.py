@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 from datetime import timedelta
+
+import anyio
 
 from tickkit import Clock, Kernel, TaskContext, TaskRegistry, task
 
@@ -29,13 +32,33 @@ async def say(ctx: TaskContext) -> None:
     print(f"say: {ctx.data['text']}", flush=True)
 
 
-async def main(seconds: float = 6.0, *, clock: Clock | None = None) -> None:
-    """Run the demo for ``seconds`` by the kernel's clock."""
+async def main(seconds: float = 6.0, *, clock: Clock | None = None) -> bool:
+    """Run the demo for ``seconds`` by the kernel's clock, or until SIGINT/SIGTERM.
+
+    Returns True when a signal stopped it. The signals are handled here (not left to raise
+    KeyboardInterrupt at some arbitrary await), so shutdown is always the kernel's graceful one.
+    """
+    interrupted = False
     async with Kernel("memory://", tasks=tasks, clock=clock) as kernel:
         print(f"service started; stopping in {seconds:g}s (Ctrl-C stops it sooner)", flush=True)
         await kernel.create_task("say", {"text": "a dynamic job, 2s after start"}, "2s")
-        await kernel.clock.sleep_until(kernel.clock.now() + timedelta(seconds=seconds))
-    print("service stopped", flush=True)
+        async with anyio.create_task_group() as tg:
+
+            async def on_signal() -> None:
+                nonlocal interrupted
+                try:
+                    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                        async for _ in signals:
+                            interrupted = True
+                            tg.cancel_scope.cancel()
+                except NotImplementedError:  # Windows: Ctrl-C raises KeyboardInterrupt instead
+                    await anyio.sleep_forever()
+
+            tg.start_soon(on_signal)
+            await kernel.clock.sleep_until(kernel.clock.now() + timedelta(seconds=seconds))
+            tg.cancel_scope.cancel()
+    print("interrupted: service stopped" if interrupted else "service stopped", flush=True)
+    return interrupted
 
 
 if __name__ == "__main__":
