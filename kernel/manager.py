@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import threading
@@ -170,13 +171,9 @@ class Hooks:
 
     def parse_spec(self, spec: dict[str, Any]) -> Schedule:
         """Parse a stored spec, cached (stored specs repeat on every occurrence)."""
-        import json
-
         return self._parse_cached(json.dumps(spec, sort_keys=True, default=str))
 
     def _parse_spec(self, text: str) -> Schedule:
-        import json
-
         return self.parse_schedule(json.loads(text))
 
     # persistence
