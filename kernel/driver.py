@@ -64,6 +64,10 @@ class Driver(abc.ABC):
     lease_duration: float | None = None
     #: True when the driver supports trio as well as asyncio
     supports_trio: ClassVar[bool] = False
+    #: True when :meth:`complete_and_acquire` records an outcome and claims the next jobs in
+    #: one round trip (BullMQ's moveToFinished with fetchNext). The kernel then refills a
+    #: worker's slot as its run finishes, without waking the dispatcher.
+    fetches_on_complete: ClassVar[bool] = False
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Driver:
@@ -183,6 +187,25 @@ class Driver(abc.ABC):
         kept; failed jobs are kept as the dead-letter view unless configured otherwise). A claim
         whose lease was lost is ignored. A job paused while running stays paused.
         """
+
+    async def complete_and_acquire(
+        self,
+        claim: Claim,
+        result: RunResult,
+        *,
+        now: datetime,
+        limit: int,
+        exclude: frozenset[str] = frozenset(),
+    ) -> Acquired:
+        """:meth:`complete` ``claim``, then :meth:`acquire` up to ``limit`` claims.
+
+        The kernel calls this instead of :meth:`complete` while it runs, when
+        :attr:`fetches_on_complete` is True. A driver that sets that flag does both in one
+        round trip; the outcome is recorded (or ignored, as :meth:`complete` says) whatever
+        the claiming finds. Raising means neither part is known to have happened.
+        """
+        await self.complete(claim, result)
+        return await self.acquire(now=now, limit=limit, exclude=exclude)
 
     @abc.abstractmethod
     async def release(self, claims: Sequence[Claim]) -> None:

@@ -538,11 +538,15 @@ class Kernel:
             retry=attempt > 1,
         )
 
-    def _capped(self) -> frozenset[str]:
+    def _capped(self, finishing: str | None = None) -> frozenset[str]:
+        """Task names at their ``max_instances`` (``finishing``: one run of that task is
+        about to end and does not count)."""
         capped = []
         for name, running in self._running_by_name.items():
             definition = self.tasks.get(name)
             limit = definition.max_instances if definition is not None else None
+            if name == finishing:
+                running -= 1
             if limit is not None and running >= limit:
                 capped.append(name)
         return frozenset(capped)
@@ -639,9 +643,10 @@ class Kernel:
         name = claim.job.name
         self._running_by_name[name] = self._running_by_name.get(name, 0) + 1
         settled = False
+        refilled = False
         try:
             try:
-                await self._execute(claim)
+                refilled = await self._execute(claim)
             except Exception:
                 # a bug in a plugin or driver: never let it stop the kernel; the claim is
                 # released so that the job is not lost
@@ -660,7 +665,9 @@ class Kernel:
                 self._running_by_name[name] = left
             else:
                 self._running_by_name.pop(name, None)
-            self._wakeup.set()
+            if not refilled:
+                # a slot is free, or a max_instances cap may have lifted
+                self._wakeup.set()
             if self._drained is not None and not self._inflight:
                 self._drained.set()
 
@@ -671,10 +678,34 @@ class Kernel:
         except Exception:
             log.exception("could not release job %s; its lease will expire", claim.job.id)
 
-    async def _complete(self, claim: Claim, result: RunResult) -> None:
+    async def _complete(self, claim: Claim, result: RunResult) -> bool:
+        """Record the outcome. Return True when the driver refilled this worker's slot with
+        new claims in the same call (the dispatcher then has nothing to do)."""
         if claim.local:
-            return
+            return False
         assert self.driver is not None
+        driver = self.driver
+        if driver.fetches_on_complete and self._state == "running":
+            # the finishing claim's slot counts as free
+            free = self.concurrency - len(self._inflight) + 1
+            try:
+                acquired = await driver.complete_and_acquire(
+                    claim,
+                    result,
+                    now=self.clock.now(),
+                    limit=free,
+                    exclude=self._capped(finishing=claim.job.name),
+                )
+            except Exception:
+                log.exception(
+                    "could not record the outcome of job %s; its lease will expire and it runs "
+                    "again",
+                    claim.job.id,
+                )
+                return False
+            for new in acquired.claims:
+                self._submit(new)
+            return len(acquired.claims) >= free
         try:
             if self._state == "stopping":
                 with anyio.CancelScope(shield=True):
@@ -686,15 +717,17 @@ class Kernel:
                 "could not record the outcome of job %s; its lease will expire and it runs again",
                 claim.job.id,
             )
+        return False
 
-    async def _execute(self, claim: Claim) -> None:
+    async def _execute(self, claim: Claim) -> bool:
+        """Run one claim; return what :meth:`_complete` returned."""
         assert self.hooks is not None
         hooks = self.hooks
         job = claim.job
         now = self.clock.now()
         definition = self.tasks.get(job.name)
         if definition is None:
-            await self._complete(
+            refilled = await self._complete(
                 claim,
                 RunResult(
                     Outcome.FAILED,
@@ -703,14 +736,13 @@ class Kernel:
                 ),
             )
             log.error("job %s: no task named %r is loaded", job.id, job.name)
-            return
+            return refilled
         plan = claim.plan or self._plan(job, claim.scheduled_at, claim.attempt, now)
         if not plan.run:
             hooks.run_missed(job, plan.scheduled_at, plan.missed, now)
-            await self._complete(
+            return await self._complete(
                 claim, RunResult(Outcome.MISSED, now, next_run_at=plan.next_run_at)
             )
-            return
         if plan.missed:
             hooks.run_missed(job, plan.scheduled_at, plan.missed, now)
         limit = self._limit(definition)
@@ -719,7 +751,7 @@ class Kernel:
                 result = await self._invoke(definition, claim, plan)
         else:
             result = await self._invoke(definition, claim, plan)
-        await self._complete(claim, result)
+        return await self._complete(claim, result)
 
     def _limit(self, definition: TaskDefinition) -> anyio.Semaphore | None:
         if definition.max_instances is None:

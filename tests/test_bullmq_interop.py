@@ -8,6 +8,7 @@ module is also the tickkit worker process of the multi-process test.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from tickkit import Kernel, TaskContext, TaskRegistry, task
 from tickkit.drivers.bullmq import BullMQDriver
@@ -231,6 +233,7 @@ def _worker_main(url: str, queue: str, out: str, seconds: float) -> None:
 
         async def record(ctx: TaskContext) -> None:
             ran.append(ctx.job_id)
+            await asyncio.sleep(0.01)  # a little work, so that no one worker takes everything
 
         task(name="record", execute=record, registry=reg)
         async with Kernel(BullMQDriver(url, queue=queue), tasks=reg, concurrency=8):
@@ -238,6 +241,26 @@ def _worker_main(url: str, queue: str, out: str, seconds: float) -> None:
 
     asyncio.run(main())
     Path(out).write_text("\n".join(ran), encoding="utf-8")
+
+
+async def count_workers(url: str, queue: str) -> int:
+    """Connections named like BullMQ's workers on ``queue`` (what Queue.getWorkers() lists)."""
+    name = f"bull:{base64.b64encode(queue.encode()).decode()}"
+    client = aioredis.from_url(url, decode_responses=True)
+    try:
+        return sum(1 for c in await client.client_list() if c.get("name") == name)
+    finally:
+        await client.aclose()
+
+
+async def wait_until_async(
+    count: Callable[[], Any], at_least: int, timeout: float, what: str
+) -> None:
+    deadline = time.monotonic() + timeout
+    while (await count()) < at_least:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
 
 
 def spawn_workers(url: str, queue: str, logs: list[Path], seconds: float) -> list[Any]:
@@ -259,19 +282,28 @@ async def test_many_tickkit_processes_and_a_node_worker_run_each_job_once(
     kernel = Kernel(driver, tasks=registry([]))
     await kernel.open()
     try:
+        # the queue is paused until every worker waits on it, so that each can take part
+        await driver.pause_queue()
         ids = [await kernel.create_task("record", {"i": i}) for i in range(total)]
-        out = await asyncio.to_thread(
-            run_node,
-            node,
-            "worker",
-            {
-                "url": redis_url,
-                "queue": queue,
-                "prefix": "bull",
-                "expectIds": ids,
-                "timeoutMs": 25000,
-            },
+        node_run = asyncio.create_task(
+            asyncio.to_thread(
+                run_node,
+                node,
+                "worker",
+                {
+                    "url": redis_url,
+                    "queue": queue,
+                    "prefix": "bull",
+                    "expectIds": ids,
+                    "timeoutMs": 25000,
+                },
+            )
         )
+        # every BullMQ worker (Node's, the 3 processes' and this kernel's driver) names its
+        # blocking connection after the queue, as Queue.getWorkers() expects
+        await wait_until_async(lambda: count_workers(redis_url, queue), 5, 20, "the workers")
+        await driver.resume_queue()
+        out = await node_run
     finally:
         await kernel.stop()
         for p in procs:

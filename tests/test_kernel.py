@@ -742,3 +742,58 @@ async def test_stop_right_after_start_with_a_leasing_driver(
         async with Kernel(LeasingMemoryDriver(), tasks=registry, clock=clock) as kernel:
             pass
     assert kernel.state == "stopped"
+
+
+class FetchingMemoryDriver(MemoryDriver):
+    """The memory driver, claiming the next jobs as each run is recorded (as BullMQ does),
+    counting the calls the kernel makes."""
+
+    fetches_on_complete = True
+
+    def __init__(self) -> None:
+        super().__init__(keep_completed=True)
+        self.calls = {"acquire": 0, "complete_and_acquire": 0}
+
+    async def acquire(self, **kw: Any) -> Any:
+        self.calls["acquire"] += 1
+        return await super().acquire(**kw)
+
+    async def complete_and_acquire(self, claim: Any, result: Any, **kw: Any) -> Any:
+        self.calls["complete_and_acquire"] += 1
+        await self.complete(claim, result)
+        return await super().acquire(**kw)
+
+
+async def test_a_driver_that_fetches_on_complete_refills_slots_without_the_dispatcher(
+    make_kernel: Any, registry: TaskRegistry, clock: VirtualClock
+) -> None:
+    running: dict[str, int] = {"a": 0, "all": 0}
+    peak: dict[str, int] = {"a": 0, "all": 0}
+    done: list[str] = []
+
+    def make(name: str) -> Callable[[TaskContext], Any]:
+        async def work(ctx: TaskContext) -> None:
+            running[name] = running.get(name, 0) + 1
+            running["all"] += 1
+            peak[name] = max(peak.get(name, 0), running[name])
+            peak["all"] = max(peak["all"], running["all"])
+            await ctx.kernel.clock.sleep(10)
+            running[name] -= 1
+            running["all"] -= 1
+            done.append(name)
+
+        return work
+
+    task(name="a", max_instances=2, execute=make("a"), registry=registry)
+    task(name="b", execute=make("b"), registry=registry)
+    driver = FetchingMemoryDriver()
+    async with make_kernel(driver, concurrency=4) as k:
+        for _ in range(20):
+            await k.create_task("a")
+            await k.create_task("b")
+        await clock.advance(timedelta(minutes=10))
+    assert sorted(done) == ["a"] * 20 + ["b"] * 20
+    assert peak["a"] == 2 and peak["all"] == 4  # the caps hold on the refill path too
+    assert driver.calls["complete_and_acquire"] == 40  # every outcome went the fused way
+    # the dispatcher claimed only when a refill came back short (a capped task, the end)
+    assert driver.calls["acquire"] < 40

@@ -65,6 +65,24 @@ _ZSETS = ("delayed", "tk:paused", "prioritized", "completed", "failed")
 _LISTS = ("wait", "active")
 _WHERE = {"tk:paused": "paused"}
 _MIN_REDIS = (6, 2)
+#: the job hash fields takeJobs returns per claim (CLAIM_FIELDS in lua/common.lua)
+_CLAIM_FIELDS = (
+    "name",
+    "data",
+    "opts",
+    "timestamp",
+    "atm",
+    "rjk",
+    "tk.at",
+    "tk.meta",
+    "tk.spec",
+    "tk.static",
+    "tk.outcome",
+    "tk.lastRun",
+    "processedOn",
+    "failedReason",
+)
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 Retention = bool | int | Mapping[str, int]
 
@@ -103,6 +121,7 @@ class BullMQDriver(Driver):
     """
 
     supports_trio = False
+    fetches_on_complete = True
 
     def __init__(
         self,
@@ -145,6 +164,8 @@ class BullMQDriver(Driver):
             "removeOnComplete": _retention(remove_on_complete, "remove_on_complete"),
             "removeOnFail": _retention(remove_on_fail, "remove_on_fail"),
         }
+        self._keep_complete = json.dumps(self._retention["removeOnComplete"])
+        self._keep_fail = json.dumps(self._retention["removeOnFail"])
         self._redis: Any = None
         self._blocker: Any = None
         self._scripts: dict[str, Any] = {}
@@ -154,6 +175,9 @@ class BullMQDriver(Driver):
         #: the next delayed time the kernel was told (ms), to ignore markers it knows about
         self._next_due_ms: int | None = None
         self._seq = itertools.count(1)
+        #: set while our last claim found fewer jobs than asked: only then does the marker
+        #: listener block (a busy worker finds new jobs through its own calls)
+        self._drained: asyncio.Event | None = None
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> BullMQDriver:
@@ -209,6 +233,8 @@ class BullMQDriver(Driver):
                     policy,
                 )
         self._stopping = anyio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
         self._scripts = {n: self._redis.register_script(src) for n, src in _load_lua().items()}
         self._tasks = [
             asyncio.create_task(self._listen(), name="tickkit-bullmq-marker"),
@@ -257,7 +283,10 @@ class BullMQDriver(Driver):
     async def _listen(self) -> None:
         """Block on the queue's marker (no polling) and wake the kernel when work arrives."""
         delay = 0.05
+        drained = self._drained
+        assert drained is not None
         while True:
+            await drained.wait()
             try:
                 got = await self._blocker.bzpopmin(self.key + "marker", timeout=self.block_timeout)
             except asyncio.CancelledError:
@@ -567,24 +596,54 @@ class BullMQDriver(Driver):
         self, *, now: datetime, limit: int, exclude: frozenset[str] = frozenset()
     ) -> Acquired:
         # ``exclude`` cannot be honoured: BullMQ takes jobs in queue order (see the docs)
-        now_ms = to_millis(now)
-        result = await self._run(
-            "acquire",
-            now_ms,
-            limit,
+        result = await self._run("acquire", to_millis(now), limit, *self._take_args())
+        return await self._taken(result, now, limit)
+
+    async def complete_and_acquire(
+        self,
+        claim: Claim,
+        result: RunResult,
+        *,
+        now: datetime,
+        limit: int,
+        exclude: frozenset[str] = frozenset(),
+    ) -> Acquired:
+        if claim.handle is None:
+            return await self.acquire(now=now, limit=limit, exclude=exclude)
+        job_id, token = claim.handle
+        out = await self._finish(job_id, token, result, fetch=limit, now=now)
+        code = int(out[0])
+        if code != 0:
+            log.warning("the outcome of job %s was not recorded (lock lost, code %s)", job_id, code)
+        return await self._taken(out[1:], now, limit)
+
+    def _take_args(self) -> tuple[Any, ...]:
+        """takeJobs' token prefix, lock duration and worker name."""
+        return (
             f"{self.ctx.owner}:{next(self._seq)}",
             int(self.lease_duration * 1000),
             self.ctx.owner,
         )
+
+    async def _taken(self, result: Sequence[Any], now: datetime, limit: int) -> Acquired:
+        """Claims out of what takeJobs (common.lua) returned."""
         next_delayed, rate_ttl = int(result[0]), int(result[1])
         self._next_due_ms = next_delayed if next_delayed >= 0 else None
         claims: list[Claim] = []
         for i in range(2, len(result), 3):
-            job_id, token, flat = result[i], result[i + 1], result[i + 2]
-            h = dict(zip(flat[::2], flat[1::2], strict=False))
+            job_id, token, values = result[i], result[i + 1], result[i + 2]
+            h = {f: v for f, v in zip(_CLAIM_FIELDS, values, strict=True) if v is not None}
             claim = await self._claim(job_id, token, h, now)
             if claim is not None:
                 claims.append(claim)
+        # while the queue has more for us, our own calls find it: block on the marker only
+        # when drained (as BullMQ's worker does)
+        drained = self._drained
+        if drained is not None:
+            if len(result) - 2 >= 3 * limit:
+                drained.clear()
+            else:
+                drained.set()
         next_due = from_millis(self._next_due_ms) if self._next_due_ms is not None else None
         if rate_ttl > 0:
             limited = now + timedelta(milliseconds=rate_ttl)
@@ -688,36 +747,45 @@ class BullMQDriver(Driver):
         if claim.handle is None:
             return
         job_id, token = claim.handle
-        code = await self._finish(job_id, token, result)
+        code = int(await self._finish(job_id, token, result))
         if code != 0:
             log.warning("the outcome of job %s was not recorded (lock lost, code %s)", job_id, code)
 
-    async def _finish(self, job_id: str, token: str, result: RunResult) -> int:
+    async def _finish(
+        self,
+        job_id: str,
+        token: str,
+        result: RunResult,
+        *,
+        fetch: int = 0,
+        now: datetime | None = None,
+    ) -> Any:
+        """complete.lua: the code, or with ``fetch`` > 0 ``[code, *takeJobs' result]``."""
         failed = result.outcome in (Outcome.FAILED, Outcome.TIMED_OUT)
         if result.retry_at is not None:
             kind, value = "retry", result.error or ""
         elif failed:
             kind, value = "finish", result.error or result.outcome.value
         else:
-            kind, value = "finish", json.dumps(result.return_value)
+            kind, value = "finish", _dumps(result.return_value)
         started = to_millis(result.started_at) if result.started_at is not None else ""
-        return int(
-            await self._run(
-                "complete",
-                self._now_ms(),
-                job_id,
-                token,
-                kind,
-                "failed" if failed else "completed",
-                result.outcome.value,
-                value,
-                result.traceback or "",
-                to_millis(result.retry_at) if result.retry_at is not None else "",
-                json.dumps(self._retention["removeOnComplete"]),
-                json.dumps(self._retention["removeOnFail"]),
-                started,
-                result.error or "",
-            )
+        take = (fetch, *self._take_args()) if fetch > 0 else ()
+        return await self._run(
+            "complete",
+            to_millis(now) if now is not None else self._now_ms(),
+            job_id,
+            token,
+            kind,
+            "failed" if failed else "completed",
+            result.outcome.value,
+            value,
+            result.traceback or "",
+            to_millis(result.retry_at) if result.retry_at is not None else "",
+            self._keep_complete,
+            self._keep_fail,
+            started,
+            result.error or "",
+            *take,
         )
 
     async def release(self, claims: Sequence[Claim]) -> None:

@@ -270,6 +270,44 @@ class DriverContract:
             (claim2,) = (await d.acquire(now=nxt, limit=1)).claims
             assert claim2.scheduled_at == nxt and claim2.attempt == 1
 
+    async def test_complete_and_acquire(self, open_kernel: Any) -> None:
+        async with open_kernel() as k:
+            d = k.driver
+            first = await d.add_job(_job(at=T0 - timedelta(seconds=3)))
+            more = [await d.add_job(_job(at=T0 - timedelta(seconds=i))) for i in (2, 1)]
+            later = T0 + timedelta(minutes=5)
+            await d.add_job(_job(at=later))
+            (claim,) = (await d.acquire(now=T0, limit=1)).claims
+            got = await d.complete_and_acquire(
+                claim, RunResult(Outcome.SUCCEEDED, T0, started_at=T0), now=T0, limit=1
+            )
+            job = await d.get_job(claim.job.id)
+            assert job is None or job.state is JobState.COMPLETED  # the outcome is recorded
+            assert len(got.claims) == 1 and got.claims[0].attempt == 1
+            rest = await d.complete_and_acquire(
+                got.claims[0], RunResult(Outcome.FAILED, T0, error="boom"), now=T0, limit=5
+            )
+            failed = await d.get_job(got.claims[0].job.id)
+            assert failed is not None and failed.state is JobState.FAILED
+            claimed = [claim.job.id, got.claims[0].job.id, *(c.job.id for c in rest.claims)]
+            assert sorted(claimed) == sorted([first, *more])  # each due job once, in all
+            assert rest.next_due == later
+            if self.orders_by_due_time:
+                assert claimed == [first, *more]
+
+    async def test_complete_and_acquire_ignores_a_lost_claim(self, open_kernel: Any) -> None:
+        async with open_kernel() as k:
+            d = k.driver
+            job_id = await d.add_job(_job(at=T0))
+            other = await d.add_job(_job(at=T0))
+            (claim,) = (await d.acquire(now=T0, limit=1)).claims
+            assert await d.remove_job(claim.job.id)
+            got = await d.complete_and_acquire(
+                claim, RunResult(Outcome.SUCCEEDED, T0), now=T0, limit=1
+            )
+            assert await d.get_job(claim.job.id) is None  # removed stays removed
+            assert [c.job.id for c in got.claims] == [other if claim.job.id == job_id else job_id]
+
     async def test_release(self, open_kernel: Any) -> None:
         async with open_kernel() as k:
             d = k.driver

@@ -2,95 +2,108 @@
 -- ARGV: 1 prefix, 2 now (ms), 3 job id, 4 lock token, 5 "retry" or "finish",
 --       6 "completed" or "failed", 7 tickkit outcome, 8 return value (JSON) or failed reason,
 --       9 stack trace or "", 10 retry time (ms) or "", 11 default removeOnComplete (JSON),
---       12 default removeOnFail (JSON), 13 run started (ms) or "", 14 error text or ""
+--       12 default removeOnFail (JSON), 13 run started (ms) or "", 14 error text or "",
+--       15 how many jobs to claim next (0: none), 16 token prefix, 17 lock duration (ms),
+--       18 worker name (15-18: BullMQ's fetchNext, one round trip per job for a busy worker)
 -- Returns 0, or -1 (job gone), -2 (lock missing), -6 (lock held by another token),
--- -3 (not active): the outcome is then ignored, like BullMQ's worker does.
+-- -3 (not active): the outcome is then ignored, like BullMQ's worker does. When ARGV[15] > 0:
+-- {that code, then what takeJobs returns}.
 local now = tonumber(ARGV[2])
-local jobId = ARGV[3]
-local key = P .. jobId
-if call("EXISTS", key) == 0 then return -1 end
-local lock = call("GET", key .. ":lock")
-if lock ~= ARGV[4] then
-  if lock then return -6 end
-  return -2
-end
-if call("LREM", K.active, -1, jobId) < 1 then return -3 end
-call("DEL", key .. ":lock")
-call("SREM", K.stalled, jobId)
 
-local outcome = ARGV[7]
-local fields = {"tk.outcome", outcome}
-if ARGV[13] ~= "" then
-  fields[#fields + 1] = "tk.lastRun"
-  fields[#fields + 1] = ARGV[13]
-end
+local function finish()
+  local jobId = ARGV[3]
+  local key = P .. jobId
+  if call("EXISTS", key) == 0 then return -1 end
+  local lock = call("GET", key .. ":lock")
+  if lock ~= ARGV[4] then
+    if lock then return -6 end
+    return -2
+  end
+  if call("LREM", K.active, -1, jobId) < 1 then return -3 end
+  call("DEL", key .. ":lock")
+  call("SREM", K.stalled, jobId)
 
--- the scheduler this job came from keeps the run statistics of the recurring job
-local rjk = call("HGET", key, "rjk")
-if rjk and call("EXISTS", K.rep .. ":" .. rjk) == 1 then
-  local skey = K.rep .. ":" .. rjk
-  call("HINCRBY", skey, "tk.runs", 1)
-  call("HSET", skey, "tk.lastOutcome", outcome, "tk.lastRun", ARGV[13] ~= "" and ARGV[13] or now)
-  if ARGV[14] ~= "" then
-    call("HSET", skey, "tk.lastError", ARGV[14])
+  local outcome = ARGV[7]
+  local fields = {"tk.outcome", outcome}
+  if ARGV[13] ~= "" then
+    fields[#fields + 1] = "tk.lastRun"
+    fields[#fields + 1] = ARGV[13]
+  end
+
+  -- the scheduler this job came from keeps the run statistics of the recurring job
+  local rjk = call("HGET", key, "rjk")
+  if rjk and call("EXISTS", K.rep .. ":" .. rjk) == 1 then
+    local skey = K.rep .. ":" .. rjk
+    call("HINCRBY", skey, "tk.runs", 1)
+    call("HSET", skey, "tk.lastOutcome", outcome, "tk.lastRun", ARGV[13] ~= "" and ARGV[13] or now)
+    if ARGV[14] ~= "" then
+      call("HSET", skey, "tk.lastError", ARGV[14])
+    else
+      call("HDEL", skey, "tk.lastError")
+    end
+  end
+
+  local stack = {}
+  if ARGV[9] ~= "" then
+    local old = call("HGET", key, "stacktrace")
+    if old then
+      local ok, decoded = pcall(cjson.decode, old)
+      if ok and type(decoded) == "table" then stack = decoded end
+    end
+    stack[#stack + 1] = ARGV[9]
+    while #stack > 10 do table.remove(stack, 1) end
+  end
+
+  if ARGV[5] == "retry" then
+    call("HINCRBY", key, "atm", 1)
+    call("HSET", key, "failedReason", ARGV[8], unpack(fields))
+    if #stack > 0 then call("HSET", key, "stacktrace", cjson.encode(stack)) end
+    local at = tonumber(ARGV[10])
+    if call("HEXISTS", key, "tk.paused") == 1 then
+      call("ZADD", K.tkPaused, at, jobId)
+    elseif at > now then
+      enqueue(jobId, at, now, false)
+    else
+      enqueue(jobId, now, now, true)
+    end
+    return 0
+  end
+
+  local target = ARGV[6]
+  local atm = tonumber(call("HGET", key, "atm") or "0")
+  if outcome ~= "missed" then atm = call("HINCRBY", key, "atm", 1) end
+  local opts = cjson.decode(call("HGET", key, "opts") or "{}")
+  local rule
+  if target == "completed" then
+    if opts["removeOnComplete"] ~= nil then
+      rule = keepRule(opts["removeOnComplete"])
+    else
+      rule = keepRule(cjson.decode(ARGV[11]))
+    end
   else
-    call("HDEL", skey, "tk.lastError")
+    if opts["removeOnFail"] ~= nil then
+      rule = keepRule(opts["removeOnFail"])
+    else
+      rule = keepRule(cjson.decode(ARGV[12]))
+    end
+    if #stack > 0 then
+      fields[#fields + 1] = "stacktrace"
+      fields[#fields + 1] = cjson.encode(stack)
+    end
   end
-end
-
-local stack = {}
-if ARGV[9] ~= "" then
-  local old = call("HGET", key, "stacktrace")
-  if old then
-    local ok, decoded = pcall(cjson.decode, old)
-    if ok and type(decoded) == "table" then stack = decoded end
+  local field = target == "completed" and "returnvalue" or "failedReason"
+  finishJob(jobId, target, field, ARGV[8], now, rule, fields)
+  emit(target, "jobId", jobId, field, ARGV[8], "prev", "active")
+  if target == "failed" and atm >= (tonumber(opts["attempts"]) or 0) then
+    emit("retries-exhausted", "jobId", jobId, "attemptsMade", atm)
   end
-  stack[#stack + 1] = ARGV[9]
-  while #stack > 10 do table.remove(stack, 1) end
-end
-
-if ARGV[5] == "retry" then
-  call("HINCRBY", key, "atm", 1)
-  call("HSET", key, "failedReason", ARGV[8], unpack(fields))
-  if #stack > 0 then call("HSET", key, "stacktrace", cjson.encode(stack)) end
-  local at = tonumber(ARGV[10])
-  if call("HEXISTS", key, "tk.paused") == 1 then
-    call("ZADD", K.tkPaused, at, jobId)
-  elseif at > now then
-    enqueue(jobId, at, now, false)
-  else
-    enqueue(jobId, now, now, true)
-  end
+  drainedEvent()
   return 0
 end
 
-local target = ARGV[6]
-local atm = tonumber(call("HGET", key, "atm") or "0")
-if outcome ~= "missed" then atm = call("HINCRBY", key, "atm", 1) end
-local opts = cjson.decode(call("HGET", key, "opts") or "{}")
-local rule
-if target == "completed" then
-  if opts["removeOnComplete"] ~= nil then
-    rule = keepRule(opts["removeOnComplete"])
-  else
-    rule = keepRule(cjson.decode(ARGV[11]))
-  end
-else
-  if opts["removeOnFail"] ~= nil then
-    rule = keepRule(opts["removeOnFail"])
-  else
-    rule = keepRule(cjson.decode(ARGV[12]))
-  end
-  if #stack > 0 then
-    fields[#fields + 1] = "stacktrace"
-    fields[#fields + 1] = cjson.encode(stack)
-  end
-end
-local field = target == "completed" and "returnvalue" or "failedReason"
-finishJob(jobId, target, field, ARGV[8], now, rule, fields)
-emit(target, "jobId", jobId, field, ARGV[8], "prev", "active")
-if target == "failed" and atm >= (tonumber(opts["attempts"]) or 0) then
-  emit("retries-exhausted", "jobId", jobId, "attemptsMade", atm)
-end
-drainedEvent()
-return 0
+local code = finish()
+local limit = tonumber(ARGV[15]) or 0
+if limit < 1 then return code end
+local taken = takeJobs(now, limit, ARGV[16], ARGV[17], ARGV[18])
+table.insert(taken, 1, code)
+return taken
