@@ -34,6 +34,7 @@ from tickkit import (
 from tickkit.models import from_millis, to_millis
 
 from . import mapping
+from .link import Link, Script, Target
 
 try:
     import redis.asyncio as aioredis
@@ -65,23 +66,6 @@ _ZSETS = ("delayed", "tk:paused", "prioritized", "completed", "failed")
 _LISTS = ("wait", "active")
 _WHERE = {"tk:paused": "paused"}
 _MIN_REDIS = (6, 2)
-#: the job hash fields takeJobs returns per claim (CLAIM_FIELDS in lua/common.lua)
-_CLAIM_FIELDS = (
-    "name",
-    "data",
-    "opts",
-    "timestamp",
-    "atm",
-    "rjk",
-    "tk.at",
-    "tk.meta",
-    "tk.spec",
-    "tk.static",
-    "tk.outcome",
-    "tk.lastRun",
-    "processedOn",
-    "failedReason",
-)
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 Retention = bool | int | Mapping[str, int]
@@ -168,7 +152,8 @@ class BullMQDriver(Driver):
         self._keep_fail = json.dumps(self._retention["removeOnFail"])
         self._redis: Any = None
         self._blocker: Any = None
-        self._scripts: dict[str, Any] = {}
+        self._scripts: dict[str, Script] = {}
+        self._link: Link | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping: anyio.Event | None = None
         self._io = 0
@@ -235,7 +220,11 @@ class BullMQDriver(Driver):
         self._stopping = anyio.Event()
         self._drained = asyncio.Event()
         self._drained.set()
-        self._scripts = {n: self._redis.register_script(src) for n, src in _load_lua().items()}
+        self._scripts = {n: Script(src) for n, src in _load_lua().items()}
+        target = (
+            Target.from_url(self._url) if self._url is not None else Target.from_client(self._given)
+        )
+        self._link = Link(target, retries=self.connect_retries)
         self._tasks = [
             asyncio.create_task(self._listen(), name="tickkit-bullmq-marker"),
             asyncio.create_task(self._stalled_loop(), name="tickkit-bullmq-stalled"),
@@ -256,6 +245,9 @@ class BullMQDriver(Driver):
         if self._blocker is not None:
             await self._blocker.aclose()
             self._blocker = None
+        if self._link is not None:
+            await self._link.close()
+            self._link = None
         if self._redis is not None and self._given is None:
             await self._redis.aclose()
         self._redis = None
@@ -272,8 +264,13 @@ class BullMQDriver(Driver):
             self._io -= 1
 
     async def _run(self, script: str, *args: Any) -> Any:
-        async with self._busy():
-            return await self._scripts[script](args=[self.key, *args])
+        link = self._link
+        assert link is not None
+        self._io += 1  # what _busy() does, inline: this is the per-job path
+        try:
+            return await link.run(self._scripts[script], (self.key, *args))
+        finally:
+            self._io -= 1
 
     def _now_ms(self) -> int:
         return to_millis(self.ctx.clock.now())
@@ -631,9 +628,7 @@ class BullMQDriver(Driver):
         self._next_due_ms = next_delayed if next_delayed >= 0 else None
         claims: list[Claim] = []
         for i in range(2, len(result), 3):
-            job_id, token, values = result[i], result[i + 1], result[i + 2]
-            h = {f: v for f, v in zip(_CLAIM_FIELDS, values, strict=True) if v is not None}
-            claim = await self._claim(job_id, token, h, now)
+            claim = await self._claim(result[i], result[i + 1], result[i + 2], now)
             if claim is not None:
                 claims.append(claim)
         # while the queue has more for us, our own calls find it: block on the marker only
@@ -651,22 +646,17 @@ class BullMQDriver(Driver):
         return Acquired(claims, next_due)
 
     async def _claim(
-        self, job_id: str, token: str, h: dict[str, str], now: datetime
+        self, job_id: str, token: str, values: list[str | None], now: datetime
     ) -> Claim | None:
         lease_end = now + timedelta(seconds=self.lease_duration)
         try:
-            data = self.ctx.codec.decode(h.get("data") or "null")
+            data = self.ctx.codec.decode(values[1] or "null")
         except ValueError as exc:
-            await self._fail_now(
-                job_id, token, f"job data is not JSON ({exc}): {h.get('data')!r:.200}"
-            )
+            await self._fail_now(job_id, token, f"job data is not JSON ({exc}): {values[1]!r:.200}")
             return None
-        opts = mapping.parse_json(h.get("opts"), {})
-        if not isinstance(opts, dict):
-            opts = {}
-        view = mapping.one_off_view(self.ctx.codec, job_id, h, "active", None, data)
+        view = mapping.claimed_view(job_id, values, data)
         attempt = view.attempt + 1
-        scheduler_id = h.get("rjk")
+        scheduler_id = values[5]
         if not scheduler_id:
             return Claim(
                 job=view,
@@ -676,10 +666,12 @@ class BullMQDriver(Driver):
                 lease_expires_at=lease_end,
                 handle=(job_id, token),
             )
+        opts = mapping.opts_info(values[2])[0]
         # a job a scheduler produced: the tickkit job is the scheduler
         repeat = opts.get("repeat") if isinstance(opts.get("repeat"), dict) else {}
         spec = mapping.repeat_to_spec({k: str(v) for k, v in repeat.items() if v is not None})
-        scheduled_at = from_millis(mapping.nominal_ms(h, opts))
+        assert view.scheduled_at is not None
+        scheduled_at = view.scheduled_at
         job = Job(
             id=scheduler_id,
             name=view.name,

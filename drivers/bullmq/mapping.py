@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -206,6 +207,91 @@ def one_off_view(
         last_outcome=last_outcome,
         last_error=h.get("failedReason") or None,
         runs=_int(h.get("atm")),
+        meta=meta,
+    )
+
+
+#: the job hash fields a claim carries, in this order (CLAIM_FIELDS in lua/common.lua)
+CLAIM_FIELDS = (
+    "name",
+    "data",
+    "opts",
+    "timestamp",
+    "atm",
+    "rjk",
+    "tk.at",
+    "tk.meta",
+    "tk.spec",
+    "tk.static",
+    "tk.outcome",
+    "tk.lastRun",
+    "failedReason",
+)
+
+
+@functools.lru_cache(maxsize=512)
+def opts_info(text: str | None) -> tuple[dict[str, Any], int | None, Backoff | None]:
+    """A job's ``opts`` JSON -> (opts, max attempts or None, backoff), cached: the jobs of one
+    producer share one opts text. The returned dict is shared: read it, never change it."""
+    opts = parse_json(text, {})
+    if not isinstance(opts, dict):
+        opts = {}
+    attempts = _int(str(opts.get("attempts") or 0))
+    return opts, attempts if attempts > 0 else None, backoff_from_opts(opts.get("backoff"))
+
+
+def claimed_view(job_id: str, values: Sequence[str | None], data: Any) -> Job:
+    """The tickkit Job of a BullMQ job just moved to active, from its CLAIM_FIELDS values
+    (``data`` already decoded). Same fields as :func:`one_off_view` gives for state active."""
+    (
+        name,
+        _data,
+        opts_text,
+        timestamp,
+        atm,
+        rjk,
+        at,
+        meta_text,
+        spec_text,
+        static,
+        outcome_text,
+        last_run,
+        failed_reason,
+    ) = values
+    opts, max_attempts, backoff = opts_info(opts_text)
+    if at:
+        nominal = _int(at)
+    else:
+        prev = opts.get("prevMillis")
+        if isinstance(prev, (int, float)) and rjk:
+            nominal = int(prev)
+        else:
+            nominal = _int(timestamp) + _int(str(opts.get("delay") or 0))
+    try:
+        last_outcome = Outcome(outcome_text) if outcome_text else None
+    except ValueError:
+        last_outcome = None
+    spec = parse_json(spec_text) if spec_text else None
+    meta = meta_of({"tk.meta": meta_text}) if meta_text else {}
+    meta["bullmq_job_id"] = job_id
+    attempt = _int(atm)
+    return Job(
+        id=job_id,
+        name=name or "",
+        data=data,
+        schedule=spec if isinstance(spec, dict) else None,
+        next_run_at=None,
+        scheduled_at=from_millis(nominal),
+        state=JobState.RUNNING,
+        static=static == "1",
+        attempt=attempt,
+        max_attempts=max_attempts,
+        backoff=backoff,
+        created_at=_ms(timestamp),
+        last_run_at=_ms(last_run),
+        last_outcome=last_outcome,
+        last_error=failed_reason or None,
+        runs=attempt,
         meta=meta,
     )
 

@@ -262,7 +262,7 @@ end
 
 -- the job hash fields a claim carries, in this order (drivers/bullmq/driver.py reads them)
 local CLAIM_FIELDS = {"name", "data", "opts", "timestamp", "atm", "rjk", "tk.at", "tk.meta",
-  "tk.spec", "tk.static", "tk.outcome", "tk.lastRun", "processedOn", "failedReason"}
+  "tk.spec", "tk.static", "tk.outcome", "tk.lastRun", "failedReason"}
 
 -- Promote due delayed jobs and move up to `limit` jobs from wait/prioritized to active, each
 -- locked with its own token `tokenPrefix:jobId` (BullMQ's moveToActive, for several jobs in
