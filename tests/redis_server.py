@@ -24,9 +24,11 @@ def free_port() -> int:
 class RedisServer:
     """A redis-server process this test session owns (it can be restarted for fault tests)."""
 
-    def __init__(self, port: int, workdir: str) -> None:
+    def __init__(self, port: int, workdir: str, extra: tuple[str, ...] = ()) -> None:
         self.port = port
         self.workdir = workdir
+        #: more redis-server options (TLS, a unix socket, a password...)
+        self.extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -49,6 +51,7 @@ class RedisServer:
                 self.workdir,
                 "--maxmemory-policy",
                 "noeviction",
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -58,7 +61,8 @@ class RedisServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
                     sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
+                    # a server with a password answers NOAUTH: it is up all the same
+                    if sock.recv(16).startswith((b"+PONG", b"-NOAUTH")):
                         return
             except OSError:
                 time.sleep(0.02)
