@@ -299,9 +299,9 @@ async def test_many_tickkit_processes_and_a_node_worker_run_each_job_once(
                 },
             )
         )
-        # every BullMQ worker (Node's, the 3 processes' and this kernel's driver) names its
-        # blocking connection after the queue, as Queue.getWorkers() expects
-        await wait_until_async(lambda: count_workers(redis_url, queue), 5, 20, "the workers")
+        # every BullMQ worker (Node's and the 3 processes') names its blocking connection
+        # after the queue, as Queue.getWorkers() expects; this kernel only manages jobs
+        await wait_until_async(lambda: count_workers(redis_url, queue), 4, 20, "the workers")
         await driver.resume_queue()
         out = await node_run
     finally:

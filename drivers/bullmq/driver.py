@@ -225,10 +225,16 @@ class BullMQDriver(Driver):
             Target.from_url(self._url) if self._url is not None else Target.from_client(self._given)
         )
         self._link = Link(target, retries=self.connect_retries)
-        self._tasks = [
-            asyncio.create_task(self._listen(), name="tickkit-bullmq-marker"),
-            asyncio.create_task(self._stalled_loop(), name="tickkit-bullmq-stalled"),
-        ]
+
+    def _start_worker_tasks(self) -> None:
+        """Start blocking on the marker and checking for stalled jobs: a worker's duties,
+        begun at the first claim, so a kernel that only manages jobs (opened, not started)
+        does neither, as a Node BullMQ Queue does neither."""
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._listen(), name="tickkit-bullmq-marker"),
+                asyncio.create_task(self._stalled_loop(), name="tickkit-bullmq-stalled"),
+            ]
 
     async def stop(self) -> None:
         if self._stopping is not None:
@@ -593,6 +599,8 @@ class BullMQDriver(Driver):
         self, *, now: datetime, limit: int, exclude: frozenset[str] = frozenset()
     ) -> Acquired:
         # ``exclude`` cannot be honoured: BullMQ takes jobs in queue order (see the docs)
+        if not self._tasks:
+            self._start_worker_tasks()
         result = await self._run("acquire", to_millis(now), limit, *self._take_args())
         return await self._taken(result, now, limit)
 
