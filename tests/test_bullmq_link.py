@@ -190,7 +190,7 @@ async def test_a_wrong_password_is_a_clear_error(secured: Secured) -> None:
     await link.close()
 
 
-async def test_calls_in_one_turn_share_a_write_and_get_their_own_replies(
+async def test_concurrent_calls_share_one_connection_and_get_their_own_replies(
     redis_url: str,
 ) -> None:
     link = Link(Target.from_url(redis_url))
@@ -200,6 +200,8 @@ async def test_calls_in_one_turn_share_a_write_and_get_their_own_replies(
         replies = await asyncio.gather(*(link.run(script, (str(i), key)) for i in range(200)))
         assert [r[0] for r in replies] == [str(i) for i in range(200)]
         assert sorted(r[1] for r in replies) == list(range(1, 201))
+        ids = await asyncio.gather(*(link.call("CLIENT", "ID") for _ in range(50)))
+        assert len(set(ids)) == 1  # one connection carries every call
         # an error reply goes to its own caller only
         bad = Script("return redis.error_reply('ERR no ' .. ARGV[1])")
         results = await asyncio.gather(
@@ -209,7 +211,7 @@ async def test_calls_in_one_turn_share_a_write_and_get_their_own_replies(
             return_exceptions=True,
         )
         assert results[0][0] == "a" and results[2][0] == "c"
-        assert "ERR no b" in str(results[1])
+        assert isinstance(results[1], ResponseError) and "ERR no b" in str(results[1])
     finally:
         await link.close()
 

@@ -2,9 +2,9 @@
 
 redis-py's asyncio client keeps one command in flight per pooled connection, so sixteen
 concurrent workers mean sixteen sockets, sixteen writes and sixteen reads per round. A
-:class:`Link` sends every script call of this process on one socket, writes the calls queued
-in one event-loop turn as one packet and matches replies to callers in order (Redis answers in
-the order it was asked), like ioredis, the client Node's BullMQ uses. Replies are parsed by
+:class:`Link` sends every script call of this process on one socket as it is made and matches
+replies to callers in order (Redis answers in the order it was asked), like ioredis, the client
+Node's BullMQ uses. Replies are parsed by
 hiredis. redis-py still serves everything else (management commands, the blocking marker
 connection).
 
@@ -101,8 +101,6 @@ class _Protocol(asyncio.Protocol):
         self.loop = loop
         self.reader = hiredis.Reader(encoding="utf-8")
         self.waiting: deque[asyncio.Future[Any]] = deque()
-        self.out: list[bytes] = []
-        self.flush_scheduled = False
         self.transport: asyncio.Transport | None = None
         self.closed: asyncio.Future[None] = loop.create_future()
         self.received = 0
@@ -156,17 +154,10 @@ class _Protocol(asyncio.Protocol):
             raise ConnectionError("not connected to Redis")
         future = self.loop.create_future()
         self.waiting.append(future)
-        self.out.append(hiredis.pack_command(args))
-        if not self.flush_scheduled:
-            self.flush_scheduled = True
-            self.loop.call_soon(self._flush)
+        # written at once: Redis starts on it while this process handles other replies (when
+        # the socket is busy the transport buffers, and later calls leave together)
+        self.transport.write(hiredis.pack_command(args))
         return future
-
-    def _flush(self) -> None:
-        self.flush_scheduled = False
-        out, self.out = self.out, []
-        if self.transport is not None and out:
-            self.transport.write(b"".join(out) if len(out) > 1 else out[0])
 
 
 class Script:
