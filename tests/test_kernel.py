@@ -572,9 +572,9 @@ async def test_unknown_task_name_fails_clearly(
 # --- concurrency, pause, run now, shutdown ------------------------------------------------------
 
 
-async def test_max_instances_and_concurrency(
-    make_kernel: Any, registry: TaskRegistry, clock: VirtualClock
-) -> None:
+def overlap_recording_tasks(registry: TaskRegistry) -> tuple[dict[str, int], list[str]]:
+    """Tasks "a" (max_instances 2) and "b", each run taking 10 s on the clock; returns the peak
+    number of overlapping runs (per task and "all") and the names of the finished runs."""
     running: dict[str, int] = {"a": 0, "b": 0, "all": 0}
     peak: dict[str, int] = {"a": 0, "b": 0, "all": 0}
     done: list[str] = []
@@ -594,6 +594,13 @@ async def test_max_instances_and_concurrency(
 
     task(name="a", max_instances=2, execute=make("a"), registry=registry)
     task(name="b", execute=make("b"), registry=registry)
+    return peak, done
+
+
+async def test_max_instances_and_concurrency(
+    make_kernel: Any, registry: TaskRegistry, clock: VirtualClock
+) -> None:
+    peak, done = overlap_recording_tasks(registry)
     async with make_kernel(concurrency=4) as k:
         for _ in range(6):
             await k.create_task("a")
@@ -767,25 +774,7 @@ class FetchingMemoryDriver(MemoryDriver):
 async def test_a_driver_that_fetches_on_complete_refills_slots_without_the_dispatcher(
     make_kernel: Any, registry: TaskRegistry, clock: VirtualClock
 ) -> None:
-    running: dict[str, int] = {"a": 0, "all": 0}
-    peak: dict[str, int] = {"a": 0, "all": 0}
-    done: list[str] = []
-
-    def make(name: str) -> Callable[[TaskContext], Any]:
-        async def work(ctx: TaskContext) -> None:
-            running[name] = running.get(name, 0) + 1
-            running["all"] += 1
-            peak[name] = max(peak.get(name, 0), running[name])
-            peak["all"] = max(peak["all"], running["all"])
-            await ctx.kernel.clock.sleep(10)
-            running[name] -= 1
-            running["all"] -= 1
-            done.append(name)
-
-        return work
-
-    task(name="a", max_instances=2, execute=make("a"), registry=registry)
-    task(name="b", execute=make("b"), registry=registry)
+    peak, done = overlap_recording_tasks(registry)
     driver = FetchingMemoryDriver()
     async with make_kernel(driver, concurrency=4) as k:
         for _ in range(20):
