@@ -26,15 +26,43 @@ class JSONCodec(Codec):
 
     def encode(self, data: Any) -> str:
         try:
-            return json.dumps(data, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+            text = json.dumps(data, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
         except (TypeError, ValueError) as exc:
             raise InvalidDataError(
                 f"task data must be JSON (dicts with string keys, lists, strings, numbers, "
                 f"booleans, None), got {_short(data)}: {exc}"
             ) from None
+        # json.dumps turns keys 1, 2.5, True and None into strings: the task would get other
+        # data than it was given
+        bad = _non_string_key(data)
+        if bad is not _NO_KEY:
+            raise InvalidDataError(
+                f"task data must be JSON: dict keys must be strings, got key {_short(bad)} "
+                f"in {_short(data)}"
+            )
+        return text
 
     def decode(self, text: str) -> Any:
         return json.loads(text)
+
+
+_NO_KEY: Any = object()
+
+
+def _non_string_key(data: Any) -> Any:
+    """The first dict key in ``data`` that is not a string, or ``_NO_KEY``."""
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    return key
+                if isinstance(item, (dict, list, tuple)):
+                    stack.append(item)
+        elif isinstance(value, (list, tuple)):
+            stack.extend(item for item in value if isinstance(item, (dict, list, tuple)))
+    return _NO_KEY
 
 
 def _short(value: Any, limit: int = 200) -> str:

@@ -191,6 +191,11 @@ async def test_bad_input_is_refused_before_storing(
             await k.create_task("known", {"x": math.nan})
         with pytest.raises(InvalidDataError, match="object"):
             await k.create_task("known", object())
+        # keys json.dumps would turn into strings silently
+        with pytest.raises(InvalidDataError, match="got key 1 in"):
+            await k.create_task("known", {1: "a"})
+        with pytest.raises(InvalidDataError, match="got key None in"):
+            await k.create_task("known", {"ok": [{"deep": {None: 1}}]})
         with pytest.raises(InvalidScheduleError, match="'next tuesday'"):
             await k.create_task("known", None, {"type": "date", "value": "next tuesday"})
         with pytest.raises(InvalidTaskError, match="'a:b'"):
