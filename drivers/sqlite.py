@@ -23,6 +23,7 @@ import asyncio
 import json
 import os
 import sqlite3
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -546,12 +547,7 @@ class SQLiteDriver(Driver):
                 await self._exec("CREATE TABLE tickkit_write_check (x INTEGER)")
             finally:
                 await self._rollback()
-            # set WAL only when it is not set yet: changing the journal mode needs the file to
-            # itself, and several processes open one store at once
-            rows = await self._all("PRAGMA journal_mode")
-            if str(rows[0][0]).lower() != "wal":
-                rows = await self._all("PRAGMA journal_mode = WAL")
-            mode = str(rows[0][0]).lower()
+            mode = await self._use_wal()
             if mode != "wal":
                 raise DriverError(
                     f"SQLite store {self.path} cannot use WAL mode (journal_mode stays "
@@ -563,6 +559,32 @@ class SQLiteDriver(Driver):
                 # another process may have migrated the file meanwhile
                 await self._migrate(await self._stored_version())
         await self._prune_all(to_millis(self.ctx.clock.now()))
+
+    async def _use_wal(self) -> str:
+        """Switch the file to WAL unless it is in WAL already; return the journal mode.
+
+        Changing the journal mode needs the file to itself, and SQLite refuses it at once with
+        "database is locked" (without waiting busy_timeout) while another process has the file
+        open in the middle of the same step, as when several processes open a new store
+        together. So the switch is retried here, within busy_timeout, re-reading the mode each
+        time (the other process may have switched it meanwhile).
+        """
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.005
+        while True:
+            rows = await self._all("PRAGMA journal_mode")
+            if str(rows[0][0]).lower() == "wal":
+                return "wal"
+            try:
+                rows = await self._all("PRAGMA journal_mode = WAL")
+                return str(rows[0][0]).lower()
+            except sqlite3.OperationalError as exc:
+                busy = str(getattr(exc, "sqlite_errorname", "") or "").startswith("SQLITE_BUSY")
+                if not (busy or "locked" in str(exc).lower()) or time.monotonic() > deadline:
+                    raise
+            # a wait on another process's file lock: real time, not the kernel's clock
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
     async def _stored_version(self) -> int:
         """The store's schema version (0 for an empty file); raises for other files."""

@@ -197,3 +197,49 @@ async def test_sigkill_mid_run_runs_again_and_store_is_intact(workers: Workers) 
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         states = dict(conn.execute("SELECT state, COUNT(*) FROM tickkit_jobs GROUP BY state"))
     assert states == {"completed": 301}
+
+
+OPEN_AND_ADD = """
+import asyncio, sys
+from tickkit import Kernel, TaskRegistry, task
+from tickkit.drivers.sqlite import SQLiteDriver
+
+async def main():
+    reg = TaskRegistry()
+
+    async def noop(ctx):
+        pass
+
+    task(name="noop", execute=noop, registry=reg)
+    kernel = Kernel(SQLiteDriver(sys.argv[1]), tasks=reg)
+    await kernel.open()
+    await kernel.create_task("noop", None, id=sys.argv[2])
+    await kernel.stop()
+
+asyncio.run(main())
+"""
+
+
+def test_processes_opening_a_new_store_together_all_succeed(tmp_path: Path) -> None:
+    """Each process switches a new file to WAL; SQLite refuses that switch at once (without
+    waiting busy_timeout) while another process is at the same step, so the driver retries
+    it. Several rounds of four processes starting together on a new file: every one opens
+    the store and adds its job."""
+    script = tmp_path / "open_and_add.py"
+    script.write_text(OPEN_AND_ADD)
+    for round_ in range(5):
+        db = tmp_path / f"new-{round_}.db"
+        procs = [
+            subprocess.Popen(
+                [sys.executable, str(script), str(db), f"job{i}"],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(4)
+        ]
+        errors = [p.communicate(timeout=60)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0] * 4, errors
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            ids = sorted(row[0] for row in conn.execute("SELECT id FROM tickkit_jobs"))
+        assert ids == [f"job{i}" for i in range(4)]
