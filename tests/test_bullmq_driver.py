@@ -4,14 +4,16 @@ shared by several kernels, queue and job pause."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import timedelta
+from importlib import resources
 from typing import Any
 
 import pytest
 
 from tickkit import DriverError, InvalidScheduleError, Kernel, TaskContext, TaskRegistry, task
-from tickkit.drivers.bullmq import BullMQDriver
+from tickkit.drivers.bullmq import BullMQDriver, mapping
 from tickkit.testing import VirtualClock
 from tickkit.testing.contract import T0
 
@@ -137,3 +139,12 @@ async def test_unstorable_schedule_refused(redis_url: str) -> None:
             )
     finally:
         await kernel.stop()
+
+
+def test_claim_fields_agree_between_lua_and_python() -> None:
+    """takeJobs (lua/common.lua) returns CLAIM_FIELDS' values by position; mapping.claimed_view
+    reads them by the same positions: the two lists must be one."""
+    lua = resources.files("tickkit.drivers.bullmq").joinpath("lua", "common.lua").read_text()
+    found = re.search(r"local CLAIM_FIELDS = \{(.*?)\}", lua, re.S)
+    assert found is not None
+    assert tuple(re.findall(r'"([^"]+)"', found.group(1))) == mapping.CLAIM_FIELDS
