@@ -25,6 +25,7 @@ from tickkit import (
     Outcome,
     RunResult,
 )
+from tickkit.driver import select_jobs
 
 #: how many due jobs of capped tasks (``exclude``) one acquire steps over before it gives up
 _MAX_HELD = 1024
@@ -127,16 +128,7 @@ class MemoryDriver(Driver):
         static: bool | None = None,
         limit: int | None = None,
     ) -> list[Job]:
-        found = [
-            job
-            for job in self._jobs.values()
-            if (name is None or job.name == name)
-            and (state is None or job.state is state)
-            and (static is None or job.static == static)
-        ]
-        found.sort(key=_order)
-        if limit is not None:
-            found = found[:limit]
+        found = select_jobs(self._jobs.values(), name=name, state=state, static=static, limit=limit)
         return [_copy(job) for job in found]
 
     async def remove_job(self, job_id: str) -> bool:
@@ -260,10 +252,6 @@ class MemoryDriver(Driver):
             job.state = JobState.PAUSED if paused else JobState.SCHEDULED
             if not paused:
                 self._push(job)
-
-
-def _order(job: Job) -> tuple[bool, float]:
-    return (job.next_run_at is None, job.next_run_at.timestamp() if job.next_run_at else 0.0)
 
 
 def _copy(job: Job) -> Job:

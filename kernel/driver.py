@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -29,6 +29,31 @@ from .clock import Clock
 from .codec import Codec
 from .models import Acquired, Claim, Job, JobState, Plan, RunResult
 from .schedule import Schedule
+
+
+def select_jobs(
+    jobs: Iterable[Job],
+    *,
+    name: str | None = None,
+    state: JobState | None = None,
+    static: bool | None = None,
+    limit: int | None = None,
+) -> list[Job]:
+    """:meth:`Driver.list_jobs`'s filters and order, for a driver that has its jobs in hand:
+    those matching every filter given, by ``next_run_at`` (None last), at most ``limit``."""
+    found = [
+        job
+        for job in jobs
+        if (name is None or job.name == name)
+        and (state is None or job.state is state)
+        and (static is None or job.static == static)
+    ]
+    found.sort(key=_by_next_run)
+    return found[:limit] if limit is not None else found
+
+
+def _by_next_run(job: Job) -> tuple[bool, float]:
+    return (job.next_run_at is None, job.next_run_at.timestamp() if job.next_run_at else 0.0)
 
 
 @attrs.define(eq=False)

@@ -31,6 +31,7 @@ from tickkit import (
     Plan,
     RunResult,
 )
+from tickkit.driver import select_jobs
 from tickkit.models import from_millis, to_millis
 
 from . import mapping
@@ -528,15 +529,7 @@ class BullMQDriver(Driver):
                 jobs.append(
                     mapping.scheduler_view(self.ctx.codec, sid, sh, score, ch or None, container)
                 )
-        found = [
-            job
-            for job in jobs
-            if (name is None or job.name == name)
-            and (state is None or job.state is state)
-            and (static is None or job.static == static)
-        ]
-        found.sort(key=lambda j: (j.next_run_at is None, j.next_run_at or from_millis(0)))
-        return found[:limit] if limit is not None else found
+        return select_jobs(jobs, name=name, state=state, static=static, limit=limit)
 
     async def queue_counts(self) -> dict[str, int]:
         """Jobs per BullMQ state, as Node's ``Queue.getJobCounts()`` reports them."""
