@@ -12,9 +12,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +20,8 @@ import pytest
 
 from tickkit import Kernel, TaskContext, TaskRegistry, task
 from tickkit.drivers.bullmq import BullMQDriver
+
+from .waiting import wait_for
 
 if TYPE_CHECKING:  # this module also runs as a script (the killed worker)
     from .redis_server import RedisServer
@@ -32,14 +32,6 @@ pytestmark = [pytest.mark.redis, pytest.mark.anyio]
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @pytest.mark.slow
@@ -105,7 +97,11 @@ def _hang_main(url: str, queue: str, started: str) -> None:
 
 
 def spawn_hanging_worker(url: str, queue: str, started: Path) -> Any:
-    return subprocess.Popen([sys.executable, __file__, "hang", url, queue, str(started)])
+    # as a module from the repository root, so that its relative imports resolve
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.test_bullmq_faults", "hang", url, queue, str(started)],
+        cwd=Path(__file__).resolve().parent.parent,
+    )
 
 
 async def test_killed_worker_job_runs_again(redis_url: str, tmp_path: Path) -> None:

@@ -1,8 +1,8 @@
 """Interop with real Node BullMQ 6 (contrib/bullmq-interop), both directions.
 
 These run on the wall clock (Node reads its own clock), so they wait on conditions with
-bounded timeouts. Run as a script (``python tests/test_bullmq_interop.py worker ...``) this
-module is also the tickkit worker process of the multi-process test.
+bounded timeouts. Run as a module (``python -m tests.test_bullmq_interop worker ...`` from the
+repository root) this module is also the tickkit worker process of the multi-process test.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,8 @@ import redis.asyncio as aioredis
 
 from tickkit import Kernel, TaskContext, TaskRegistry, task
 from tickkit.drivers.bullmq import BullMQDriver
+
+from .waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 INTEROP = ROOT / "contrib" / "bullmq-interop"
@@ -61,14 +62,6 @@ def run_node(node: str, command: str, options: dict[str, Any], timeout: float = 
     )
     assert done.returncode == 0, f"node {command} failed: {done.stderr}"
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def registry(runs: list[tuple[str, Any, int, str]]) -> TaskRegistry:
@@ -253,20 +246,16 @@ async def count_workers(url: str, queue: str) -> int:
         await client.aclose()
 
 
-async def wait_until_async(
-    count: Callable[[], Any], at_least: int, timeout: float, what: str
-) -> None:
-    deadline = time.monotonic() + timeout
-    while (await count()) < at_least:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
+async def _at_least(count: Awaitable[int], n: int) -> bool:
+    return (await count) >= n
 
 
 def spawn_workers(url: str, queue: str, logs: list[Path], seconds: float) -> list[Any]:
+    """tickkit worker processes: this module run with ``-m`` from the repository root, so that
+    its relative imports resolve."""
+    module = [sys.executable, "-m", "tests.test_bullmq_interop", "worker"]
     return [
-        subprocess.Popen([sys.executable, __file__, "worker", url, queue, str(log), str(seconds)])
-        for log in logs
+        subprocess.Popen([*module, url, queue, str(log), str(seconds)], cwd=ROOT) for log in logs
     ]
 
 
@@ -301,7 +290,7 @@ async def test_many_tickkit_processes_and_a_node_worker_run_each_job_once(
         )
         # every BullMQ worker (Node's and the 3 processes') names its blocking connection
         # after the queue, as Queue.getWorkers() expects; this kernel only manages jobs
-        await wait_until_async(lambda: count_workers(redis_url, queue), 4, 20, "the workers")
+        await wait_for(lambda: _at_least(count_workers(redis_url, queue), 4), 20, "the workers")
         await driver.resume_queue()
         out = await node_run
     finally:
