@@ -152,19 +152,14 @@ def meta_of(h: Mapping[str, str]) -> dict[str, str]:
     return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
 
 
-_UNSET: Any = object()
-
-
 def one_off_view(
     codec: Codec,
     job_id: str,
     h: Mapping[str, str],
     where: str | None,
     score: float | None,
-    data: Any = _UNSET,
 ) -> Job:
-    """A tickkit Job for a BullMQ job hash found in container ``where`` (``data``: already
-    decoded data, else it is decoded here)."""
+    """A tickkit Job for a BullMQ job hash found in container ``where``."""
     opts = parse_json(h.get("opts"), {})
     if not isinstance(opts, dict):
         opts = {}
@@ -193,7 +188,7 @@ def one_off_view(
     return Job(
         id=job_id,
         name=h.get("name", ""),
-        data=decode_data(codec, h.get("data")) if data is _UNSET else data,
+        data=decode_data(codec, h.get("data")),
         schedule=spec if isinstance(spec, dict) else None,
         next_run_at=next_run,
         scheduled_at=nominal,
@@ -259,14 +254,7 @@ def claimed_view(job_id: str, values: Sequence[str | None], data: Any) -> Job:
         failed_reason,
     ) = values
     opts, max_attempts, backoff = opts_info(opts_text)
-    if at:
-        nominal = _int(at)
-    else:
-        prev = opts.get("prevMillis")
-        if isinstance(prev, (int, float)) and rjk:
-            nominal = int(prev)
-        else:
-            nominal = _int(timestamp) + _int(str(opts.get("delay") or 0))
+    nominal = nominal_ms({"tk.at": at or "", "rjk": rjk or "", "timestamp": timestamp or ""}, opts)
     try:
         last_outcome = Outcome(outcome_text) if outcome_text else None
     except ValueError:
