@@ -48,6 +48,7 @@ from .models import (
     Plan,
     RunResult,
 )
+from .redact import redact, redact_url
 from .registry import TaskDefinition, TaskRegistry, default_registry, define_task, task
 from .schedule import Schedule, plan_occurrence
 
@@ -105,6 +106,8 @@ __all__ = [
     "parse_schedule",
     "pause_task",
     "plan_occurrence",
+    "redact",
+    "redact_url",
     "resume_task",
     "run_task_now",
     "running_kernels",

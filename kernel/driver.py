@@ -110,6 +110,16 @@ class Driver(abc.ABC):
 
     # --- managing jobs -------------------------------------------------------------------
 
+    def check_id(self, job_id: str) -> None:
+        """Refuse a job id (or static task name) this store cannot hold, before anything is
+        stored: raise :class:`~tickkit.InvalidJobIdError` naming the id and why.
+
+        The kernel calls it for every caller-given id in ``create_task`` and for every static
+        task name when it syncs static schedules. Ids already pass the kernel's own rule (1 to
+        200 characters, no ``:``, no control characters or lone surrogates, not only digits);
+        a driver adds only what its store reserves (BullMQ: its key suffixes). Not a coroutine.
+        """
+
     @abc.abstractmethod
     async def add_job(self, job: Job, *, replace: bool = False) -> str:
         """Store a new job and return its id.

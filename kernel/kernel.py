@@ -374,6 +374,9 @@ class Kernel:
         driver, _hooks, _codec = self._require()
         now = self.clock.now()
         jobs = [j for d in self.tasks if (j := self.static_job(d, now)) is not None]
+        for job in jobs:
+            assert job.id is not None
+            driver.check_id(job.id)
         await driver.sync_static(jobs, now)
         self._wakeup.set()
 
@@ -415,6 +418,7 @@ class Kernel:
         definition = self.tasks.require(name)
         if id is not None:
             check_name(id, "job id")
+            driver.check_id(id)
         stored_data = codec.decode(codec.encode(data))
         now = self.clock.now()
         spec: dict[str, Any] | None = None
@@ -737,7 +741,16 @@ class Kernel:
             )
             log.error("job %s: no task named %r is loaded", job.id, job.name)
             return refilled
-        plan = claim.plan or self._plan(job, claim.scheduled_at, claim.attempt, now)
+        if job.defect is not None:
+            return await self._fail_unreadable(claim, job.defect, now)
+        try:
+            plan = claim.plan or self._plan(job, claim.scheduled_at, claim.attempt, now)
+        except Exception as exc:
+            # a stored schedule no plugin can read (a bad cron, an unknown zone, a schedule type
+            # whose plugin was removed): fail this job once, never claim it in a loop
+            return await self._fail_unreadable(
+                claim, f"stored schedule {job.schedule!r} cannot be read: {exc}", now
+            )
         if not plan.run:
             hooks.run_missed(job, plan.scheduled_at, plan.missed, now)
             return await self._complete(
@@ -752,6 +765,12 @@ class Kernel:
         else:
             result = await self._invoke(definition, claim, plan)
         return await self._complete(claim, result)
+
+    async def _fail_unreadable(self, claim: Claim, reason: str, now: datetime) -> bool:
+        """Complete a claim whose stored record cannot be read as FAILED, once, with no retry
+        and no next occurrence: the job ends in the dead-letter view with ``reason``."""
+        log.error("job %s cannot be run and is failed: %s", claim.job.id, reason)
+        return await self._complete(claim, RunResult(Outcome.FAILED, now, error=reason))
 
     def _limit(self, definition: TaskDefinition) -> anyio.Semaphore | None:
         if definition.max_instances is None:

@@ -207,6 +207,11 @@ class Job:
     runs: int = 0
     #: small string metadata carried with the job (trace context, origin...)
     meta: dict[str, str] = attrs.field(factory=dict)
+    #: set by a driver that could not read part of the stored record (a hand-edited row, a hash
+    #: written by another tool or an older version): what it could not read, naming the field.
+    #: The kernel never runs such a job: a claim of it is completed once as FAILED with this
+    #: reason and no retry, and the job stays listable (fields it could not read are None).
+    defect: str | None = None
 
     @property
     def recurring(self) -> bool:
