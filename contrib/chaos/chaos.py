@@ -308,7 +308,8 @@ class Chaos:
         """SIGKILL a random worker every few seconds; restart Redis once half-way."""
         low, high = self.args.kill_every
         next_kill = t0 + self.rng.uniform(low, high)
-        restart_at = t0 + self.args.seconds / 2 if self.redis is not None else math.inf
+        restart = self.redis is not None and self.args.redis_restart
+        restart_at = t0 + self.args.seconds / 2 if restart else math.inf
         end = t0 + self.args.seconds
         for _ in range(100_000):  # bounded; the time limit ends it long before
             now = time.time()
@@ -621,6 +622,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=(3.0, 5.0),
         metavar=("MIN", "MAX"),
         help="seconds between SIGKILLs, a random time in [MIN, MAX] (0 0: no kills)",
+    )
+    parser.add_argument(
+        "--no-redis-restart",
+        dest="redis_restart",
+        action="store_false",
+        help="do not restart Redis half-way (to tell its effects from the kills')",
     )
     parser.add_argument("--lease", type=float, default=5.0, help="lease / lock duration (s)")
     parser.add_argument(
