@@ -58,6 +58,10 @@ class SetupError(Exception):
     """The run could not be set up (a store or a worker did not start)."""
 
 
+class Interrupted(Exception):
+    """SIGINT or SIGTERM: the run ends, and cleans up."""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -186,6 +190,12 @@ class Chaos:
     created: dict[str, float] = field(default_factory=dict)
     create_errors: int = 0
     exit_codes: list[int | None] = field(default_factory=list)
+    #: set by SIGINT or SIGTERM: every loop checks it and ends the run
+    interrupted: bool = False
+
+    def check(self) -> None:
+        if self.interrupted:
+            raise Interrupted
 
     # --- processes ------------------------------------------------------------------------
 
@@ -237,6 +247,7 @@ class Chaos:
         ready = self.runs_dir / f"ready-{worker.proc.pid}"
 
         def up() -> bool:
+            self.check()
             if worker.proc.poll() is not None:
                 raise SetupError(f"worker {worker.slot} exited at start; see {worker.log}")
             return ready.exists()
@@ -287,6 +298,7 @@ class Chaos:
             wait = t0 + at - time.time()
             if wait > 0:
                 await asyncio.sleep(wait)
+            self.check()
             schedule = None if delay is None else timedelta(seconds=delay)
             # a create can fail while Redis restarts: try again with the same id (idempotent:
             # JobExistsError means an earlier try was stored), for at most 60 s
@@ -302,6 +314,7 @@ class Chaos:
                     if time.monotonic() > deadline:
                         raise SetupError(f"could not create job {job_id}: {exc}") from exc
                     await asyncio.sleep(0.2)
+                    self.check()
             self.created[job_id] = time.time()
 
     async def disturb(self, t0: float) -> None:
@@ -312,6 +325,7 @@ class Chaos:
         restart_at = t0 + self.args.seconds / 2 if restart else math.inf
         end = t0 + self.args.seconds
         for _ in range(100_000):  # bounded; the time limit ends it long before
+            self.check()
             now = time.time()
             if now >= end:
                 return
@@ -330,6 +344,7 @@ class Chaos:
         deadline = time.monotonic() + self.args.drain_timeout
         while time.monotonic() < deadline:
             await asyncio.sleep(1)
+            self.check()
             try:
                 pending = await kernel.list_tasks(JOB, state="scheduled")
                 running = await kernel.list_tasks(JOB, state="running")
@@ -346,7 +361,13 @@ class Chaos:
                 return True
         return False
 
+    def on_signal(self) -> None:
+        self.interrupted = True
+
     async def run(self) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self.on_signal)
         self.start_store()
         kernel = self.kernel()
         await kernel.open()
@@ -356,7 +377,16 @@ class Chaos:
             for worker in list(self.workers.values()):
                 await asyncio.to_thread(self.wait_ready, worker)
             t0 = time.time()
-            await asyncio.gather(self.produce(kernel, t0), self.disturb(t0))
+            tasks = [
+                asyncio.ensure_future(self.produce(kernel, t0)),
+                asyncio.ensure_future(self.disturb(t0)),
+            ]
+            try:
+                await asyncio.gather(*tasks)
+            finally:  # one failed: the other ends too
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
             w1 = time.time()
             for worker in list(self.workers.values()):
                 await asyncio.to_thread(self.wait_ready, worker)
@@ -664,13 +694,15 @@ def main(argv: list[str] | None = None) -> int:
     def interrupted(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
+    # outside the event loop (set-up, clean-up) a signal ends the run at once; inside it,
+    # Chaos.on_signal sets a flag every loop checks
     signal.signal(signal.SIGTERM, interrupted)
     tmp = Path(tempfile.mkdtemp(prefix="tickkit-chaos-"))
     chaos = Chaos(args, tmp, random.Random(args.seed))
     try:
         report = asyncio.run(chaos.run())
-    except KeyboardInterrupt:
-        print("chaos: interrupted", file=sys.stderr)
+    except (KeyboardInterrupt, Interrupted):
+        print("chaos: interrupted; cleaning up", file=sys.stderr)
         return 130
     except SetupError as exc:
         print(f"chaos: {exc}", file=sys.stderr)
