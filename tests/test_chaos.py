@@ -119,13 +119,13 @@ def test_static_occurrences_missed_doubled_and_off_schedule_are_reported() -> No
 # --- short chaos runs ------------------------------------------------------------------------
 
 
-def chaos_run(tmp_path: Path, driver: str) -> dict[str, Any]:
+def chaos_run(tmp_path: Path, driver: str, *more: str) -> dict[str, Any]:
     out = tmp_path / "report.json"
     # fmt: off
     args = [
         sys.executable, str(SCRIPT), "--driver", driver, "--workers", "3", "--jobs", "150",
         "--seconds", "12", "--seed", "7", "--kill-every", "3", "4", "--lease", "3",
-        "--drain-timeout", "40", "--json", str(out),
+        "--work", "0.5", "--drain-timeout", "40", "--json", str(out), *more,
     ]
     # fmt: on
     proc = subprocess.run(args, capture_output=True, text=True, timeout=150, cwd=tmp_path)
@@ -168,6 +168,8 @@ def test_chaos_redis_loses_and_doubles_nothing_with_a_restart(tmp_path: Path) ->
         if os.environ.get("CI"):
             pytest.fail(f"{message}: CI needs a real Redis", pytrace=False)
         pytest.skip(message)
-    report = chaos_run(tmp_path, "redis")
+    # runs of up to 0.5 s are in flight when Redis stops; 300,000 filler keys make the restarted
+    # server answer LOADING for most of a second while their outcomes are written again
+    report = chaos_run(tmp_path, "redis", "--redis-ballast", "300000")
     assert report["setup"]["redis_restarts"] == 1
     check(report)

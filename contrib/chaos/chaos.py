@@ -151,6 +151,29 @@ class RedisStore:
         stop_process(self.proc, 5)
         return False
 
+    def add_ballast(self, keys: int) -> None:
+        """Write ``keys`` filler keys into database 1 (the queue uses 0) and compact the AOF, so
+        that a restarted server spends a while answering LOADING while it reads them back."""
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=self.port, db=1)
+        try:
+            value = "x" * 64
+            for start in range(0, keys, 1000):
+                client.mset({f"ballast:{i}": value for i in range(start, min(start + 1000, keys))})
+            client.bgrewriteaof()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                info = client.info("persistence")
+                if not info.get("aof_rewrite_in_progress") and not info.get(
+                    "aof_rewrite_scheduled"
+                ):
+                    return
+                time.sleep(0.1)
+            raise SetupError("the AOF rewrite of the ballast did not end within 60s")
+        finally:
+            client.close()
+
     def restart(self) -> None:
         """SIGTERM (Redis writes the AOF and exits), then start again on the same port."""
         self.stop()
@@ -211,6 +234,8 @@ class Chaos:
             self.redis = RedisStore(self.tmp)
             self.redis.start()
             self.url = self.redis.url
+            if self.args.redis_ballast:
+                self.redis.add_ballast(self.args.redis_ballast)
 
     def spawn(self, slot: int) -> Worker:
         self.started += 1
@@ -230,6 +255,8 @@ class Chaos:
                     str(self.args.max_stalled_count),
                     "--every",
                     str(self.args.every),
+                    "--work",
+                    str(self.args.work),
                     "--concurrency",
                     str(self.args.concurrency),
                 ],
@@ -415,6 +442,7 @@ class Chaos:
             "max_stalled_count": self.args.max_stalled_count if self.redis else None,
             "kills": len(self.kills),
             "redis_restarts": len(self.redis_restarts),
+            "redis_ballast": self.args.redis_ballast,
             "create_retries": self.create_errors,
             "drained": drained,
             "graceful_exit_codes": self.exit_codes,
@@ -659,9 +687,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_false",
         help="do not restart Redis half-way (to tell its effects from the kills')",
     )
+    parser.add_argument(
+        "--redis-ballast",
+        type=int,
+        default=0,
+        metavar="KEYS",
+        help="filler keys in Redis database 1, so that the restarted server answers LOADING "
+        "for a while (300000: about 0.8 s)",
+    )
     parser.add_argument("--lease", type=float, default=5.0, help="lease / lock duration (s)")
     parser.add_argument(
         "--max-stalled-count", type=int, default=1, help="BullMQ's maxStalledCount (redis)"
+    )
+    parser.add_argument(
+        "--work", type=float, default=0.1, help="each run works a random 0 to WORK seconds"
     )
     parser.add_argument("--every", type=float, default=2.0, help="the interval task's period (s)")
     parser.add_argument("--concurrency", type=int, default=16, help="runs at once per worker")
@@ -678,6 +717,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 1 <= args.workers <= 64:
         parser.error("--workers must be between 1 and 64")
+    if not 0 <= args.redis_ballast <= 10_000_000:
+        parser.error("--redis-ballast must be between 0 and 10000000")
     if not 0 <= args.jobs <= 1_000_000:
         parser.error("--jobs must be between 0 and 1000000")
     if not 5 <= args.seconds <= 3600:
