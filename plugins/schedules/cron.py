@@ -74,7 +74,7 @@ _MONTHS = {
     )
 }
 _DAYS = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
-_ALPHA = re.compile(r"[a-z]+")
+_ALPHA = re.compile(r"[a-z]{3}")  # names, as cron-parser finds them
 _ALLOWED = re.compile(r"^[0-9a-z*?,/#()-]+$")
 _NUMBER = re.compile(r"^[0-9]+$")
 _STEP_FROM = re.compile(r"^([0-9]+)/([0-9]+)$")
@@ -124,8 +124,6 @@ def _translate(field: int, text: str, expr: str) -> str:
 
         def name(m: re.Match[str]) -> str:
             word = m.group(0)
-            if word in ("l", "h"):
-                return word
             if word not in names:
                 raise _bad(field, expr, f"unknown name {_safe(word)}")
             return str(names[word])
@@ -245,21 +243,37 @@ _EVERY_DAY = "0 0 * * * 0"
 
 
 @lru_cache(maxsize=4096)
-def _month_days(day_text: str, year: int, month: int) -> tuple[int, ...] | None:
-    """The days of a month that croniter matches for a day-level pattern (None: never)."""
-    first = datetime(year, month, 1)
+def _croniter_days(day_text: str, year: int, month: int) -> tuple[int, ...] | None:
+    """The days of a month croniter matches for a day-level pattern (None: none ever)."""
     if day_text == _EVERY_DAY:
         return tuple(range(1, calendar.monthrange(year, month)[1] + 1))
-    it = croniter(day_text, first - timedelta(seconds=1), ret_type=datetime)
+    it = croniter(day_text, datetime(year, month, 1) - timedelta(seconds=1), ret_type=datetime)
     days: list[int] = []
     while True:
         try:
             found = it.get_next(datetime)
         except (CroniterBadDateError, OverflowError, ValueError):
-            return tuple(days) if days or year < 9999 - _YEARS_AHEAD else None
+            return tuple(days) if days else None
         if (found.year, found.month) != (year, month):
             return tuple(days)
         days.append(found.day)
+
+
+def _month_days(
+    dom: str, month_field: str, dow: str, year: int, month: int
+) -> tuple[int, ...] | None:
+    """The days of a month that match (None: no day ever does).
+
+    Both day fields restricted: a day matches when either does (cron-parser's rule), asked of
+    croniter one field at a time.
+    """
+    if dom == "*" or dow == "*":
+        return _croniter_days(f"0 0 {dom} {month_field} {dow} 0", year, month)
+    by_dom = _croniter_days(f"0 0 {dom} {month_field} * 0", year, month)
+    by_dow = _croniter_days(f"0 0 * {month_field} {dow} 0", year, month)
+    if by_dom is None and by_dow is None:
+        return None
+    return tuple(sorted(set(by_dom or ()) | set(by_dow or ())))
 
 
 class CronSchedule(Schedule):
@@ -279,7 +293,8 @@ class CronSchedule(Schedule):
         text = " ".join(expression.split(" "))
         text = " ".join(part for part in text.split(" ") if part)
         if text.lower() in ALIASES:
-            text = text.lower()
+            # cron-parser has no @midnight: store its twin, so that Node can run it
+            text = "@daily" if text.lower() == "@midnight" else text.lower()
         self.zone = get_zone(timezone)
         self.timezone = zone_name(self.zone)
         self.source = text
@@ -295,8 +310,8 @@ class CronSchedule(Schedule):
         self._fixed_offset = self.zone is UTC or isinstance(self.zone, dt_timezone)
         months = expanded[_MON]
         self._months = frozenset(range(1, 13) if months == ["*"] else months)
-        #: croniter's day-level pattern: which days match is croniter's answer (cached by month)
-        self._day_text = f"0 0 {fields[_DOM]} {fields[_MON]} {fields[_DOW]} 0"
+        #: the day fields in croniter's syntax: which days match is croniter's answer
+        self._days = (fields[_DOM], fields[_MON], fields[_DOW])
         if self._next_wall(datetime(2000, 1, 1)) is None:
             raise InvalidCronError(f"cron {_safe(expression)} never fires")
 
@@ -355,7 +370,7 @@ class CronSchedule(Schedule):
         last = y + _YEARS_AHEAD
         while y <= last:
             if mo in self._months:
-                days = _month_days(self._day_text, y, mo)
+                days = _month_days(*self._days, y, mo)
                 if days is None:
                     return None  # croniter finds no day at all
                 for day in days[bisect.bisect_left(days, d) :]:
