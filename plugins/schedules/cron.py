@@ -239,38 +239,81 @@ def _compile(expression: str, key: str | None) -> tuple[str, list[str], list[lis
 
 
 _MIDNIGHT = time(0)
-_EVERY_DAY = "0 0 * * * 0"
 
 
-@lru_cache(maxsize=4096)
-def _croniter_days(day_text: str, year: int, month: int) -> tuple[int, ...] | None:
-    """The days of a month croniter matches for a day-level pattern (None: none ever)."""
-    if day_text == _EVERY_DAY:
-        return tuple(range(1, calendar.monthrange(year, month)[1] + 1))
-    it = croniter(day_text, datetime(year, month, 1) - timedelta(seconds=1), ret_type=datetime)
-    days: list[int] = []
-    while True:
-        try:
-            found = it.get_next(datetime)
-        except (CroniterBadDateError, OverflowError, ValueError):
-            return tuple(days) if days else None
-        if (found.year, found.month) != (year, month):
-            return tuple(days)
-        days.append(found.day)
+#: which days of a month croniter matches, by (day fields, month length, weekday of the 1st):
+#: those decide every day-field form (L, W, #, steps), so a pattern needs at most 28 answers
+_DAYS_CACHE: dict[tuple[str, str, int, int], tuple[int, ...] | None] = {}
+_DAYS_CACHE_SIZE = 8192
 
 
-def _month_days(
-    dom: str, month_field: str, dow: str, year: int, month: int
-) -> tuple[int, ...] | None:
+@lru_cache(maxsize=1024)
+def _plain_sets(dom: str, dow: str) -> tuple[frozenset[int] | None, frozenset[int] | None] | None:
+    """croniter's values of day fields that hold only values (None: L, W or # in them)."""
+    if any(c in dom or c in dow for c in "lw#"):
+        return None
+    expanded = croniter.expand(f"0 0 {dom} * {dow} 0")[0]
+    by_dom = None if expanded[2] == ["*"] else frozenset(expanded[2])
+    by_dow = None if expanded[4] == ["*"] else frozenset(expanded[4])
+    return by_dom, by_dow
+
+
+def _croniter_days(dom: str, dow: str, year: int, month: int) -> tuple[int, ...] | None:
+    """The days of a month croniter matches for the day fields (None: no day ever)."""
+    first_weekday, length = calendar.monthrange(year, month)
+    key = (dom, dow, length, first_weekday)
+    try:
+        return _DAYS_CACHE[key]
+    except KeyError:
+        pass
+    days: tuple[int, ...] | None
+    plain = _plain_sets(dom, dow)
+    if plain is not None:
+        # values only (no L, W or #): croniter's expansion, and membership decides
+        by_dom, by_dow = plain
+        days = tuple(
+            d
+            for d in range(1, length + 1)
+            if (by_dom is None or d in by_dom)
+            and (by_dow is None or (first_weekday + d) % 7 in by_dow)
+        )
+    else:
+        start = datetime(year, month, 1) - timedelta(seconds=1)
+        it = croniter(f"0 0 {dom} * {dow} 0", start, ret_type=datetime)
+        found_days: list[int] = []
+        while True:
+            try:
+                found = it.get_next(datetime)
+            except (CroniterBadDateError, OverflowError, ValueError):
+                days = tuple(found_days) if found_days else None
+                break
+            if (found.year, found.month) != (year, month):
+                days = tuple(found_days)
+                break
+            found_days.append(found.day)
+    if len(_DAYS_CACHE) >= _DAYS_CACHE_SIZE:
+        _DAYS_CACHE.clear()
+    _DAYS_CACHE[key] = days
+    return days
+
+
+def clear_caches() -> None:
+    """Forget cached croniter answers (benchmarks measure the cold path with it)."""
+    _DAYS_CACHE.clear()
+    _plain_sets.cache_clear()
+    _compile.cache_clear()
+
+
+def _month_days(dom: str, dow: str, year: int, month: int) -> tuple[int, ...] | None:
     """The days of a month that match (None: no day ever does).
 
     Both day fields restricted: a day matches when either does (cron-parser's rule), asked of
     croniter one field at a time.
     """
     if dom == "*" or dow == "*":
-        return _croniter_days(f"0 0 {dom} {month_field} {dow} 0", year, month)
-    by_dom = _croniter_days(f"0 0 {dom} {month_field} * 0", year, month)
-    by_dow = _croniter_days(f"0 0 * {month_field} {dow} 0", year, month)
+        return _croniter_days(dom, dow, year, month)
+    by_dom = _croniter_days(dom, "*", year, month)
+    by_dow = _croniter_days("*", dow, year, month)
     if by_dom is None and by_dow is None:
         return None
     return tuple(sorted(set(by_dom or ()) | set(by_dow or ())))
@@ -311,7 +354,7 @@ class CronSchedule(Schedule):
         months = expanded[_MON]
         self._months = frozenset(range(1, 13) if months == ["*"] else months)
         #: the day fields in croniter's syntax: which days match is croniter's answer
-        self._days = (fields[_DOM], fields[_MON], fields[_DOW])
+        self._days = (fields[_DOM], fields[_DOW])
         if self._next_wall(datetime(2000, 1, 1)) is None:
             raise InvalidCronError(f"cron {_safe(expression)} never fires")
 
