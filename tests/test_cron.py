@@ -4,6 +4,7 @@ Node's cron-parser in tests/test_cron_differential.py."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -189,3 +190,26 @@ async def test_the_kernel_keys_h_by_task_name_and_job_id() -> None:
         job = await kernel.get_task(unnamed)
         assert job is not None and job.schedule is not None
         assert job.schedule["value"] == CronSchedule("H H * * *", key="dynamic").expression
+
+
+def test_tickkit_next_shows_the_new_syntax_and_h_by_key() -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "tickkit", "next", *args, "--after", "2026-01-01T00:00:00Z"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    done = run("30 18 * * 5L", "--tz", "Europe/Berlin", "-n", "2", "--json")
+    assert done.returncode == 0, done.stderr
+    runs = [r["at"] for r in json.loads(done.stdout)["runs"]]
+    assert runs == ["2026-01-30T18:30:00+01:00", "2026-02-27T18:30:00+01:00"]
+    done = run("H H * * 1#2", "--key", "daily-report", "-n", "1", "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["schedule"] == "cron '58 5 * * 1#2' ('H H * * 1#2') (UTC)"
+    assert [r["at"] for r in out["runs"]] == ["2026-01-12T05:58:00+00:00"]
+    done = run("² * * * *")
+    assert done.returncode != 0 and "unexpected character '²'" in done.stderr
