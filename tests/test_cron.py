@@ -56,6 +56,10 @@ def test_cron_parser_syntax(expr: str, expected: list[str]) -> None:
     assert days(expr, 3) == expected
 
 
+def test_fields_are_separated_by_ascii_whitespace() -> None:
+    assert CronSchedule(" 0\t9  * *\n1 ") == CronSchedule("0 9 * * 1")
+
+
 def test_secondly_and_six_fields() -> None:
     assert [d.second for d in next_runs("@secondly", after=T, count=3)] == [1, 2, 3]
     assert [d.second for d in next_runs("10/25 * * * * *", after=T, count=3)] == [10, 35, 10]
@@ -93,6 +97,7 @@ def test_day_field_readings_of_cron_parser() -> None:
         ("² * * * *", "'²'"),
         ("*/² * * * *", "'²'"),
         ("0 0 \u0661 * *", "'\u0661'"),
+        ("0\u00a00 * * *", "'\\xa0'"),
         ("0 0 LW * *", "day-of-month field"),
         ("0 0 * * 1#6", "day-of-week field"),
         ("0 0 * * 1-2#2", "day-of-week field"),

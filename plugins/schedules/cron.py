@@ -60,9 +60,8 @@ ALIASES = {
     "@weekdays": "0 0 0 * * 1-5",
     "@weekends": "0 0 0 * * 0,6",
 }
-#: field names, lowest and highest values as cron-parser reads them (seconds first)
+#: field names and highest values as cron-parser reads them (seconds first)
 _NAMES = ("second", "minute", "hour", "day-of-month", "month", "day-of-week")
-_LOW = (0, 0, 0, 1, 1, 0)
 _HIGH = (59, 59, 23, 31, 12, 7)
 _SEC, _MIN, _HOUR, _DOM, _MON, _DOW = range(6)
 #: croniter's field order (seconds last) for each of ours
@@ -76,7 +75,6 @@ _MONTHS = {
 _DAYS = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
 _ALPHA = re.compile(r"[a-z]{3}")  # names, as cron-parser finds them
 _ALLOWED = re.compile(r"^[0-9a-z*?,/#()-]+$")
-_NUMBER = re.compile(r"^[0-9]+$")
 _STEP_FROM = re.compile(r"^([0-9]+)/([0-9]+)$")
 _EQUAL_RANGE = re.compile(r"^([0-9]+)-([0-9]+)(?:/([0-9]+))?$")
 _LAST_WEEKDAY = re.compile(r"^([0-9]+)l$")
@@ -333,8 +331,12 @@ class CronSchedule(Schedule):
     ) -> None:
         if not isinstance(expression, str):
             raise InvalidCronError(f"a cron expression must be a string, got {_safe(expression)}")
-        text = " ".join(expression.split(" "))
-        text = " ".join(part for part in text.split(" ") if part)
+        if not expression.isascii():  # before splitting: str.split() knows Unicode spaces
+            bad = next(c for c in expression if not c.isascii())
+            raise InvalidCronError(
+                f"invalid cron {_safe(expression)}: unexpected character {bad!r}"
+            )
+        text = " ".join(expression.split())  # fields are separated by any ASCII whitespace
         if text.lower() in ALIASES:
             # cron-parser has no @midnight: store its twin, so that Node can run it
             text = "@daily" if text.lower() == "@midnight" else text.lower()
