@@ -218,3 +218,19 @@ def test_tickkit_next_shows_the_new_syntax_and_h_by_key() -> None:
     assert [r["at"] for r in out["runs"]] == ["2026-01-12T05:58:00+00:00"]
     done = run("² * * * *")
     assert done.returncode != 0 and "unexpected character '²'" in done.stderr
+
+
+def test_lord_howe_fall_back_goes_on() -> None:
+    """cron-parser gives up here ("loop limit exceeded"), so a Node scheduler stops; tickkit
+    goes on (tests/test_cron_differential.py checks the Node side)."""
+    after = datetime.fromisoformat("2026-04-04T23:00+11:00")
+    assert days("0 21 * * *", 2, after, "Australia/Lord_Howe") == [
+        "Sun 04-05 21:00",
+        "Mon 04-06 21:00",
+    ]
+    runs = next_runs("0 */3 * * *", after=after, count=3, timezone="Australia/Lord_Howe")
+    assert [r.isoformat() for r in runs] == [
+        "2026-04-05T00:00:00+11:00",
+        "2026-04-05T03:00:00+10:30",
+        "2026-04-05T06:00:00+10:30",
+    ]
