@@ -350,7 +350,7 @@ class Kernel:
         """The stored form of a static task's schedule (None for tasks without one)."""
         if definition.schedule is None:
             return None
-        schedule = definition.schedule.anchored(now)
+        schedule = definition.schedule.keyed(definition.name).anchored(now)
         first = schedule.first_fire(now)
         job = Job(
             id=definition.name,
@@ -425,7 +425,8 @@ class Kernel:
         if schedule is None:
             first: datetime | None = now
         else:
-            parsed = hooks.parse_schedule(schedule, definition.timezone).anchored(now)
+            parsed = hooks.parse_schedule(schedule, definition.timezone)
+            parsed = parsed.keyed(id if id is not None else name).anchored(now)
             first = parsed.first_fire(now)
             if first is None:
                 raise InvalidScheduleError(

@@ -29,6 +29,11 @@ class Schedule(abc.ABC):
         """True when the schedule fires more than once."""
         return True
 
+    def keyed(self, key: str) -> Schedule:
+        """Fix whatever depends on the job's identity (a cron ``H``): ``key`` is the job id, or
+        the task name when the job has no id yet. Called once when a job is created."""
+        return self
+
     def anchored(self, now: datetime) -> Schedule:
         """Fix whatever depends on the creation time (an interval's start, a delay's date).
 

@@ -14,6 +14,9 @@ Workloads (issue 2):
 3. memory per scheduled job: 1,000,000 one-off jobs far in the future, each library in a fresh
    subprocess; RSS growth / jobs, and (in another subprocess) tracemalloc's traced growth / jobs.
    The rate at which jobs were created is printed too.
+4. next_runs: microseconds per cron fire time (``tickkit.next_runs`` / APScheduler's
+   ``CronTrigger.get_next_fire_time``), 1,000 times each of four crons (two in DST zones); tickkit
+   cold (croniter's per-month day cache emptied) and warm.
 
 Run from the repository root::
 
@@ -391,6 +394,67 @@ def run_lateness(cfg: Config) -> list[Row]:
     ]
 
 
+#: patterns and zones of the next_runs workload (fixed-time, step, weekday and DST zones)
+NEXT_RUNS_CASES = [
+    ("*/15 * * * *", "UTC"),
+    ("30 2 * * *", "America/New_York"),
+    ("0 9 * * 1-5", "Europe/Berlin"),
+    ("*/7 * * * *", "Australia/Lord_Howe"),
+]
+NEXT_RUNS_COUNT = 1000
+
+
+def tickkit_next_runs(cold: bool) -> float:
+    """Microseconds per fire time of ``next_runs`` over NEXT_RUNS_CASES (1,000 each, from
+    2026-01-01). ``cold``: croniter's per-month day cache is emptied first."""
+    import tickkit
+    from tickkit.plugins.schedules import cron
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    if cold:
+        cron.clear_caches()
+    began = time.perf_counter()
+    for expr, zone in NEXT_RUNS_CASES:
+        tickkit.next_runs(expr, after=start, count=NEXT_RUNS_COUNT, timezone=zone)
+    return (time.perf_counter() - began) / (len(NEXT_RUNS_CASES) * NEXT_RUNS_COUNT) * 1e6
+
+
+def apscheduler_next_runs() -> float:
+    """The same with APScheduler 3's CronTrigger.get_next_fire_time."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    began = time.perf_counter()
+    for expr, zone in NEXT_RUNS_CASES:
+        trigger = CronTrigger.from_crontab(expr, timezone=zone)
+        at = trigger.get_next_fire_time(None, start)
+        for _ in range(NEXT_RUNS_COUNT - 1):
+            at = trigger.get_next_fire_time(at, at + timedelta(microseconds=1))
+    return (time.perf_counter() - began) / (len(NEXT_RUNS_CASES) * NEXT_RUNS_COUNT) * 1e6
+
+
+def run_next_runs(cfg: Config) -> list[Row]:
+    cold: list[float] = []
+    warm: list[float] = []
+    ap: list[float] = []
+    for _ in range(max(cfg.throughput_runs, 5)):
+        gc.collect()
+        cold.append(tickkit_next_runs(cold=True))
+        warm.append(tickkit_next_runs(cold=False))
+        ap.append(apscheduler_next_runs())
+    note = f"{len(NEXT_RUNS_CASES)} crons x {NEXT_RUNS_COUNT} fire times"
+    return [
+        Row(
+            "cron next_runs, cold day cache",
+            "us/run",
+            {TK: median(cold), AP: median(ap)},
+            False,
+            note,
+        ),
+        Row("cron next_runs, warm day cache", "us/run", {TK: median(warm), AP: median(ap)}, False),
+    ]
+
+
 def run_memory(cfg: Config) -> list[Row]:
     """Both libraries' subprocesses run at once (one per core): memory does not depend on it,
     and a 1,000,000-job store takes APScheduler about a minute and a half to build."""
@@ -454,8 +518,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller workloads (about 1 min)")
     parser.add_argument(
         "--only",
-        default="throughput,lateness,memory",
-        help="comma-separated workloads to run (throughput, lateness, memory)",
+        default="throughput,lateness,memory,next_runs",
+        help="comma-separated workloads to run (throughput, lateness, memory, next_runs)",
     )
     parser.add_argument("--runs", type=int, help="repetitions of throughput and lateness")
     parser.add_argument("--no-tracemalloc", action="store_true", help="RSS measurement only")
@@ -476,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_tracemalloc:
         cfg.tracemalloc_jobs = 0
     wanted = {w.strip() for w in args.only.split(",") if w.strip()}
-    unknown = wanted - {"throughput", "lateness", "memory"}
+    unknown = wanted - {"throughput", "lateness", "memory", "next_runs"}
     if unknown:
         parser.error(f"unknown workload(s) {sorted(unknown)!r}")
 
@@ -493,6 +557,8 @@ def main(argv: list[str] | None = None) -> int:
         rows += run_lateness(cfg)
     if "memory" in wanted:
         rows += run_memory(cfg)
+    if "next_runs" in wanted:
+        rows += run_next_runs(cfg)
     print_table(
         f"memory driver: tickkit vs APScheduler 3 ({'quick' if args.quick else 'full'} run)",
         rows,

@@ -286,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--after", type=_datetime, metavar="TIME", help="start after this ISO 8601 time (now)"
     )
+    p.add_argument("--key", metavar="NAME", help="task name or job id that a cron H is hashed from")
     _json_flag(p)
 
     p = command(

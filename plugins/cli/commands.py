@@ -261,7 +261,9 @@ async def cmd_next(args: argparse.Namespace) -> int:
         else:
             after = after.astimezone()
     schedule = tickkit.parse_schedule(args.expression, args.tz)
-    times = tickkit.next_runs(args.expression, after=after, count=args.count, timezone=args.tz)
+    if args.key is not None:
+        schedule = schedule.keyed(args.key)
+    times = tickkit.next_runs(schedule.to_spec(), after=after, count=args.count, timezone=args.tz)
     dst_note = getattr(schedule, "dst_note", None)
     notes = [dst_note(t) if dst_note is not None else None for t in times]
     if args.json:

@@ -1,11 +1,17 @@
-"""Cron expressions in a time zone, with cron's DST rules.
+"""Cron expressions in a time zone, with cron's DST rules, on croniter.
 
-Fields: 5 (minute hour day-of-month month day-of-week) or 6 (second first). Each field takes
-``*``, ``?`` (day fields), numbers, ranges ``a-b``, steps ``*/n``, ``a-b/n`` and ``a/n``, lists
-``a,b``, month names (``jan``) and day names (``mon``); day-of-week 0 and 7 are Sunday; ``L`` in
-the day-of-month field is the last day of the month. Aliases: ``@yearly`` (``@annually``),
-``@monthly``, ``@weekly``, ``@daily`` (``@midnight``), ``@hourly``. When both day fields are
-restricted, a day matches either (classic cron).
+croniter parses and validates the fields and iterates local wall-clock times; this module
+translates the syntax of cron-parser 5 (what Node BullMQ 6.7 calls) into croniter's and keeps
+tickkit's DST layer on top. The syntax and where it reads differently from classic cron are in
+docs/time.md ("Cron syntax").
+
+Fields: 5 (minute hour day-of-month month day-of-week) or 6 (second first). Lists, ranges,
+steps, month and day names, ``?``, ``L`` (``L`` and ``1,L`` in day-of-month, ``5L`` in
+day-of-week: the last Friday), ``#`` (``1#2``: the second Monday), ``W`` (``15W``, croniter's
+nearest weekday; Node cannot run it), Jenkins ``H`` (hashed from the job's key, see
+:meth:`CronSchedule.keyed`) and the macros ``@yearly`` (``@annually``), ``@monthly``,
+``@weekly``, ``@daily`` (``@midnight``), ``@hourly``, ``@minutely``, ``@secondly``,
+``@weekdays``, ``@weekends``.
 
 DST (docs/time.md): a *fixed-time* job (hour field neither ``*`` nor a step) whose local time is
 skipped by a spring-forward jump runs once at the first instant after the jump, and a local
@@ -19,11 +25,15 @@ from __future__ import annotations
 import bisect
 import calendar
 import math
-from datetime import datetime, timedelta, tzinfo
+import re
+from datetime import date, datetime, time, timedelta, tzinfo
 from datetime import timezone as dt_timezone
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from croniter.croniter import CroniterBadDateError
 
 from tickkit import InvalidCronError, Schedule, UnknownTimezoneError
 
@@ -33,18 +43,41 @@ _EPOCH = datetime(1970, 1, 1)
 _YEARS_AHEAD = 30
 #: probe step when looking for a UTC-offset transition between two instants
 _PROBE = 7 * 86400
+#: the longest expression accepted (cron-parser's limit)
+_MAX_LENGTH = 1024
 
+#: cron-parser's macros (all seconds-first); matched case-insensitively
 ALIASES = {
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-    "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@hourly": "0 * * * *",
+    "@yearly": "0 0 0 1 1 *",
+    "@annually": "0 0 0 1 1 *",
+    "@monthly": "0 0 0 1 * *",
+    "@weekly": "0 0 0 * * 0",
+    "@daily": "0 0 0 * * *",
+    "@midnight": "0 0 0 * * *",
+    "@hourly": "0 0 * * * *",
+    "@minutely": "0 * * * * *",
+    "@secondly": "* * * * * *",
+    "@weekdays": "0 0 0 * * 1-5",
+    "@weekends": "0 0 0 * * 0,6",
 }
-_MONTHS = {m.lower(): i for i, m in enumerate(calendar.month_abbr) if m}
+#: field names and highest values as cron-parser reads them (seconds first)
+_NAMES = ("second", "minute", "hour", "day-of-month", "month", "day-of-week")
+_HIGH = (59, 59, 23, 31, 12, 7)
+_SEC, _MIN, _HOUR, _DOM, _MON, _DOW = range(6)
+#: croniter's field order (seconds last) for each of ours
+_CRONITER_ORDER = (_MIN, _HOUR, _DOM, _MON, _DOW, _SEC)
+_MONTHS = {
+    m: i + 1
+    for i, m in enumerate(
+        ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+    )
+}
 _DAYS = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
+_ALPHA = re.compile(r"[a-z]{3}")  # names, as cron-parser finds them
+_ALLOWED = re.compile(r"^[0-9a-z*?,/#()-]+$")
+_STEP_FROM = re.compile(r"^([0-9]+)/([0-9]+)$")
+_EQUAL_RANGE = re.compile(r"^([0-9]+)-([0-9]+)(?:/([0-9]+))?$")
+_LAST_WEEKDAY = re.compile(r"^([0-9]+)l$")
 
 
 @lru_cache(maxsize=512)
@@ -66,119 +99,280 @@ def zone_name(zone: tzinfo) -> str:
     return getattr(zone, "key", None) or "UTC"
 
 
-class _Field:
-    __slots__ = ("hi", "lo", "name", "names")
-
-    def __init__(self, name: str, lo: int, hi: int, names: dict[str, int] | None = None) -> None:
-        self.name, self.lo, self.hi, self.names = name, lo, hi, names or {}
-
-    def value(self, text: str, expr: str) -> int:
-        low = text.lower()
-        if low in self.names:
-            return self.names[low]
-        if not text.isdigit():
-            raise InvalidCronError(f"invalid {self.name} value {text!r} in cron {expr!r}")
-        number = int(text)
-        hi = 7 if self.name == "day-of-week" else self.hi
-        if not self.lo <= number <= hi:
-            raise InvalidCronError(
-                f"{self.name} value {number} is out of range {self.lo}-{hi} in cron {expr!r}"
-            )
-        return 0 if self.name == "day-of-week" and number == 7 else number
-
-    def parse(self, text: str, expr: str) -> tuple[frozenset[int], bool]:
-        """Return the allowed values and whether the field is unrestricted (``*``/``?``)."""
-        if not text:
-            raise InvalidCronError(f"empty {self.name} field in cron {expr!r}")
-        values: set[int] = set()
-        for part in text.split(","):
-            if not part:
-                raise InvalidCronError(f"empty list item in the {self.name} field of cron {expr!r}")
-            rng, _, step_text = part.partition("/")
-            step = 1
-            if _:
-                if not step_text.isdigit() or int(step_text) == 0:
-                    raise InvalidCronError(
-                        f"invalid step {step_text!r} in the {self.name} field of cron {expr!r}"
-                    )
-                step = int(step_text)
-            if rng in ("*", "?"):
-                if rng == "?" and self.name not in ("day-of-month", "day-of-week"):
-                    raise InvalidCronError(f"'?' is only allowed in day fields, cron {expr!r}")
-                start, end = self.lo, self.hi
-            elif "-" in rng:
-                a, _, b = rng.partition("-")
-                start, end = self.value(a, expr), self.value(b, expr)
-                if self.name == "day-of-week" and end == 0 and b != "0":
-                    end = 7  # "5-7" or "fri-sun"
-                if end < start:
-                    raise InvalidCronError(
-                        f"range {rng!r} runs backwards in the {self.name} field of cron {expr!r}"
-                    )
-            else:
-                start = self.value(rng, expr)
-                end = self.hi if _ else start
-            for v in range(start, end + 1, step):
-                values.add(0 if self.name == "day-of-week" and v == 7 else v)
-        star = text.split("/")[0] in ("*", "?") and "," not in text
-        return frozenset(values), star
+def _safe(value: object) -> str:
+    """A repr for error messages that never fails and stays short."""
+    try:
+        text = repr(value)
+    except Exception:  # an error message must not fail
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
-_SECOND = _Field("second", 0, 59)
-_MINUTE = _Field("minute", 0, 59)
-_HOUR = _Field("hour", 0, 23)
-_DOM = _Field("day-of-month", 1, 31)
-_MONTH = _Field("month", 1, 12, _MONTHS)
-_DOW = _Field("day-of-week", 0, 6, _DAYS)
+def _bad(field: int, expr: str, why: str) -> InvalidCronError:
+    return InvalidCronError(f"invalid {_NAMES[field]} field in cron {_safe(expr)}: {why}")
+
+
+def _translate(field: int, text: str, expr: str) -> str:
+    """One field in cron-parser's syntax -> the same field in croniter's, same meaning."""
+    if not text.isascii() or not _ALLOWED.match(text.lower()):
+        raise _bad(field, expr, f"unexpected character in {_safe(text)}")
+    low = text.lower()
+    if field in (_MON, _DOW):
+        names = _MONTHS if field == _MON else _DAYS
+
+        def name(m: re.Match[str]) -> str:
+            word = m.group(0)
+            if word not in names:
+                raise _bad(field, expr, f"unknown name {_safe(word)}")
+            return str(names[word])
+
+        low = _ALPHA.sub(name, low)
+    if field == _DOW and "#" in low and re.search(r"[,/-]", low):
+        raise _bad(field, expr, "'#' cannot be combined with ',', '-' or '/'")
+    out = []
+    for item in low.split(","):
+        if not item:
+            raise _bad(field, expr, "empty list item")
+        if item == "?":
+            if field not in (_DOM, _DOW):
+                raise _bad(field, expr, "'?' is only allowed in the day fields")
+            item = "*"
+        elif "h" in item:
+            pass  # Jenkins H: resolved by croniter with the key
+        elif (m := _STEP_FROM.match(item)) is not None:
+            # cron-parser: "a/n" is "a-<highest>/n" (day-of-week: up to 7, Sunday)
+            item = f"{m.group(1)}-{_HIGH[field]}/{m.group(2)}"
+        elif field == _DOW and (m := _LAST_WEEKDAY.match(item)) is not None:
+            item = f"l{int(m.group(1)) % 7}"  # "5L" (last Friday) is croniter's "L5"
+        if (m := _EQUAL_RANGE.match(item)) is not None and m.group(1) == m.group(2):
+            item = m.group(1)  # "3-3" is 3 (croniter reads an equal range as the whole field)
+        if (m := _EQUAL_RANGE.match(item)) is not None:
+            if m.group(3) is not None and int(m.group(3)) == 0:
+                raise _bad(field, expr, f"invalid step '0' in {_safe(item)}")
+            if int(m.group(1)) > int(m.group(2)):
+                raise _bad(field, expr, f"range {_safe(item)} runs backwards")
+        if field == _DOW:
+            # croniter takes 0-6 (and 7 alone): a range ending at 7 ends at Sunday
+            m = _EQUAL_RANGE.match(item)
+            if m is not None and int(m.group(2)) == 7 and int(m.group(1)) <= 7:
+                lo, step = int(m.group(1)), int(m.group(3) or 1)
+                days = sorted({d % 7 for d in range(lo, 8, step)})
+                item = ",".join(str(d) for d in days)
+        out.append(item)
+    return ",".join(out)
+
+
+def _fields_of(expression: str) -> list[str]:
+    text = ALIASES.get(expression.lower(), expression)
+    fields = text.split(" ")
+    if len(fields) == 5:
+        fields = ["0", *fields]
+    elif len(fields) != 6:
+        raise InvalidCronError(
+            f"invalid cron {_safe(expression)}: expected 5 fields (minute hour day month weekday) "
+            f"or 6 (second first), got {len(fields)}"
+        )
+    return fields
+
+
+def _croniter_text(fields: list[str]) -> str:
+    return " ".join(fields[i] for i in _CRONITER_ORDER)
+
+
+def _expand(
+    fields: list[str], raw: list[str], expression: str, key: bytes | None
+) -> list[list[Any]]:
+    """croniter's expansion of the translated fields (seconds first); errors name the field."""
+    try:
+        expanded = croniter.expand(_croniter_text(fields), hash_id=key)[0]
+    except Exception as exc:  # croniter raises ValueError and TypeError subclasses
+        # name the field croniter refuses: each one alone among wildcards
+        for i in range(6):
+            probe = ["0" if j == _SEC else "*" for j in range(6)]
+            probe[i] = fields[i]
+            try:
+                croniter.expand(_croniter_text(probe), hash_id=key or b"")
+            except Exception as field_exc:
+                reason = str(field_exc).replace(f"[{_croniter_text(probe)}] ", "")
+                raise _bad(i, expression, f"{_safe(raw[i])} ({_safe(reason)[1:-1]})") from None
+        raise InvalidCronError(f"invalid cron {_safe(expression)}: {_safe(str(exc))}") from None
+    return [expanded[_CRONITER_ORDER.index(i)] for i in range(6)]
+
+
+@lru_cache(maxsize=1024)
+def _compile(expression: str, key: str | None) -> tuple[str, list[str], list[list[Any]]]:
+    """(the pattern with H resolved, croniter's fields, croniter's expansion) for a pattern."""
+    if len(expression) > _MAX_LENGTH:
+        raise InvalidCronError(
+            f"invalid cron {_safe(expression)}: longer than {_MAX_LENGTH} characters"
+        )
+    if not expression.isascii():
+        bad = next(c for c in expression if not c.isascii())
+        raise InvalidCronError(f"invalid cron {_safe(expression)}: unexpected character {bad!r}")
+    raw = _fields_of(expression)
+    fields = [_translate(i, text, expression) for i, text in enumerate(raw)]
+    hashed = [i for i in range(6) if "h" in fields[i]]
+    hash_id = (key or "").encode() if hashed else None
+    expanded = _expand(fields, raw, expression, hash_id)
+    if hashed:
+        # store the resolved values, so that Node (which hashes at random) computes the same times
+        for i in hashed:
+            values = expanded[i]
+            raw[i] = "*" if values == ["*"] else ",".join(str(v) for v in values)
+            fields[i] = raw[i]
+        expanded = _expand(fields, raw, expression, None)
+    resolved = expression
+    if hashed:
+        resolved = " ".join(raw[1:] if len(expression.split(" ")) == 5 else raw)
+    # cron-parser's day rule: a day field is a wildcard only when written "*" or "?"; two
+    # restricted fields match when either does. croniter folds a restricted field that covers
+    # every day into "*" (and then only the other field counts): every day matches then.
+    dom_raw, dow_raw = raw[_DOM], raw[_DOW]
+    dom_star, dow_star = dom_raw in ("*", "?"), dow_raw in ("*", "?")
+    dom_all = expanded[_DOM] == ["*"] or set(expanded[_DOM]) >= set(range(1, 32))
+    dow_all = expanded[_DOW] == ["*"] or set(expanded[_DOW]) >= set(range(7))
+    if (not dom_star and dom_all) or (not dow_star and dow_all and "#" not in dow_raw):
+        fields[_DOM] = fields[_DOW] = "*"
+    return resolved, fields, expanded
+
+
+_MIDNIGHT = time(0)
+
+
+#: which days of a month croniter matches, by (day fields, month length, weekday of the 1st):
+#: those decide every day-field form (L, W, #, steps), so a pattern needs at most 28 answers
+_DAYS_CACHE: dict[tuple[str, str, int, int], tuple[int, ...] | None] = {}
+_DAYS_CACHE_SIZE = 8192
+
+
+@lru_cache(maxsize=1024)
+def _plain_sets(dom: str, dow: str) -> tuple[frozenset[int] | None, frozenset[int] | None] | None:
+    """croniter's values of day fields that hold only values (None: L, W or # in them)."""
+    if any(c in dom or c in dow for c in "lw#"):
+        return None
+    expanded = croniter.expand(f"0 0 {dom} * {dow} 0")[0]
+    by_dom = None if expanded[2] == ["*"] else frozenset(expanded[2])
+    by_dow = None if expanded[4] == ["*"] else frozenset(expanded[4])
+    return by_dom, by_dow
+
+
+def _croniter_days(dom: str, dow: str, year: int, month: int) -> tuple[int, ...] | None:
+    """The days of a month croniter matches for the day fields (None: no day ever)."""
+    first_weekday, length = calendar.monthrange(year, month)
+    key = (dom, dow, length, first_weekday)
+    try:
+        return _DAYS_CACHE[key]
+    except KeyError:
+        pass
+    days: tuple[int, ...] | None
+    plain = _plain_sets(dom, dow)
+    if plain is not None:
+        # values only (no L, W or #): croniter's expansion, and membership decides
+        by_dom, by_dow = plain
+        days = tuple(
+            d
+            for d in range(1, length + 1)
+            if (by_dom is None or d in by_dom)
+            and (by_dow is None or (first_weekday + d) % 7 in by_dow)
+        )
+    else:
+        start = datetime(year, month, 1) - timedelta(seconds=1)
+        it = croniter(f"0 0 {dom} * {dow} 0", start, ret_type=datetime)
+        found_days: list[int] = []
+        while True:
+            try:
+                found = it.get_next(datetime)
+            except (CroniterBadDateError, OverflowError, ValueError):
+                days = tuple(found_days) if found_days else None
+                break
+            if (found.year, found.month) != (year, month):
+                days = tuple(found_days)
+                break
+            found_days.append(found.day)
+    if len(_DAYS_CACHE) >= _DAYS_CACHE_SIZE:
+        _DAYS_CACHE.clear()
+    _DAYS_CACHE[key] = days
+    return days
+
+
+def clear_caches() -> None:
+    """Forget cached croniter answers (benchmarks measure the cold path with it)."""
+    _DAYS_CACHE.clear()
+    _plain_sets.cache_clear()
+    _compile.cache_clear()
+
+
+def _month_days(dom: str, dow: str, year: int, month: int) -> tuple[int, ...] | None:
+    """The days of a month that match (None: no day ever does).
+
+    Both day fields restricted: a day matches when either does (cron-parser's rule), asked of
+    croniter one field at a time.
+    """
+    if dom == "*" or dow == "*":
+        return _croniter_days(dom, dow, year, month)
+    by_dom = _croniter_days(dom, "*", year, month)
+    by_dow = _croniter_days("*", dow, year, month)
+    if by_dom is None and by_dow is None:
+        return None
+    return tuple(sorted(set(by_dom or ()) | set(by_dow or ())))
 
 
 class CronSchedule(Schedule):
-    """A cron expression evaluated in a time zone (default UTC)."""
+    """A cron expression evaluated in a time zone (default UTC).
+
+    ``key`` is what a Jenkins ``H`` hashes (a task name or a job id; see :meth:`keyed`): the
+    spec stores the resolved pattern.
+    """
 
     kind = "cron"
 
-    def __init__(self, expression: str, timezone: str | None = None) -> None:
+    def __init__(
+        self, expression: str, timezone: str | None = None, *, key: str | None = None
+    ) -> None:
         if not isinstance(expression, str):
-            raise InvalidCronError(f"a cron expression must be a string, got {expression!r}")
-        self.expression = " ".join(expression.split())
+            raise InvalidCronError(f"a cron expression must be a string, got {_safe(expression)}")
+        if not expression.isascii():  # before splitting: str.split() knows Unicode spaces
+            bad = next(c for c in expression if not c.isascii())
+            raise InvalidCronError(
+                f"invalid cron {_safe(expression)}: unexpected character {bad!r}"
+            )
+        text = " ".join(expression.split())  # fields are separated by any ASCII whitespace
+        if text.lower() in ALIASES:
+            # cron-parser has no @midnight: store its twin, so that Node can run it
+            text = "@daily" if text.lower() == "@midnight" else text.lower()
         self.zone = get_zone(timezone)
         self.timezone = zone_name(self.zone)
-        text = ALIASES.get(self.expression.lower(), self.expression)
-        fields = text.split()
-        if len(fields) == 5:
-            fields = ["0", *fields]
-        elif len(fields) != 6:
-            raise InvalidCronError(
-                f"invalid cron {expression!r}: expected 5 fields (minute hour day month weekday) "
-                f"or 6 (second first), got {len(fields)}"
-            )
-        sec, minute, hour, dom, month, dow = fields
-        last_day = False
-        if dom.upper() == "L":
-            last_day, dom = True, "*"
-            dom_set, dom_star = frozenset(), False
-        else:
-            dom_set, dom_star = _DOM.parse(dom, expression)
-        self._seconds = sorted(_SECOND.parse(sec, expression)[0])
-        self._minutes = sorted(_MINUTE.parse(minute, expression)[0])
-        self._hours = sorted(_HOUR.parse(hour, expression)[0])
-        self._months = sorted(_MONTH.parse(month, expression)[0])
-        self._doms = dom_set
-        self._last_day = last_day
-        self._dows, dow_star = _DOW.parse(dow, expression)
-        self._dom_star = dom_star
-        self._dow_star = dow_star
+        self.source = text
+        self.key = key
+        self.expression, fields, expanded = _compile(text, key)
+        self._cron_text = _croniter_text(fields)
+        self._hours = sorted(expanded[_HOUR]) if expanded[_HOUR] != ["*"] else list(range(24))
+        self._minutes = sorted(expanded[_MIN]) if expanded[_MIN] != ["*"] else list(range(60))
+        self._seconds = sorted(expanded[_SEC]) if expanded[_SEC] != ["*"] else list(range(60))
+        hour = _fields_of(self.expression)[_HOUR].lower()
         #: True when the hour field is a wildcard or a step: real-time spacing across DST
         self.real_time = hour.startswith(("*", "?")) or "/" in hour
         self._fixed_offset = self.zone is UTC or isinstance(self.zone, dt_timezone)
+        months = expanded[_MON]
+        self._months = frozenset(range(1, 13) if months == ["*"] else months)
+        #: the day fields in croniter's syntax: which days match is croniter's answer
+        self._days = (fields[_DOM], fields[_DOW])
         if self._next_wall(datetime(2000, 1, 1)) is None:
-            raise InvalidCronError(f"cron {expression!r} never fires")
+            raise InvalidCronError(f"cron {_safe(expression)} never fires")
+
+    def keyed(self, key: str) -> CronSchedule:
+        """This schedule with ``H`` hashed from ``key`` (the task name or the job id)."""
+        if key == self.key or "h" not in self.source.lower() or self.source.startswith("@"):
+            return self
+        return CronSchedule(self.source, self.timezone, key=key)
 
     # --- identity ----------------------------------------------------------------------
     def to_spec(self) -> dict[str, Any]:
         return {"type": "cron", "value": self.expression, "timezone": self.timezone}
 
     def describe(self) -> str:
+        if self.expression != self.source:
+            return f"cron {self.expression!r} ({self.source!r}) ({self.timezone})"
         return f"cron {self.expression!r} ({self.timezone})"
 
     def __eq__(self, other: object) -> bool:
@@ -190,85 +384,47 @@ class CronSchedule(Schedule):
     def __repr__(self) -> str:
         return f"CronSchedule({self.expression!r}, timezone={self.timezone!r})"
 
-    # --- wall-clock matching -----------------------------------------------------------
-    def _day_ok(self, y: int, mo: int, d: int) -> bool:
-        dom_ok = d in self._doms or (self._last_day and d == calendar.monthrange(y, mo)[1])
-        dom_restricted = not self._dom_star
-        dow_restricted = not self._dow_star
-        if dom_restricted and dow_restricted:
-            return dom_ok or ((calendar.weekday(y, mo, d) + 1) % 7) in self._dows
-        if dom_restricted:
-            return dom_ok
-        if dow_restricted:
-            return ((calendar.weekday(y, mo, d) + 1) % 7) in self._dows
-        return True
-
+    # --- wall-clock matching (croniter) --------------------------------------------------
     def matches_wall(self, wall: datetime) -> bool:
         """Whether a local wall time matches the fields."""
-        return (
-            wall.month in self._months
-            and self._day_ok(wall.year, wall.month, wall.day)
-            and wall.hour in self._hours
-            and wall.minute in self._minutes
-            and wall.second in self._seconds
-        )
+        return self._next_wall(wall.replace(microsecond=0)) == wall
+
+    def _time_on(self, day: date, start: time) -> datetime | None:
+        """The first time of the fields at or after ``start`` on a day croniter matched."""
+        hours, minutes, seconds = self._hours, self._minutes, self._seconds
+        h, mi, s = start.hour, start.minute, start.second
+        i = bisect.bisect_left(hours, h)
+        while i < len(hours):
+            if hours[i] != h:
+                mi, s = 0, 0
+            j = bisect.bisect_left(minutes, mi)
+            while j < len(minutes):
+                if minutes[j] != mi:
+                    s = 0
+                k = bisect.bisect_left(seconds, s)
+                if k < len(seconds):
+                    return datetime.combine(day, time(hours[i], minutes[j], seconds[k]))
+                j, s = j + 1, 0
+            i, mi, s = i + 1, 0, 0
+        return None
 
     def _next_wall(self, start: datetime) -> datetime | None:
         """The first matching naive wall time at or after ``start`` (second resolution)."""
         y, mo, d = start.year, start.month, start.day
-        h, mi, s = start.hour, start.minute, start.second
-        limit = y + _YEARS_AHEAD
-        months, hours, minutes, seconds = self._months, self._hours, self._minutes, self._seconds
-        while y <= limit:
-            i = bisect.bisect_left(months, mo)
-            if i == len(months):
-                y, mo, d, h, mi, s = y + 1, months[0], 1, 0, 0, 0
-                continue
-            if months[i] != mo:
-                mo, d, h, mi, s = months[i], 1, 0, 0, 0
-            ndays = calendar.monthrange(y, mo)[1]
-            while d <= ndays and not self._day_ok(y, mo, d):
-                d, h, mi, s = d + 1, 0, 0, 0
-            if d > ndays:
-                mo, d, h, mi, s = mo + 1, 1, 0, 0, 0
-                if mo > 12:
-                    y, mo = y + 1, 1
-                continue
-            i = bisect.bisect_left(hours, h)
-            if i == len(hours):
-                d, h, mi, s = d + 1, 0, 0, 0
-                if d > ndays:
-                    mo, d = mo + 1, 1
-                    if mo > 12:
-                        y, mo = y + 1, 1
-                continue
-            if hours[i] != h:
-                h, mi, s = hours[i], 0, 0
-            i = bisect.bisect_left(minutes, mi)
-            if i == len(minutes):
-                h, mi, s = h + 1, 0, 0
-                if h > 23:
-                    d, h = d + 1, 0
-                    if d > ndays:
-                        mo, d = mo + 1, 1
-                        if mo > 12:
-                            y, mo = y + 1, 1
-                continue
-            if minutes[i] != mi:
-                mi, s = minutes[i], 0
-            i = bisect.bisect_left(seconds, s)
-            if i == len(seconds):
-                mi, s = mi + 1, 0
-                if mi > 59:
-                    h, mi = h + 1, 0
-                    if h > 23:
-                        d, h = d + 1, 0
-                        if d > ndays:
-                            mo, d = mo + 1, 1
-                            if mo > 12:
-                                y, mo = y + 1, 1
-                continue
-            return datetime(y, mo, d, h, mi, seconds[i])
+        at: time | None = start.time()
+        last = y + _YEARS_AHEAD
+        while y <= last:
+            if mo in self._months:
+                days = _month_days(*self._days, y, mo)
+                if days is None:
+                    return None  # croniter finds no day at all
+                for day in days[bisect.bisect_left(days, d) :]:
+                    found = self._time_on(date(y, mo, day), at if day == d else _MIDNIGHT)
+                    if found is not None:
+                        return found
+            mo, d, at = mo + 1, 1, _MIDNIGHT
+            if mo > 12:
+                y, mo = y + 1, 1
         return None
 
     # --- instants ----------------------------------------------------------------------
