@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
+import attrs
 
 from tickkit import (
     Acquired,
@@ -23,6 +24,7 @@ from tickkit import (
     Driver,
     DriverContext,
     DriverError,
+    InvalidDataError,
     Job,
     JobExistsError,
     JobState,
@@ -30,21 +32,25 @@ from tickkit import (
     Outcome,
     Plan,
     RunResult,
+    redact,
+    redact_url,
 )
 from tickkit.driver import select_jobs
 from tickkit.models import from_millis, to_millis
 
 from . import mapping
-from .link import Link, Script, Target
+from .link import Link, Script, Target, is_permanent
 
 try:
     import redis.asyncio as aioredis
+    from redis.asyncio.connection import parse_url
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialBackoff
+    from redis.exceptions import AuthenticationError, RedisError
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
-except ImportError:  # pragma: no cover - depends on the installed extras
-    raise MissingExtraError("the redis:// driver", "redis", "redis") from None
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise MissingExtraError("the redis:// driver", "redis", exc.name or "redis") from None
 
 log = logging.getLogger("tickkit.drivers.bullmq")
 
@@ -67,9 +73,81 @@ _ZSETS = ("delayed", "tk:paused", "prioritized", "completed", "failed")
 _LISTS = ("wait", "active")
 _WHERE = {"tk:paused": "paused"}
 _MIN_REDIS = (6, 2)
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 Retention = bool | int | Mapping[str, int]
+
+#: options a redis://, rediss:// or unix:// URL may carry (besides the credentials, host, port
+#: and database of the URL itself)
+URL_OPTIONS = (
+    "queue",
+    "prefix",
+    "db",
+    "socket_timeout",
+    "socket_connect_timeout",
+    "socket_keepalive",
+    "health_check_interval",
+    "ssl_cert_reqs",
+    "ssl_ca_certs",
+    "ssl_ca_path",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_check_hostname",
+    "ssl_min_version",
+    "ssl_ciphers",
+)
+#: how long a management call (list, get, create... outside a worker) tries to reach Redis
+MANAGEMENT_GIVE_UP = 5.0
+
+
+def _check_url(url: str) -> None:
+    """Refuse a URL redis-py would fail on later with a bare TypeError or ValueError."""
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        names = [name for name, _ in parse_qsl(parts.query, keep_blank_values=True)]
+    except ValueError as exc:
+        raise DriverError(f"invalid Redis URL {shown!r}: {redact(str(exc))}") from None
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise DriverError(f"not a redis://, rediss:// or unix:// URL: {shown!r}")
+    for name in names:
+        if name not in URL_OPTIONS:
+            raise DriverError(
+                f"unknown option {name!r} in Redis URL {shown!r}; accepted options: "
+                f"{', '.join(URL_OPTIONS)}"
+            )
+    try:
+        parse_url(url)
+    except Exception as exc:
+        raise DriverError(f"invalid Redis URL {shown!r}: {redact(str(exc))}") from None
+
+
+def _permanent_redis_error(exc: BaseException) -> bool:
+    """A redis-py error no reconnect cures: credentials refused, a database that is missing."""
+    if isinstance(exc, AuthenticationError):
+        return True
+    text = str(exc)
+    return is_permanent(text) or "Invalid Database" in text
+
+
+class _Refused(DriverError):
+    """Raised out of redis-py's retry loop for an error that must not be retried."""
+
+
+class _Retry(Retry):
+    """redis-py's retry, except that permanent errors (wrong password, NOAUTH, a missing
+    database) end it at once."""
+
+    async def call_with_retry(self, do: Any, fail: Any, *args: Any, **kwargs: Any) -> Any:
+        async def guarded() -> Any:
+            try:
+                return await do()
+            except RedisError as exc:
+                if _permanent_redis_error(exc):
+                    raise _Refused(f"Redis refused the connection: {redact(str(exc))}") from None
+                raise
+
+        return await super().call_with_retry(guarded, fail, *args, **kwargs)
 
 
 def _load_lua() -> dict[str, str]:
@@ -79,6 +157,12 @@ def _load_lua() -> dict[str, str]:
         name: common + "\n" + folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
         for name in _SCRIPTS
     }
+
+
+def _text(value: str) -> str:
+    """An error text or traceback as valid UTF-8 (a lone surrogate from an exception message
+    is written escaped): the outcome of a run is always recordable."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _retention(value: Retention, what: str) -> Any:
@@ -134,8 +218,8 @@ class BullMQDriver(Driver):
             )
         self._url: str | None = url_or_connection if isinstance(url_or_connection, str) else None
         self._given = None if isinstance(url_or_connection, str) else url_or_connection
-        if self._url is not None and urlsplit(self._url).scheme not in ("redis", "rediss", "unix"):
-            raise DriverError(f"not a redis:// or rediss:// URL: {self._url!r}")
+        if self._url is not None:
+            _check_url(self._url)
         self.queue = queue
         self.prefix = prefix
         self.key = f"{prefix}:{queue}:"
@@ -165,8 +249,13 @@ class BullMQDriver(Driver):
         #: listener block (a busy worker finds new jobs through its own calls)
         self._drained: asyncio.Event | None = None
 
+    def __repr__(self) -> str:
+        where = redact_url(self._url) if self._url is not None else "a given client"
+        return f"<BullMQDriver {where} queue={self.queue!r} prefix={self.prefix!r}>"
+
     @classmethod
     def from_url(cls, url: str, **options: Any) -> BullMQDriver:
+        _check_url(url)
         parts = urlsplit(url)
         query = []
         for name, value in parse_qsl(parts.query):
@@ -179,11 +268,23 @@ class BullMQDriver(Driver):
     # --- connections ----------------------------------------------------------------------
 
     def _client_options(self) -> dict[str, Any]:
+        # management calls go through this client: a few tries within a few seconds, then a
+        # clear DriverError (a worker's own calls go through the link and retry for longer)
         return {
             "decode_responses": True,
-            "retry": Retry(ExponentialBackoff(cap=2.0, base=0.05), self.connect_retries),
+            # (redis-py nests the connect retry inside the command retry: 3 and 3, ~3.5 s)
+            "retry": _Retry(ExponentialBackoff(cap=1.0, base=0.05), min(self.connect_retries, 3)),
             "retry_on_error": [RedisConnectionError, RedisTimeoutError, ConnectionError],
             "health_check_interval": 15,
+            "socket_connect_timeout": 2.0,
+        }
+
+    def _blocker_options(self) -> dict[str, Any]:
+        """The marker connection: no retry inside redis-py, the listener retries (and logs)."""
+        return {
+            **self._client_options(),
+            "retry": _Retry(ExponentialBackoff(cap=1.0, base=0.05), 0),
+            "socket_timeout": None,
         }
 
     async def start(self, ctx: DriverContext) -> None:
@@ -193,12 +294,12 @@ class BullMQDriver(Driver):
             self._redis = aioredis.from_url(self._url, **self._client_options())
             # the blocking connection carries BullMQ's worker name, so dashboards list us
             self._blocker = aioredis.from_url(
-                self._url, **self._client_options(), socket_timeout=None, client_name=name
+                self._url, **self._blocker_options(), client_name=name
             )
         else:
             pool = self._given.connection_pool
             self._redis = self._given
-            kwargs = {**pool.connection_kwargs, "socket_timeout": None, "client_name": name}
+            kwargs = {**pool.connection_kwargs, **self._blocker_options(), "client_name": name}
             self._blocker = aioredis.Redis(
                 connection_pool=aioredis.ConnectionPool(
                     connection_class=pool.connection_class, **kwargs
@@ -225,13 +326,15 @@ class BullMQDriver(Driver):
         target = (
             Target.from_url(self._url) if self._url is not None else Target.from_client(self._given)
         )
-        self._link = Link(target, retries=self.connect_retries)
+        self._link = Link(target, retries=self.connect_retries, give_up_after=MANAGEMENT_GIVE_UP)
 
     def _start_worker_tasks(self) -> None:
         """Start blocking on the marker and checking for stalled jobs: a worker's duties,
         begun at the first claim, so a kernel that only manages jobs (opened, not started)
         does neither, as a Node BullMQ Queue does neither."""
         if not self._tasks:
+            if self._link is not None:
+                self._link.give_up_after = None  # a worker keeps trying (and logs each try)
             self._tasks = [
                 asyncio.create_task(self._listen(), name="tickkit-bullmq-marker"),
                 asyncio.create_task(self._stalled_loop(), name="tickkit-bullmq-stalled"),
@@ -264,11 +367,20 @@ class BullMQDriver(Driver):
 
     @asynccontextmanager
     async def _busy(self) -> AsyncIterator[None]:
+        """Count a management call in flight, and turn redis-py's errors into a DriverError
+        whose message carries no credentials."""
         self._io += 1
         try:
             yield
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            raise DriverError(
+                f"Redis call failed ({self._where()}): {type(exc).__name__}: {redact(str(exc))}"
+            ) from None
         finally:
             self._io -= 1
+
+    def _where(self) -> str:
+        return redact_url(self._url) if self._url is not None else "a given client"
 
     async def _run(self, script: str, *args: Any) -> Any:
         link = self._link
@@ -297,7 +409,9 @@ class BullMQDriver(Driver):
                 raise
             except Exception as exc:
                 log.warning(
-                    "waiting on the BullMQ marker failed (%s); retrying in %.2fs", exc, delay
+                    "waiting on the BullMQ marker failed (%s); reconnecting in %.2fs",
+                    redact(str(exc)) or type(exc).__name__,
+                    delay,
                 )
                 await asyncio.sleep(delay)  # a network retry: real time, not the kernel's clock
                 delay = min(delay * 2, 5.0)
@@ -340,6 +454,10 @@ class BullMQDriver(Driver):
         )
 
     # --- managing jobs ----------------------------------------------------------------------
+
+    def check_id(self, job_id: str) -> None:
+        """BullMQ's id rules and the queue's own key names (see mapping.RESERVED_IDS)."""
+        mapping.check_job_id(job_id)
 
     async def add_job(self, job: Job, *, replace: bool = False) -> str:
         if job.schedule is not None and job.schedule.get("type") in mapping.RECURRING_TYPES:
@@ -756,11 +874,21 @@ class BullMQDriver(Driver):
         """complete.lua: the code, or with ``fetch`` > 0 ``[code, *takeJobs' result]``."""
         failed = result.outcome in (Outcome.FAILED, Outcome.TIMED_OUT)
         if result.retry_at is not None:
-            kind, value = "retry", result.error or ""
+            kind, value = "retry", _text(result.error or "")
         elif failed:
-            kind, value = "finish", result.error or result.outcome.value
+            kind, value = "finish", _text(result.error or result.outcome.value)
         else:
-            kind, value = "finish", _dumps(result.return_value)
+            try:
+                kind, value = "finish", mapping.encode_return(result.return_value)
+            except InvalidDataError as exc:
+                # a value Redis or Node cannot hold fails this run alone: the job never stays
+                # active (its lock would expire and it would run again)
+                log.error("job %s: %s", job_id, exc)
+                failed = True
+                result = attrs.evolve(
+                    result, outcome=Outcome.FAILED, error=str(exc), return_value=None
+                )
+                kind, value = "finish", str(exc)
         started = to_millis(result.started_at) if result.started_at is not None else ""
         take = (fetch, *self._take_args()) if fetch > 0 else ()
         return await self._run(
@@ -772,12 +900,12 @@ class BullMQDriver(Driver):
             "failed" if failed else "completed",
             result.outcome.value,
             value,
-            result.traceback or "",
+            _text(result.traceback or ""),
             to_millis(result.retry_at) if result.retry_at is not None else "",
             self._keep_complete,
             self._keep_fail,
             started,
-            result.error or "",
+            _text(result.error or ""),
             *take,
         )
 

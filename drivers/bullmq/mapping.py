@@ -8,7 +8,16 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from tickkit import Backoff, Codec, InvalidJobIdError, InvalidScheduleError, Job, JobState, Outcome
+from tickkit import (
+    Backoff,
+    Codec,
+    InvalidDataError,
+    InvalidJobIdError,
+    InvalidScheduleError,
+    Job,
+    JobState,
+    Outcome,
+)
 from tickkit.models import from_millis
 
 #: schedule types a job scheduler can hold
@@ -28,14 +37,86 @@ _STATE_OF = {
 }
 
 
+#: key suffixes of a BullMQ 6 queue (QueueKeys.getKeys in BullMQ's classes/queue-keys, and the
+#: keys its scripts build: metrics, dn) and this driver's own ``tk:*`` keys: a job whose id is
+#: one of them would be stored over the queue's own key (or its ``<id>:...`` keys over the
+#: queue's ``<suffix>:...`` keys)
+RESERVED_IDS = frozenset(
+    {
+        "active",
+        "wait",
+        "waiting-children",
+        "paused",
+        "id",
+        "delayed",
+        "prioritized",
+        "stalled-check",
+        "completed",
+        "failed",
+        "stalled",
+        "repeat",
+        "limiter",
+        "meta",
+        "events",
+        "pc",
+        "marker",
+        "de",
+        "dn",
+        "metrics",
+        "tk",
+    }
+)
+
+
 def check_job_id(job_id: str) -> str:
-    """BullMQ's rules for custom job ids: not an integer, no ':', not empty."""
+    """BullMQ's rules for custom job ids (not an integer, no ':', not empty) and the names the
+    queue's own keys use."""
     if not isinstance(job_id, str) or not job_id or ":" in job_id or job_id.isdigit():
         raise InvalidJobIdError(
-            f"invalid job id {job_id!r} for BullMQ: it must be a non-empty string that is not "
-            "an integer and has no ':'"
+            f"invalid job id {_short(job_id)} for BullMQ: it must be a non-empty string that is "
+            "not an integer and has no ':'"
+        )
+    if job_id in RESERVED_IDS:
+        raise InvalidJobIdError(
+            f"invalid job id {job_id!r} for BullMQ: it is the name of one of the queue's own "
+            f"keys (reserved: {', '.join(sorted(RESERVED_IDS))})"
         )
     return job_id
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def encode_return(value: Any) -> str:
+    """A return value as strict JSON that Node's ``JSON.parse`` reads back: no NaN or
+    infinity, no integer past a double's range, no lone surrogate. Raises InvalidDataError
+    naming the value."""
+    try:
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        _check_numbers(value)
+        text.encode("utf-8")
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        raise InvalidDataError(
+            f"the return value {_short(value)} cannot be stored as JSON: {exc}"
+        ) from None
+    return text
+
+
+def _check_numbers(value: Any) -> None:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, int) and not isinstance(item, bool):
+            float(item)  # OverflowError past a double's range (Node would read Infinity)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
 
 
 def spec_to_repeat(spec: Mapping[str, Any]) -> dict[str, Any]:
