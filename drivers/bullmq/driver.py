@@ -25,6 +25,7 @@ from tickkit import (
     DriverContext,
     DriverError,
     InvalidDataError,
+    InvalidScheduleError,
     Job,
     JobExistsError,
     JobState,
@@ -157,6 +158,13 @@ def _load_lua() -> dict[str, str]:
         name: common + "\n" + folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
         for name in _SCRIPTS
     }
+
+
+def _wrong_type(exc: Exception, what: str) -> str:
+    """The defect of a record whose key Redis holds as another type than a hash."""
+    if "WRONGTYPE" in str(exc):
+        return f"the {what} key is not a hash (WRONGTYPE)"
+    return f"the {what} record cannot be read: {redact(str(exc))}"
 
 
 def _text(value: str) -> str:
@@ -564,23 +572,32 @@ class BullMQDriver(Driver):
             pipe.hgetall(f"{self.key}repeat:{job_id}")
             pipe.zscore(self.key + "repeat", job_id)
             pipe.hgetall(self.key + job_id)
-            sh, next_ms, h = await pipe.execute()
+            sh, next_ms, h = await pipe.execute(raise_on_error=False)
+        if isinstance(sh, Exception):
+            return mapping.unreadable_view(job_id, None, _wrong_type(sh, "job scheduler"))
+        if isinstance(next_ms, Exception):
+            next_ms = None
         if sh:
             current_id = f"repeat:{job_id}:{int(next_ms)}" if next_ms is not None else None
             current: dict[str, str] | None = None
             where: str | None = None
             if current_id is not None:
                 current, where, _ = await self._locate(current_id)
+                if isinstance(current, Exception):
+                    current = None
             return mapping.scheduler_view(self.ctx.codec, job_id, sh, next_ms, current, where)
         if not h:
             return None
         h, where, score = await self._locate(job_id)
+        if isinstance(h, Exception):
+            return mapping.unreadable_view(job_id, where, _wrong_type(h, "job"))
         if not h:
             return None
         return mapping.one_off_view(self.ctx.codec, job_id, h, where, score)
 
-    async def _locate(self, job_id: str) -> tuple[dict[str, str], str | None, float | None]:
-        """A job's hash, the container it is in and its score there (one transaction)."""
+    async def _locate(self, job_id: str) -> tuple[Any, str | None, float | None]:
+        """A job's hash (or the error reading it: a key of another type), the container it is
+        in and its score there (one transaction)."""
         async with self._busy():
             pipe = self._redis.pipeline(transaction=True)
             pipe.hgetall(self.key + job_id)
@@ -588,7 +605,7 @@ class BullMQDriver(Driver):
                 pipe.zscore(self.key + name, job_id)
             for name in _LISTS:
                 pipe.lpos(self.key + name, job_id)
-            h, *found = await pipe.execute()
+            h, *found = await pipe.execute(raise_on_error=False)
         for name, value in zip((*_ZSETS, *_LISTS), found, strict=False):
             if value is not None:
                 return h, _WHERE.get(name, name), float(value) if name in _ZSETS else None
@@ -627,22 +644,28 @@ class BullMQDriver(Driver):
                 pipe.hgetall(self.key + job_id)
             for sid in schedulers:
                 pipe.hgetall(f"{self.key}repeat:{sid}")
-            hashes = await pipe.execute()
+            hashes = await pipe.execute(raise_on_error=False)
         jobs: list[Job] = []
         for job_id, h in zip(ids, hashes[: len(ids)], strict=False):
-            if h:
-                container, score = where[job_id]
+            container, score = where[job_id]
+            if isinstance(h, Exception):
+                jobs.append(mapping.unreadable_view(job_id, container, _wrong_type(h, "job")))
+            elif h:
                 jobs.append(mapping.one_off_view(self.ctx.codec, job_id, h, container, score))
         currents = [f"repeat:{sid}:{int(score)}" for sid, score in schedulers.items()]
         async with self._busy():
             pipe = self._redis.pipeline(transaction=False)
             for current_id in currents:
                 pipe.hgetall(self.key + current_id)
-            current_hashes = await pipe.execute()
+            current_hashes = await pipe.execute(raise_on_error=False)
         for (sid, score), sh, current_id, ch in zip(
             schedulers.items(), hashes[len(ids) :], currents, current_hashes, strict=False
         ):
-            if sh:
+            if isinstance(ch, Exception):
+                ch = None
+            if isinstance(sh, Exception):
+                jobs.append(mapping.unreadable_view(sid, None, _wrong_type(sh, "job scheduler")))
+            elif sh:
                 container = where.get(current_id, (None, None))[0]
                 jobs.append(
                     mapping.scheduler_view(self.ctx.codec, sid, sh, score, ch or None, container)
@@ -747,9 +770,16 @@ class BullMQDriver(Driver):
         self._next_due_ms = next_delayed if next_delayed >= 0 else None
         claims: list[Claim] = []
         for i in range(2, len(result), 3):
-            claim = await self._claim(result[i], result[i + 1], result[i + 2], now)
-            if claim is not None:
-                claims.append(claim)
+            job_id, token, values = result[i], result[i + 1], result[i + 2]
+            try:
+                claim = await self._claim(job_id, token, values, now)
+            except Exception as exc:
+                # one job that cannot be read never costs the other jobs of this take: it is
+                # handed to the kernel with its defect, which fails it once
+                claim = self._defect_claim(
+                    job_id, token, values, now, f"cannot read the job: {type(exc).__name__}: {exc}"
+                )
+            claims.append(claim)
         # while the queue has more for us, our own calls find it: block on the marker only
         # when drained (as BullMQ's worker does)
         drained = self._drained
@@ -764,16 +794,43 @@ class BullMQDriver(Driver):
             next_due = limited if next_due is None else min(next_due, limited)
         return Acquired(claims, next_due)
 
+    def _defect_claim(
+        self, job_id: str, token: str, values: Sequence[Any], now: datetime, defect: str
+    ) -> Claim:
+        """A claim the kernel fails once without running it (``Job.defect``)."""
+        name = values[0] if values and isinstance(values[0], str) else ""
+        job = Job(
+            id=job_id,
+            name=name,
+            state=JobState.RUNNING,
+            meta={"bullmq_job_id": job_id},
+            defect=defect,
+        )
+        return Claim(
+            job=job,
+            scheduled_at=now,
+            attempt=1,
+            token=token,
+            lease_expires_at=now + timedelta(seconds=self.lease_duration),
+            plan=Plan(True, now, 0, None),
+            handle=(job_id, token),
+        )
+
     async def _claim(
         self, job_id: str, token: str, values: list[str | None], now: datetime
-    ) -> Claim | None:
+    ) -> Claim:
         lease_end = now + timedelta(seconds=self.lease_duration)
         try:
             data = self.ctx.codec.decode(values[1] or "null")
         except ValueError as exc:
-            await self._fail_now(job_id, token, f"job data is not JSON ({exc}): {values[1]!r:.200}")
-            return None
-        view = mapping.claimed_view(job_id, values, data)
+            return self._defect_claim(
+                job_id,
+                token,
+                values,
+                now,
+                f"job data is not JSON ({exc}): {mapping._short(values[1], 200)}",
+            )
+        view = mapping.claimed_view(job_id, values, data, to_millis(now))
         attempt = view.attempt + 1
         scheduler_id = values[5]
         if not scheduler_id:
@@ -788,7 +845,10 @@ class BullMQDriver(Driver):
         opts = mapping.opts_info(values[2])[0]
         # a job a scheduler produced: the tickkit job is the scheduler
         repeat = opts.get("repeat") if isinstance(opts.get("repeat"), dict) else {}
-        spec = mapping.repeat_to_spec({k: str(v) for k, v in repeat.items() if v is not None})
+        try:
+            spec = mapping.repeat_to_spec({k: str(v) for k, v in repeat.items() if v is not None})
+        except InvalidScheduleError as exc:
+            return self._defect_claim(job_id, token, values, now, str(exc))
         assert view.scheduled_at is not None
         scheduled_at = view.scheduled_at
         job = Job(
@@ -808,12 +868,14 @@ class BullMQDriver(Driver):
         try:
             plan = self.ctx.plan(job, scheduled_at, attempt, now)
         except Exception as exc:
-            await self._fail_now(
+            return self._defect_claim(
                 job_id,
                 token,
-                f"cannot compute the next run of job scheduler {scheduler_id!r}: {exc}",
+                values,
+                now,
+                f"cannot compute the next run of job scheduler {scheduler_id!r} "
+                f"(schedule {spec!r}): {exc}",
             )
-            return None
         if attempt == 1 and plan.next_run_at is not None:
             next_ms = to_millis(plan.next_run_at)
             # the kernel learns this time from acquire's next_due: the marker that the next job
@@ -830,12 +892,6 @@ class BullMQDriver(Driver):
             plan=plan if attempt == 1 else Plan(True, scheduled_at, 0, None),
             handle=(job_id, token),
         )
-
-    async def _fail_now(self, job_id: str, token: str, reason: str) -> None:
-        """Fail a taken job that cannot run at all (bad data), with a clear failedReason."""
-        log.error("job %s failed before running: %s", job_id, reason)
-        now = self.ctx.clock.now()
-        await self._finish(job_id, token, RunResult(Outcome.FAILED, now, error=reason))
 
     async def renew(self, claims: Sequence[Claim], now: datetime) -> list[Claim]:
         held = [c for c in claims if c.handle is not None]

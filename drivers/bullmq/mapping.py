@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
+import math
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -143,7 +145,15 @@ def repeat_to_spec(fields: Mapping[str, str]) -> dict[str, Any] | None:
         return {"type": "cron", "value": pattern, "timezone": fields.get("tz") or "UTC"}
     every = fields.get("every")
     if every not in (None, ""):
-        return {"type": "interval", "value": float(every) / 1000}
+        try:
+            value = float(every) / 1000  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            value = math.nan
+        if not math.isfinite(value) or value <= 0:
+            raise InvalidScheduleError(
+                f"field 'every' of a job scheduler is not a positive number of ms: {_short(every)}"
+            )
+        return {"type": "interval", "value": value}
     return None
 
 
@@ -193,7 +203,7 @@ def parse_json(text: str | None, default: Any = None) -> Any:
 def _int(text: str | None, default: int = 0) -> int:
     try:
         return int(float(text)) if text not in (None, "") else default  # type: ignore[arg-type]
-    except ValueError:
+    except (ValueError, OverflowError):
         return default
 
 
@@ -228,6 +238,56 @@ def nominal_ms(h: Mapping[str, str], opts: Mapping[str, Any]) -> int:
     return _int(h.get("timestamp")) + _int(str(opts.get("delay") or 0))
 
 
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
+#: job hash fields that must hold integers (what takeJobs in lua/common.lua checks)
+INTEGER_FIELDS = ("timestamp", "delay", "atm", "ats", "stc", "priority", "tk.at")
+
+
+def defects_of(h: Mapping[str, str], codec: Codec | None = None) -> list[str]:
+    """What cannot be read in a job hash, each naming the field (the checks of takeJobs'
+    ``unreadable`` in lua/common.lua, plus data and tickkit's own JSON fields)."""
+    found: list[str] = []
+    if h.get("tk.defect"):
+        found.append(h["tk.defect"])
+    if h.get("name") is None:
+        found.append("field 'name' is missing")
+    data = h.get("data")
+    if data is None:
+        found.append("field 'data' is missing")
+    elif codec is not None:
+        try:
+            codec.decode(data)
+        except ValueError as exc:
+            found.append(f"field 'data' is not JSON ({exc}): {_short(data)}")
+    opts = h.get("opts")
+    if opts is not None and not isinstance(parse_json(opts), dict):
+        found.append(f"field 'opts' is not a JSON object: {_short(opts)}")
+    if h.get("timestamp") is None:
+        found.append("field 'timestamp' is missing")
+    for name in INTEGER_FIELDS:
+        value = h.get(name)
+        if value is not None and not _INTEGER.fullmatch(value):
+            found.append(f"field {name!r} is not an integer: {_short(value)}")
+    for name in ("tk.spec", "tk.meta"):
+        value = h.get(name)
+        if value is not None and not isinstance(parse_json(value), dict):
+            found.append(f"field {name!r} is not a JSON object: {_short(value)}")
+    return found
+
+
+def unreadable_view(job_id: str, where: str | None, reason: str) -> Job:
+    """A job whose record cannot be read at all (its key is not a hash): listable, failed."""
+    return Job(
+        id=job_id,
+        name="",
+        state=_STATE_OF.get(where or "", JobState.FAILED),
+        last_outcome=Outcome.FAILED if where == "failed" else None,
+        last_error=reason,
+        meta={"bullmq_job_id": job_id},
+        defect=reason,
+    )
+
+
 def meta_of(h: Mapping[str, str]) -> dict[str, str]:
     meta = parse_json(h.get("tk.meta"), {})
     return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
@@ -241,10 +301,17 @@ def one_off_view(
     score: float | None,
 ) -> Job:
     """A tickkit Job for a BullMQ job hash found in container ``where``."""
+    defects = defects_of(h, codec)
     opts = parse_json(h.get("opts"), {})
     if not isinstance(opts, dict):
         opts = {}
-    nominal = from_millis(nominal_ms(h, opts))
+    nominal_known = (
+        h.get("tk.at") or (h.get("rjk") and opts.get("prevMillis")) or h.get("timestamp")
+    )
+    unread = {d.split("'")[1] for d in defects if d.startswith("field '")}
+    nominal: datetime | None = None
+    if nominal_known and not unread & {"tk.at", "timestamp", "delay"}:
+        nominal = _ms(str(nominal_ms(h, opts)))
     state = _STATE_OF.get(where or "", JobState.SCHEDULED)
     outcome_text = h.get("tk.outcome")
     if state is JobState.COMPLETED and outcome_text == Outcome.MISSED.value:
@@ -269,7 +336,7 @@ def one_off_view(
     return Job(
         id=job_id,
         name=h.get("name", ""),
-        data=decode_data(codec, h.get("data")),
+        data=None if "data" in unread else decode_data(codec, h.get("data")),
         schedule=spec if isinstance(spec, dict) else None,
         next_run_at=next_run,
         scheduled_at=nominal,
@@ -278,12 +345,13 @@ def one_off_view(
         attempt=_int(h.get("atm")),
         max_attempts=attempts if attempts > 0 else None,
         backoff=backoff_from_opts(opts.get("backoff")),
-        created_at=_ms(h.get("timestamp")),
+        created_at=None if "timestamp" in unread else _ms(h.get("timestamp")),
         last_run_at=_ms(h.get("tk.lastRun") or h.get("processedOn")),
         last_outcome=last_outcome,
         last_error=h.get("failedReason") or None,
         runs=_int(h.get("atm")),
         meta=meta,
+        defect="; ".join(defects) or None,
     )
 
 
@@ -316,9 +384,15 @@ def opts_info(text: str | None) -> tuple[dict[str, Any], int | None, Backoff | N
     return opts, attempts if attempts > 0 else None, backoff_from_opts(opts.get("backoff"))
 
 
-def claimed_view(job_id: str, values: Sequence[str | None], data: Any) -> Job:
+def claimed_view(
+    job_id: str, values: Sequence[str | None], data: Any, now_ms: int | None = None
+) -> Job:
     """The tickkit Job of a BullMQ job just moved to active, from its CLAIM_FIELDS values
-    (``data`` already decoded). Same fields as :func:`one_off_view` gives for state active."""
+    (``data`` already decoded). Same fields as :func:`one_off_view` gives for state active.
+
+    A one-off job taken before its nominal time was promoted (Node's ``job.promote()``, a
+    dashboard's "promote", which clear only the hash's ``delay``): it runs now, so its
+    nominal time is ``now_ms``."""
     (
         name,
         _data,
@@ -336,6 +410,8 @@ def claimed_view(job_id: str, values: Sequence[str | None], data: Any) -> Job:
     ) = values
     opts, max_attempts, backoff = opts_info(opts_text)
     nominal = nominal_ms({"tk.at": at or "", "rjk": rjk or "", "timestamp": timestamp or ""}, opts)
+    if now_ms is not None and not rjk and nominal > now_ms:
+        nominal = now_ms
     try:
         last_outcome = Outcome(outcome_text) if outcome_text else None
     except ValueError:
@@ -374,9 +450,21 @@ def scheduler_view(
     where: str | None,
 ) -> Job:
     """A tickkit recurring Job for a BullMQ job scheduler and its pending (current) job."""
-    opts = parse_json(sh.get("opts"), {})
-    if not isinstance(opts, dict):
+    defects: list[str] = []
+    opts = parse_json(sh.get("opts"), {}) if sh.get("opts") is not None else {}
+    if not isinstance(opts, dict) or (sh.get("opts") and parse_json(sh.get("opts")) is None):
+        defects.append(f"field 'opts' is not a JSON object: {_short(sh.get('opts'))}")
         opts = {}
+    try:
+        schedule = repeat_to_spec(sh)
+    except InvalidScheduleError as exc:
+        defects.append(str(exc))
+        schedule = None
+    data: Any = None
+    try:
+        data = codec.decode(sh.get("data", "{}"))
+    except ValueError as exc:
+        defects.append(f"field 'data' is not JSON ({exc}): {_short(sh.get('data'))}")
     pending = current is not None and where in ("delayed", "wait", "prioritized", "paused")
     if sh.get("tk.paused") == "1":
         state = JobState.PAUSED
@@ -395,8 +483,8 @@ def scheduler_view(
     return Job(
         id=scheduler_id,
         name=sh.get("name", ""),
-        data=decode_data(codec, sh.get("data", "{}")),
-        schedule=repeat_to_spec(sh),
+        data=data,
+        schedule=schedule,
         next_run_at=at if pending or state is JobState.PAUSED else None,
         scheduled_at=at,
         state=state,
@@ -410,4 +498,5 @@ def scheduler_view(
         last_error=sh.get("tk.lastError") or None,
         runs=_int(sh.get("tk.runs")),
         meta=meta_of(sh),
+        defect="; ".join(defects) or None,
     )
