@@ -16,7 +16,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Awaitable
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +215,48 @@ async def test_bad_data_fails_clearly_and_worker_goes_on(node: str, redis_url: s
         assert bad is not None and bad.state.value == "failed"
         assert "job data is not JSON" in (bad.last_error or "")
     assert [r[3] for r in runs] == [good]
+
+
+async def test_a_job_promoted_from_node_runs_now_with_a_sane_scheduled_at(
+    node: str, redis_url: str
+) -> None:
+    """Node's ``job.promote()`` (what dashboards call) clears only the hash's ``delay``: the
+    job runs now, and its scheduled time is now, not an hour ahead."""
+    queue = f"interop-{uuid.uuid4().hex[:8]}"
+    seen: dict[str, tuple[datetime, datetime]] = {}
+    reg = TaskRegistry()
+
+    async def record(ctx: TaskContext) -> None:
+        seen[ctx.job_id] = (ctx.scheduled_at, datetime.now(timezone.utc))
+
+    task(name="record", execute=record, registry=reg)
+    ids = run_node(
+        node,
+        "produce",
+        {
+            "url": redis_url,
+            "queue": queue,
+            "prefix": "bull",
+            "jobs": [
+                {"key": "node", "name": "record", "data": {"n": 1}, "opts": {"delay": 3600000}}
+            ],
+        },
+    )
+    async with Kernel(BullMQDriver(redis_url, queue=queue), tasks=reg) as kernel:
+        mine = await kernel.create_task("record", {"n": 2}, timedelta(hours=1))
+        await asyncio.sleep(0.3)
+        assert seen == {}  # both wait an hour
+        promoted = [ids["node"], mine]
+        await asyncio.to_thread(
+            run_node,
+            node,
+            "promote",
+            {"url": redis_url, "queue": queue, "prefix": "bull", "ids": promoted},
+        )
+        await wait_for(lambda: set(seen) == set(promoted), 10, "the promoted jobs to run")
+    for job_id, (scheduled_at, ran_at) in seen.items():
+        lateness = (ran_at - scheduled_at).total_seconds()
+        assert 0 <= lateness < 5, (job_id, scheduled_at, ran_at)
 
 
 def _worker_main(url: str, queue: str, out: str, seconds: float) -> None:

@@ -2,6 +2,7 @@
 // Every command prints one JSON document on stdout.
 //   worker   run a Worker (and QueueEvents from the stream's start) until `expect` completions
 //   produce  add jobs with Queue.add / upsertJobScheduler
+//   promote  Job.promote() the jobs `ids` (delayed -> wait, as a dashboard's promote)
 //   counts   print Queue.getJobCounts()
 'use strict';
 const { Queue, Worker, QueueEvents } = require('bullmq');
@@ -73,6 +74,18 @@ async function produce(o) {
   return ids;
 }
 
+async function promote(o) {
+  const queue = new Queue(o.queue, { connection: connectionOf(o.url), prefix: o.prefix });
+  const promoted = [];
+  for (const id of o.ids || []) {
+    const job = await queue.getJob(id);
+    await job.promote();
+    promoted.push(id);
+  }
+  await queue.close();
+  return promoted;
+}
+
 async function counts(o) {
   const queue = new Queue(o.queue, { connection: connectionOf(o.url), prefix: o.prefix });
   const c = await queue.getJobCounts();
@@ -80,10 +93,10 @@ async function counts(o) {
   return c;
 }
 
-const commands = { worker, produce, counts };
+const commands = { worker, produce, promote, counts };
 const [command, raw] = process.argv.slice(2);
 if (!commands[command]) {
-  console.error(`usage: node bullmq.js worker|produce|counts '<json>'`);
+  console.error(`usage: node bullmq.js worker|produce|promote|counts '<json>'`);
   process.exit(2);
 }
 commands[command](JSON.parse(raw || '{}')).then(
