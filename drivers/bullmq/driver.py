@@ -863,7 +863,7 @@ class BullMQDriver(Driver):
             max_attempts=view.max_attempts,
             backoff=view.backoff,
             created_at=view.created_at,
-            meta={"bullmq_job_id": job_id},
+            meta={**mapping.trace_meta(opts), "bullmq_job_id": job_id},
         )
         try:
             plan = self.ctx.plan(job, scheduled_at, attempt, now)

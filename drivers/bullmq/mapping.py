@@ -181,6 +181,31 @@ def backoff_from_opts(value: Any) -> Backoff | None:
     return None  # a custom backoff strategy of a Node worker: the task's own applies
 
 
+#: job.meta keys that are a trace context (what OpenTelemetry's text-map propagators write):
+#: they travel in BullMQ's own trace-context job option too, so that Node's telemetry
+#: (bullmq-otel) continues a trace started in tickkit and the other way round
+TRACE_KEYS = ("traceparent", "tracestate", "baggage")
+
+
+def telemetry_metadata(meta: Mapping[str, str]) -> str | None:
+    """BullMQ's ``opts.telemetry.metadata`` (stored as ``opts.tm``) for ``job.meta``: the
+    propagation carrier as a JSON object, what bullmq-otel's context manager writes."""
+    carrier = {k: meta[k] for k in TRACE_KEYS if isinstance(meta.get(k), str)}
+    return json.dumps(carrier, separators=(",", ":")) if "traceparent" in carrier else None
+
+
+def trace_meta(opts: Mapping[str, Any]) -> dict[str, str]:
+    """The trace context a producer left in BullMQ's ``opts.tm`` (``telemetry.metadata``),
+    as job.meta entries; nothing when it is absent, unreadable or ``omc`` (omitContext)."""
+    text = opts.get("tm")
+    if not isinstance(text, str) or opts.get("omc") is True:
+        return {}
+    carrier = parse_json(text)
+    if not isinstance(carrier, dict):
+        return {}
+    return {k: v for k, v in carrier.items() if k in TRACE_KEYS and isinstance(v, str)}
+
+
 def job_opts(job: Job, retention: Mapping[str, Any]) -> dict[str, Any]:
     """The ``opts`` JSON written for a job or a scheduler's template."""
     opts: dict[str, Any] = {"attempts": job.max_attempts or 0}
@@ -188,6 +213,9 @@ def job_opts(job: Job, retention: Mapping[str, Any]) -> dict[str, Any]:
     if backoff is not None:
         opts["backoff"] = backoff
     opts.update(retention)
+    metadata = telemetry_metadata(job.meta)
+    if metadata is not None:
+        opts["tm"] = metadata
     return opts
 
 
@@ -331,7 +359,7 @@ def one_off_view(
         last_outcome = Outcome.SUCCEEDED if where == "completed" else Outcome.FAILED
     spec = parse_json(h.get("tk.spec"))
     attempts = _int(str(opts.get("attempts") or 0))
-    meta = meta_of(h)
+    meta = {**trace_meta(opts), **meta_of(h)}
     meta["bullmq_job_id"] = job_id
     return Job(
         id=job_id,
@@ -417,7 +445,7 @@ def claimed_view(
     except ValueError:
         last_outcome = None
     spec = parse_json(spec_text) if spec_text else None
-    meta = meta_of({"tk.meta": meta_text}) if meta_text else {}
+    meta = {**trace_meta(opts), **(meta_of({"tk.meta": meta_text}) if meta_text else {})}
     meta["bullmq_job_id"] = job_id
     attempt = _int(atm)
     return Job(
@@ -497,6 +525,6 @@ def scheduler_view(
         last_outcome=last_outcome,
         last_error=sh.get("tk.lastError") or None,
         runs=_int(sh.get("tk.runs")),
-        meta=meta_of(sh),
+        meta={**trace_meta(opts), **meta_of(sh)},
         defect="; ".join(defects) or None,
     )
