@@ -521,3 +521,28 @@ def test_tickkit_drivers_without_hiredis_shows_the_hint() -> None:
     out = done.stdout + done.stderr
     assert "ModuleNotFoundError" not in out, out
     assert "pip install tickkit[redis]" in out, out
+
+
+# --- a date before 1970: a negative delayed score is due at once, for Node's workers too -------
+
+
+async def test_a_job_due_before_1970_is_taken_at_once(redis_url: str) -> None:
+    from datetime import datetime, timezone
+
+    from tickkit import Job
+
+    queue = queue_name("pre1970")
+    driver = BullMQDriver(redis_url, queue=queue)
+    kernel = Kernel(driver, tasks=TaskRegistry())
+    await kernel.open()
+    try:
+        when = datetime(1969, 7, 20, 20, 17, tzinfo=timezone.utc)
+        job_id = await driver.add_job(Job(id=None, name="record", data={}, next_run_at=when))
+        # BullMQ's own take (Node's moveToActive) promotes delayed scores from 0 up
+        score = await driver._redis.zscore(f"bull:{queue}:delayed", job_id)
+        assert score is not None and score >= 0
+        got = await driver.acquire(now=kernel.clock.now(), limit=5)
+        assert [c.job.id for c in got.claims] == [job_id]
+        assert got.claims[0].scheduled_at == when  # the nominal time is kept
+    finally:
+        await kernel.stop()

@@ -130,7 +130,9 @@ local function enqueue(jobId, at, now, front)
   local key = P .. jobId
   if at ~= now then
     call("HSET", key, "delay", math.max(at - now, 0))
-    call("ZADD", K.delayed, delayedScore(at), jobId)
+    -- (a time before 1970 is stored at 0: BullMQ's take promotes delayed scores from 0 up,
+    -- so a negative one would never run; the nominal time stays in tk.at)
+    call("ZADD", K.delayed, delayedScore(math.max(at, 0)), jobId)
     emit("delayed", "jobId", jobId, "delay", at)
     delayMarker()
     return
