@@ -16,7 +16,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Awaitable
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +215,143 @@ async def test_bad_data_fails_clearly_and_worker_goes_on(node: str, redis_url: s
         assert bad is not None and bad.state.value == "failed"
         assert "job data is not JSON" in (bad.last_error or "")
     assert [r[3] for r in runs] == [good]
+
+
+async def test_a_job_promoted_from_node_runs_now_with_a_sane_scheduled_at(
+    node: str, redis_url: str
+) -> None:
+    """Node's ``job.promote()`` (what dashboards call) clears only the hash's ``delay``: the
+    job runs now, and its scheduled time is now, not an hour ahead."""
+    queue = f"interop-{uuid.uuid4().hex[:8]}"
+    seen: dict[str, tuple[datetime, datetime]] = {}
+    reg = TaskRegistry()
+
+    async def record(ctx: TaskContext) -> None:
+        seen[ctx.job_id] = (ctx.scheduled_at, datetime.now(timezone.utc))
+
+    task(name="record", execute=record, registry=reg)
+    ids = run_node(
+        node,
+        "produce",
+        {
+            "url": redis_url,
+            "queue": queue,
+            "prefix": "bull",
+            "jobs": [
+                {"key": "node", "name": "record", "data": {"n": 1}, "opts": {"delay": 3600000}}
+            ],
+        },
+    )
+    async with Kernel(BullMQDriver(redis_url, queue=queue), tasks=reg) as kernel:
+        mine = await kernel.create_task("record", {"n": 2}, timedelta(hours=1))
+        await asyncio.sleep(0.3)
+        assert seen == {}  # both wait an hour
+        promoted = [ids["node"], mine]
+        await asyncio.to_thread(
+            run_node,
+            node,
+            "promote",
+            {"url": redis_url, "queue": queue, "prefix": "bull", "ids": promoted},
+        )
+        await wait_for(lambda: set(seen) == set(promoted), 10, "the promoted jobs to run")
+    for job_id, (scheduled_at, ran_at) in seen.items():
+        lateness = (ran_at - scheduled_at).total_seconds()
+        assert 0 <= lateness < 5, (job_id, scheduled_at, ran_at)
+
+
+def _telemetry() -> tuple[Any, Any, Any]:
+    """(plugin, tracer, exporter): tickkit's OpenTelemetry plugin on an SDK tracer provider
+    that keeps spans in memory; a run continues its creator's trace (relation "child")."""
+    pytest.importorskip("opentelemetry.sdk", reason="the otel extra and opentelemetry-sdk")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from tickkit.plugins.otel import OpenTelemetryPlugin
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    plugin = OpenTelemetryPlugin(tracer_provider=provider, relation="child")
+    return plugin, provider.get_tracer("interop-test"), exporter
+
+
+async def test_a_trace_from_a_node_producer_continues_in_tickkit(node: str, redis_url: str) -> None:
+    """Node adds a job with BullMQ's telemetry (bullmq-otel): the job's
+    ``opts.telemetry.metadata`` holds the producer span's context; tickkit's run span is its
+    child (same trace, parent span id = Node's producer span)."""
+    queue = f"interop-{uuid.uuid4().hex[:8]}"
+    plugin, _tracer, exporter = _telemetry()
+    out = run_node(
+        node,
+        "otel-produce",
+        {
+            "url": redis_url,
+            "queue": queue,
+            "prefix": "bull",
+            "jobs": [{"key": "a", "name": "record", "data": {"n": 1}}],
+        },
+    )
+    job_id = out["ids"]["a"]
+    root = next(s for s in out["spans"] if s["name"] == "node-root")
+    producer = next(s for s in out["spans"] if s["name"].startswith("add "))
+    assert producer["traceId"] == root["traceId"] and producer["parentSpanId"] == root["spanId"]
+    runs: list[Any] = []
+    async with Kernel(
+        BullMQDriver(redis_url, queue=queue), tasks=registry(runs), plugins=[plugin]
+    ) as kernel:
+        await wait_for(lambda: len(runs) == 1, 10, "the Node job to run")
+        view = await kernel.get_task(job_id)
+    assert view is not None and view.meta["traceparent"].split("-")[2] == producer["spanId"]
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == "run record"]
+    assert span.parent is not None
+    assert format(span.parent.span_id, "016x") == producer["spanId"]
+    assert format(span.context.trace_id, "032x") == root["traceId"]
+
+
+async def test_a_trace_from_tickkit_continues_in_a_node_worker(node: str, redis_url: str) -> None:
+    """tickkit creates a job inside a span: the driver writes the trace context into BullMQ's
+    trace-context option, and Node's worker (bullmq-otel) processes it as that span's child."""
+    queue = f"interop-{uuid.uuid4().hex[:8]}"
+    plugin, tracer, _exporter = _telemetry()
+    driver = BullMQDriver(redis_url, queue=queue)
+    kernel = Kernel(driver, tasks=registry([]), plugins=[plugin])
+    await kernel.open()  # tickkit only creates here: Node's worker runs the job
+    try:
+        with tracer.start_as_current_span("py-root") as root:
+            job_id = await kernel.create_task("record", {"n": 1})
+            cron_id = await kernel.create_task("tick", {"k": 1}, "* * * * * *")
+        opts = json.loads(await driver._redis.hget(f"bull:{queue}:{job_id}", "opts"))
+        assert json.loads(opts["tm"])["traceparent"].split("-")[2] == format(
+            root.get_span_context().span_id, "016x"
+        )
+        out = await asyncio.to_thread(
+            run_node,
+            node,
+            "otel-worker",
+            {
+                "url": redis_url,
+                "queue": queue,
+                "prefix": "bull",
+                "expectIds": [job_id],
+                "timeoutMs": 15000,
+            },
+        )
+        await kernel.delete_task(cron_id)
+    finally:
+        await kernel.stop()
+    assert job_id in out["completed"]
+    trace_id = format(root.get_span_context().trace_id, "032x")
+    span_id = format(root.get_span_context().span_id, "016x")
+    process = [s for s in out["spans"] if s["name"].startswith("process ")]
+    mine = [s for s in process if s["traceId"] == trace_id]
+    assert mine, out["spans"]
+    assert all(s["parentSpanId"] == span_id for s in mine)
+    # inside the processor, the active span is BullMQ's consumer span of that trace
+    assert out["seen"][job_id]["traceId"] == trace_id
+    # the scheduler's jobs carry the context too (from the template written by tickkit)
+    ticks = [s for s in process if s["spanId"] != mine[0]["spanId"]]
+    assert all(s["traceId"] == trace_id for s in ticks)
 
 
 def _worker_main(url: str, queue: str, out: str, seconds: float) -> None:

@@ -21,7 +21,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from tickkit import Kernel, TaskContext, TaskRegistry, task
+from tickkit import DriverError, Kernel, TaskContext, TaskRegistry, task
 from tickkit.drivers.bullmq import BullMQDriver
 from tickkit.drivers.bullmq.link import Link, Script, Target
 
@@ -149,7 +149,7 @@ async def test_rediss_certificate_is_verified(secured: Secured) -> None:
     # without the CA the self-signed certificate is refused: a clear error at start
     url = f"rediss://:{quoted()}@localhost:{secured.tls}/0"
     link = Link(Target.from_url(url), retries=0)
-    with pytest.raises(OSError, match="CERTIFICATE_VERIFY_FAILED"):
+    with pytest.raises(DriverError, match="CERTIFICATE_VERIFY_FAILED"):
         await link.call("PING")
     await link.close()
     # ssl_cert_reqs=none accepts it, as redis-py does
@@ -185,7 +185,7 @@ async def test_a_given_client_lends_its_settings(secured: Secured) -> None:
 
 async def test_a_wrong_password_is_a_clear_error(secured: Secured) -> None:
     link = Link(Target.from_url(f"redis://:wrong@127.0.0.1:{secured.plain}/0"), retries=0)
-    with pytest.raises(ResponseError, match=r"WRONGPASS|invalid password"):
+    with pytest.raises(DriverError, match=r"WRONGPASS|invalid password"):
         await link.call("PING")
     await link.close()
 

@@ -2,7 +2,9 @@
 // Every command prints one JSON document on stdout.
 //   worker   run a Worker (and QueueEvents from the stream's start) until `expect` completions
 //   produce  add jobs with Queue.add / upsertJobScheduler
+//   promote  Job.promote() the jobs `ids` (delayed -> wait, as a dashboard's promote)
 //   counts   print Queue.getJobCounts()
+//   otel-produce / otel-worker  the same with BullMQ's telemetry (bullmq-otel); print spans
 'use strict';
 const { Queue, Worker, QueueEvents } = require('bullmq');
 
@@ -73,6 +75,91 @@ async function produce(o) {
   return ids;
 }
 
+async function promote(o) {
+  const queue = new Queue(o.queue, { connection: connectionOf(o.url), prefix: o.prefix });
+  const promoted = [];
+  for (const id of o.ids || []) {
+    const job = await queue.getJob(id);
+    await job.promote();
+    promoted.push(id);
+  }
+  await queue.close();
+  return promoted;
+}
+
+// OpenTelemetry for the trace-context interop: spans are kept in memory and printed
+function setupTracing() {
+  const api = require('@opentelemetry/api');
+  const { W3CTraceContextPropagator } = require('@opentelemetry/core');
+  const { AsyncLocalStorageContextManager } = require('@opentelemetry/context-async-hooks');
+  const {
+    BasicTracerProvider,
+    InMemorySpanExporter,
+    SimpleSpanProcessor,
+  } = require('@opentelemetry/sdk-trace-base');
+  const exporter = new InMemorySpanExporter();
+  const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+  api.trace.setGlobalTracerProvider(provider);
+  api.context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  api.propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+  const { BullMQOtel } = require('bullmq-otel');
+  const spans = () =>
+    exporter.getFinishedSpans().map((s) => ({
+      name: s.name,
+      kind: s.kind,
+      traceId: s.spanContext().traceId,
+      spanId: s.spanContext().spanId,
+      parentSpanId: (s.parentSpanContext && s.parentSpanContext.spanId) || s.parentSpanId || null,
+    }));
+  return { api, telemetry: new BullMQOtel({ tracerName: 'interop' }), spans };
+}
+
+// add jobs inside a root span, with BullMQ's telemetry (bullmq-otel): opts.telemetry.metadata
+async function otelProduce(o) {
+  const { api, telemetry, spans } = setupTracing();
+  const queue = new Queue(o.queue, { connection: connectionOf(o.url), prefix: o.prefix, telemetry });
+  const tracer = api.trace.getTracer('interop-test');
+  const ids = {};
+  await tracer.startActiveSpan('node-root', async (root) => {
+    for (const add of o.jobs || []) {
+      const job = await queue.add(add.name, add.data, add.opts || {});
+      ids[add.key] = job.id;
+    }
+    root.end();
+  });
+  await queue.close();
+  return { ids, spans: spans() };
+}
+
+// a Worker with BullMQ's telemetry until the jobs `expectIds` completed; prints the spans
+async function otelWorker(o) {
+  const { api, telemetry, spans } = setupTracing();
+  const connection = connectionOf(o.url);
+  const seen = {};
+  const completed = new Set();
+  const w = new Worker(
+    o.queue,
+    async (job) => {
+      const active = api.trace.getActiveSpan();
+      seen[job.id] = active ? active.spanContext() : null;
+      return { ok: true };
+    },
+    { connection, prefix: o.prefix, telemetry },
+  );
+  await new Promise((resolve) => {
+    const timer = setTimeout(resolve, o.timeoutMs || 20000);
+    w.on('completed', (job) => {
+      completed.add(job.id);
+      if ((o.expectIds || []).every((id) => completed.has(id))) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+  await w.close();
+  return { seen, completed: [...completed], spans: spans() };
+}
+
 async function counts(o) {
   const queue = new Queue(o.queue, { connection: connectionOf(o.url), prefix: o.prefix });
   const c = await queue.getJobCounts();
@@ -80,10 +167,17 @@ async function counts(o) {
   return c;
 }
 
-const commands = { worker, produce, counts };
+const commands = {
+  worker,
+  produce,
+  promote,
+  counts,
+  'otel-produce': otelProduce,
+  'otel-worker': otelWorker,
+};
 const [command, raw] = process.argv.slice(2);
 if (!commands[command]) {
-  console.error(`usage: node bullmq.js worker|produce|counts '<json>'`);
+  console.error(`usage: node bullmq.js worker|produce|promote|counts|otel-produce|otel-worker '<json>'`);
   process.exit(2);
 }
 commands[command](JSON.parse(raw || '{}')).then(

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
+import attrs
 
 from tickkit import (
     Acquired,
@@ -23,6 +24,8 @@ from tickkit import (
     Driver,
     DriverContext,
     DriverError,
+    InvalidDataError,
+    InvalidScheduleError,
     Job,
     JobExistsError,
     JobState,
@@ -30,21 +33,25 @@ from tickkit import (
     Outcome,
     Plan,
     RunResult,
+    redact,
+    redact_url,
 )
 from tickkit.driver import select_jobs
 from tickkit.models import from_millis, to_millis
 
 from . import mapping
-from .link import Link, Script, Target
+from .link import Link, Script, Target, is_permanent
 
 try:
     import redis.asyncio as aioredis
+    from redis.asyncio.connection import parse_url
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialBackoff
+    from redis.exceptions import AuthenticationError, RedisError
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
-except ImportError:  # pragma: no cover - depends on the installed extras
-    raise MissingExtraError("the redis:// driver", "redis", "redis") from None
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise MissingExtraError("the redis:// driver", "redis", exc.name or "redis") from None
 
 log = logging.getLogger("tickkit.drivers.bullmq")
 
@@ -67,9 +74,81 @@ _ZSETS = ("delayed", "tk:paused", "prioritized", "completed", "failed")
 _LISTS = ("wait", "active")
 _WHERE = {"tk:paused": "paused"}
 _MIN_REDIS = (6, 2)
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 Retention = bool | int | Mapping[str, int]
+
+#: options a redis://, rediss:// or unix:// URL may carry (besides the credentials, host, port
+#: and database of the URL itself)
+URL_OPTIONS = (
+    "queue",
+    "prefix",
+    "db",
+    "socket_timeout",
+    "socket_connect_timeout",
+    "socket_keepalive",
+    "health_check_interval",
+    "ssl_cert_reqs",
+    "ssl_ca_certs",
+    "ssl_ca_path",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_check_hostname",
+    "ssl_min_version",
+    "ssl_ciphers",
+)
+#: how long a management call (list, get, create... outside a worker) tries to reach Redis
+MANAGEMENT_GIVE_UP = 5.0
+
+
+def _check_url(url: str) -> None:
+    """Refuse a URL redis-py would fail on later with a bare TypeError or ValueError."""
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        names = [name for name, _ in parse_qsl(parts.query, keep_blank_values=True)]
+    except ValueError as exc:
+        raise DriverError(f"invalid Redis URL {shown!r}: {redact(str(exc))}") from None
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise DriverError(f"not a redis://, rediss:// or unix:// URL: {shown!r}")
+    for name in names:
+        if name not in URL_OPTIONS:
+            raise DriverError(
+                f"unknown option {name!r} in Redis URL {shown!r}; accepted options: "
+                f"{', '.join(URL_OPTIONS)}"
+            )
+    try:
+        parse_url(url)
+    except Exception as exc:
+        raise DriverError(f"invalid Redis URL {shown!r}: {redact(str(exc))}") from None
+
+
+def _permanent_redis_error(exc: BaseException) -> bool:
+    """A redis-py error no reconnect cures: credentials refused, a database that is missing."""
+    if isinstance(exc, AuthenticationError):
+        return True
+    text = str(exc)
+    return is_permanent(text) or "Invalid Database" in text
+
+
+class _Refused(DriverError):
+    """Raised out of redis-py's retry loop for an error that must not be retried."""
+
+
+class _Retry(Retry):
+    """redis-py's retry, except that permanent errors (wrong password, NOAUTH, a missing
+    database) end it at once."""
+
+    async def call_with_retry(self, do: Any, fail: Any, *args: Any, **kwargs: Any) -> Any:
+        async def guarded() -> Any:
+            try:
+                return await do()
+            except RedisError as exc:
+                if _permanent_redis_error(exc):
+                    raise _Refused(f"Redis refused the connection: {redact(str(exc))}") from None
+                raise
+
+        return await super().call_with_retry(guarded, fail, *args, **kwargs)
 
 
 def _load_lua() -> dict[str, str]:
@@ -79,6 +158,19 @@ def _load_lua() -> dict[str, str]:
         name: common + "\n" + folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
         for name in _SCRIPTS
     }
+
+
+def _wrong_type(exc: Exception, what: str) -> str:
+    """The defect of a record whose key Redis holds as another type than a hash."""
+    if "WRONGTYPE" in str(exc):
+        return f"the {what} key is not a hash (WRONGTYPE)"
+    return f"the {what} record cannot be read: {redact(str(exc))}"
+
+
+def _text(value: str) -> str:
+    """An error text or traceback as valid UTF-8 (a lone surrogate from an exception message
+    is written escaped): the outcome of a run is always recordable."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _retention(value: Retention, what: str) -> Any:
@@ -134,8 +226,8 @@ class BullMQDriver(Driver):
             )
         self._url: str | None = url_or_connection if isinstance(url_or_connection, str) else None
         self._given = None if isinstance(url_or_connection, str) else url_or_connection
-        if self._url is not None and urlsplit(self._url).scheme not in ("redis", "rediss", "unix"):
-            raise DriverError(f"not a redis:// or rediss:// URL: {self._url!r}")
+        if self._url is not None:
+            _check_url(self._url)
         self.queue = queue
         self.prefix = prefix
         self.key = f"{prefix}:{queue}:"
@@ -165,8 +257,13 @@ class BullMQDriver(Driver):
         #: listener block (a busy worker finds new jobs through its own calls)
         self._drained: asyncio.Event | None = None
 
+    def __repr__(self) -> str:
+        where = redact_url(self._url) if self._url is not None else "a given client"
+        return f"<BullMQDriver {where} queue={self.queue!r} prefix={self.prefix!r}>"
+
     @classmethod
     def from_url(cls, url: str, **options: Any) -> BullMQDriver:
+        _check_url(url)
         parts = urlsplit(url)
         query = []
         for name, value in parse_qsl(parts.query):
@@ -179,11 +276,23 @@ class BullMQDriver(Driver):
     # --- connections ----------------------------------------------------------------------
 
     def _client_options(self) -> dict[str, Any]:
+        # management calls go through this client: a few tries within a few seconds, then a
+        # clear DriverError (a worker's own calls go through the link and retry for longer)
         return {
             "decode_responses": True,
-            "retry": Retry(ExponentialBackoff(cap=2.0, base=0.05), self.connect_retries),
+            # (redis-py nests the connect retry inside the command retry: 3 and 3, ~3.5 s)
+            "retry": _Retry(ExponentialBackoff(cap=1.0, base=0.05), min(self.connect_retries, 3)),
             "retry_on_error": [RedisConnectionError, RedisTimeoutError, ConnectionError],
             "health_check_interval": 15,
+            "socket_connect_timeout": 2.0,
+        }
+
+    def _blocker_options(self) -> dict[str, Any]:
+        """The marker connection: no retry inside redis-py, the listener retries (and logs)."""
+        return {
+            **self._client_options(),
+            "retry": _Retry(ExponentialBackoff(cap=1.0, base=0.05), 0),
+            "socket_timeout": None,
         }
 
     async def start(self, ctx: DriverContext) -> None:
@@ -193,12 +302,12 @@ class BullMQDriver(Driver):
             self._redis = aioredis.from_url(self._url, **self._client_options())
             # the blocking connection carries BullMQ's worker name, so dashboards list us
             self._blocker = aioredis.from_url(
-                self._url, **self._client_options(), socket_timeout=None, client_name=name
+                self._url, **self._blocker_options(), client_name=name
             )
         else:
             pool = self._given.connection_pool
             self._redis = self._given
-            kwargs = {**pool.connection_kwargs, "socket_timeout": None, "client_name": name}
+            kwargs = {**pool.connection_kwargs, **self._blocker_options(), "client_name": name}
             self._blocker = aioredis.Redis(
                 connection_pool=aioredis.ConnectionPool(
                     connection_class=pool.connection_class, **kwargs
@@ -225,13 +334,15 @@ class BullMQDriver(Driver):
         target = (
             Target.from_url(self._url) if self._url is not None else Target.from_client(self._given)
         )
-        self._link = Link(target, retries=self.connect_retries)
+        self._link = Link(target, retries=self.connect_retries, give_up_after=MANAGEMENT_GIVE_UP)
 
     def _start_worker_tasks(self) -> None:
         """Start blocking on the marker and checking for stalled jobs: a worker's duties,
         begun at the first claim, so a kernel that only manages jobs (opened, not started)
         does neither, as a Node BullMQ Queue does neither."""
         if not self._tasks:
+            if self._link is not None:
+                self._link.give_up_after = None  # a worker keeps trying (and logs each try)
             self._tasks = [
                 asyncio.create_task(self._listen(), name="tickkit-bullmq-marker"),
                 asyncio.create_task(self._stalled_loop(), name="tickkit-bullmq-stalled"),
@@ -264,11 +375,20 @@ class BullMQDriver(Driver):
 
     @asynccontextmanager
     async def _busy(self) -> AsyncIterator[None]:
+        """Count a management call in flight, and turn redis-py's errors into a DriverError
+        whose message carries no credentials."""
         self._io += 1
         try:
             yield
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            raise DriverError(
+                f"Redis call failed ({self._where()}): {type(exc).__name__}: {redact(str(exc))}"
+            ) from None
         finally:
             self._io -= 1
+
+    def _where(self) -> str:
+        return redact_url(self._url) if self._url is not None else "a given client"
 
     async def _run(self, script: str, *args: Any) -> Any:
         link = self._link
@@ -297,7 +417,9 @@ class BullMQDriver(Driver):
                 raise
             except Exception as exc:
                 log.warning(
-                    "waiting on the BullMQ marker failed (%s); retrying in %.2fs", exc, delay
+                    "waiting on the BullMQ marker failed (%s); reconnecting in %.2fs",
+                    redact(str(exc)) or type(exc).__name__,
+                    delay,
                 )
                 await asyncio.sleep(delay)  # a network retry: real time, not the kernel's clock
                 delay = min(delay * 2, 5.0)
@@ -340,6 +462,10 @@ class BullMQDriver(Driver):
         )
 
     # --- managing jobs ----------------------------------------------------------------------
+
+    def check_id(self, job_id: str) -> None:
+        """BullMQ's id rules and the queue's own key names (see mapping.RESERVED_IDS)."""
+        mapping.check_job_id(job_id)
 
     async def add_job(self, job: Job, *, replace: bool = False) -> str:
         if job.schedule is not None and job.schedule.get("type") in mapping.RECURRING_TYPES:
@@ -446,23 +572,32 @@ class BullMQDriver(Driver):
             pipe.hgetall(f"{self.key}repeat:{job_id}")
             pipe.zscore(self.key + "repeat", job_id)
             pipe.hgetall(self.key + job_id)
-            sh, next_ms, h = await pipe.execute()
+            sh, next_ms, h = await pipe.execute(raise_on_error=False)
+        if isinstance(sh, Exception):
+            return mapping.unreadable_view(job_id, None, _wrong_type(sh, "job scheduler"))
+        if isinstance(next_ms, Exception):
+            next_ms = None
         if sh:
             current_id = f"repeat:{job_id}:{int(next_ms)}" if next_ms is not None else None
             current: dict[str, str] | None = None
             where: str | None = None
             if current_id is not None:
                 current, where, _ = await self._locate(current_id)
+                if isinstance(current, Exception):
+                    current = None
             return mapping.scheduler_view(self.ctx.codec, job_id, sh, next_ms, current, where)
         if not h:
             return None
         h, where, score = await self._locate(job_id)
+        if isinstance(h, Exception):
+            return mapping.unreadable_view(job_id, where, _wrong_type(h, "job"))
         if not h:
             return None
         return mapping.one_off_view(self.ctx.codec, job_id, h, where, score)
 
-    async def _locate(self, job_id: str) -> tuple[dict[str, str], str | None, float | None]:
-        """A job's hash, the container it is in and its score there (one transaction)."""
+    async def _locate(self, job_id: str) -> tuple[Any, str | None, float | None]:
+        """A job's hash (or the error reading it: a key of another type), the container it is
+        in and its score there (one transaction)."""
         async with self._busy():
             pipe = self._redis.pipeline(transaction=True)
             pipe.hgetall(self.key + job_id)
@@ -470,7 +605,7 @@ class BullMQDriver(Driver):
                 pipe.zscore(self.key + name, job_id)
             for name in _LISTS:
                 pipe.lpos(self.key + name, job_id)
-            h, *found = await pipe.execute()
+            h, *found = await pipe.execute(raise_on_error=False)
         for name, value in zip((*_ZSETS, *_LISTS), found, strict=False):
             if value is not None:
                 return h, _WHERE.get(name, name), float(value) if name in _ZSETS else None
@@ -509,22 +644,28 @@ class BullMQDriver(Driver):
                 pipe.hgetall(self.key + job_id)
             for sid in schedulers:
                 pipe.hgetall(f"{self.key}repeat:{sid}")
-            hashes = await pipe.execute()
+            hashes = await pipe.execute(raise_on_error=False)
         jobs: list[Job] = []
         for job_id, h in zip(ids, hashes[: len(ids)], strict=False):
-            if h:
-                container, score = where[job_id]
+            container, score = where[job_id]
+            if isinstance(h, Exception):
+                jobs.append(mapping.unreadable_view(job_id, container, _wrong_type(h, "job")))
+            elif h:
                 jobs.append(mapping.one_off_view(self.ctx.codec, job_id, h, container, score))
         currents = [f"repeat:{sid}:{int(score)}" for sid, score in schedulers.items()]
         async with self._busy():
             pipe = self._redis.pipeline(transaction=False)
             for current_id in currents:
                 pipe.hgetall(self.key + current_id)
-            current_hashes = await pipe.execute()
+            current_hashes = await pipe.execute(raise_on_error=False)
         for (sid, score), sh, current_id, ch in zip(
             schedulers.items(), hashes[len(ids) :], currents, current_hashes, strict=False
         ):
-            if sh:
+            if isinstance(ch, Exception):
+                ch = None
+            if isinstance(sh, Exception):
+                jobs.append(mapping.unreadable_view(sid, None, _wrong_type(sh, "job scheduler")))
+            elif sh:
                 container = where.get(current_id, (None, None))[0]
                 jobs.append(
                     mapping.scheduler_view(self.ctx.codec, sid, sh, score, ch or None, container)
@@ -629,9 +770,16 @@ class BullMQDriver(Driver):
         self._next_due_ms = next_delayed if next_delayed >= 0 else None
         claims: list[Claim] = []
         for i in range(2, len(result), 3):
-            claim = await self._claim(result[i], result[i + 1], result[i + 2], now)
-            if claim is not None:
-                claims.append(claim)
+            job_id, token, values = result[i], result[i + 1], result[i + 2]
+            try:
+                claim = await self._claim(job_id, token, values, now)
+            except Exception as exc:
+                # one job that cannot be read never costs the other jobs of this take: it is
+                # handed to the kernel with its defect, which fails it once
+                claim = self._defect_claim(
+                    job_id, token, values, now, f"cannot read the job: {type(exc).__name__}: {exc}"
+                )
+            claims.append(claim)
         # while the queue has more for us, our own calls find it: block on the marker only
         # when drained (as BullMQ's worker does)
         drained = self._drained
@@ -646,16 +794,43 @@ class BullMQDriver(Driver):
             next_due = limited if next_due is None else min(next_due, limited)
         return Acquired(claims, next_due)
 
+    def _defect_claim(
+        self, job_id: str, token: str, values: Sequence[Any], now: datetime, defect: str
+    ) -> Claim:
+        """A claim the kernel fails once without running it (``Job.defect``)."""
+        name = values[0] if values and isinstance(values[0], str) else ""
+        job = Job(
+            id=job_id,
+            name=name,
+            state=JobState.RUNNING,
+            meta={"bullmq_job_id": job_id},
+            defect=defect,
+        )
+        return Claim(
+            job=job,
+            scheduled_at=now,
+            attempt=1,
+            token=token,
+            lease_expires_at=now + timedelta(seconds=self.lease_duration),
+            plan=Plan(True, now, 0, None),
+            handle=(job_id, token),
+        )
+
     async def _claim(
         self, job_id: str, token: str, values: list[str | None], now: datetime
-    ) -> Claim | None:
+    ) -> Claim:
         lease_end = now + timedelta(seconds=self.lease_duration)
         try:
             data = self.ctx.codec.decode(values[1] or "null")
         except ValueError as exc:
-            await self._fail_now(job_id, token, f"job data is not JSON ({exc}): {values[1]!r:.200}")
-            return None
-        view = mapping.claimed_view(job_id, values, data)
+            return self._defect_claim(
+                job_id,
+                token,
+                values,
+                now,
+                f"job data is not JSON ({exc}): {mapping._short(values[1], 200)}",
+            )
+        view = mapping.claimed_view(job_id, values, data, to_millis(now))
         attempt = view.attempt + 1
         scheduler_id = values[5]
         if not scheduler_id:
@@ -670,7 +845,10 @@ class BullMQDriver(Driver):
         opts = mapping.opts_info(values[2])[0]
         # a job a scheduler produced: the tickkit job is the scheduler
         repeat = opts.get("repeat") if isinstance(opts.get("repeat"), dict) else {}
-        spec = mapping.repeat_to_spec({k: str(v) for k, v in repeat.items() if v is not None})
+        try:
+            spec = mapping.repeat_to_spec({k: str(v) for k, v in repeat.items() if v is not None})
+        except InvalidScheduleError as exc:
+            return self._defect_claim(job_id, token, values, now, str(exc))
         assert view.scheduled_at is not None
         scheduled_at = view.scheduled_at
         job = Job(
@@ -685,17 +863,19 @@ class BullMQDriver(Driver):
             max_attempts=view.max_attempts,
             backoff=view.backoff,
             created_at=view.created_at,
-            meta={"bullmq_job_id": job_id},
+            meta={**mapping.trace_meta(opts), "bullmq_job_id": job_id},
         )
         try:
             plan = self.ctx.plan(job, scheduled_at, attempt, now)
         except Exception as exc:
-            await self._fail_now(
+            return self._defect_claim(
                 job_id,
                 token,
-                f"cannot compute the next run of job scheduler {scheduler_id!r}: {exc}",
+                values,
+                now,
+                f"cannot compute the next run of job scheduler {scheduler_id!r} "
+                f"(schedule {spec!r}): {exc}",
             )
-            return None
         if attempt == 1 and plan.next_run_at is not None:
             next_ms = to_millis(plan.next_run_at)
             # the kernel learns this time from acquire's next_due: the marker that the next job
@@ -712,12 +892,6 @@ class BullMQDriver(Driver):
             plan=plan if attempt == 1 else Plan(True, scheduled_at, 0, None),
             handle=(job_id, token),
         )
-
-    async def _fail_now(self, job_id: str, token: str, reason: str) -> None:
-        """Fail a taken job that cannot run at all (bad data), with a clear failedReason."""
-        log.error("job %s failed before running: %s", job_id, reason)
-        now = self.ctx.clock.now()
-        await self._finish(job_id, token, RunResult(Outcome.FAILED, now, error=reason))
 
     async def renew(self, claims: Sequence[Claim], now: datetime) -> list[Claim]:
         held = [c for c in claims if c.handle is not None]
@@ -756,11 +930,21 @@ class BullMQDriver(Driver):
         """complete.lua: the code, or with ``fetch`` > 0 ``[code, *takeJobs' result]``."""
         failed = result.outcome in (Outcome.FAILED, Outcome.TIMED_OUT)
         if result.retry_at is not None:
-            kind, value = "retry", result.error or ""
+            kind, value = "retry", _text(result.error or "")
         elif failed:
-            kind, value = "finish", result.error or result.outcome.value
+            kind, value = "finish", _text(result.error or result.outcome.value)
         else:
-            kind, value = "finish", _dumps(result.return_value)
+            try:
+                kind, value = "finish", mapping.encode_return(result.return_value)
+            except InvalidDataError as exc:
+                # a value Redis or Node cannot hold fails this run alone: the job never stays
+                # active (its lock would expire and it would run again)
+                log.error("job %s: %s", job_id, exc)
+                failed = True
+                result = attrs.evolve(
+                    result, outcome=Outcome.FAILED, error=str(exc), return_value=None
+                )
+                kind, value = "finish", str(exc)
         started = to_millis(result.started_at) if result.started_at is not None else ""
         take = (fetch, *self._take_args()) if fetch > 0 else ()
         return await self._run(
@@ -772,12 +956,12 @@ class BullMQDriver(Driver):
             "failed" if failed else "completed",
             result.outcome.value,
             value,
-            result.traceback or "",
+            _text(result.traceback or ""),
             to_millis(result.retry_at) if result.retry_at is not None else "",
             self._keep_complete,
             self._keep_fail,
             started,
-            result.error or "",
+            _text(result.error or ""),
             *take,
         )
 

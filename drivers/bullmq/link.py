@@ -26,15 +26,73 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-import hiredis
-from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection, parse_url
-from redis.exceptions import NoScriptError, ResponseError
+from tickkit import DriverError, InvalidDataError, MissingExtraError, redact
+
+try:
+    import hiredis
+    from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection, parse_url
+    from redis.exceptions import NoScriptError, ResponseError
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise MissingExtraError("the redis:// driver", "redis", exc.name or "redis") from None
 
 log = logging.getLogger("tickkit.drivers.bullmq")
 
 #: errors after which a call is retried on a new connection (asyncio.TimeoutError is not
 #: TimeoutError before Python 3.11)
 RETRYABLE = (ConnectionError, TimeoutError, asyncio.TimeoutError, OSError)
+
+#: error replies that no reconnect can cure (a wrong password, a missing database): the call
+#: fails at once with a DriverError
+PERMANENT_REPLIES = (
+    "WRONGPASS",
+    "NOAUTH",
+    "NOPERM",
+    "ERR invalid password",
+    "ERR AUTH",
+    "ERR Client sent AUTH",
+    "ERR DB index is out of range",
+    "ERR invalid DB index",
+)
+
+
+class PermanentError(DriverError):
+    """Redis refused the connection for a reason a retry cannot cure (credentials, database)."""
+
+
+def is_permanent(text: str) -> bool:
+    return text.startswith(PERMANENT_REPLIES)
+
+
+def safe_repr(value: Any, limit: int = 80) -> str:
+    """A repr for error messages that never fails (a huge int's repr raises ValueError) and
+    stays short."""
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__} that has no printable form>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def pack(args: tuple[Any, ...]) -> bytes:
+    """The RESP bytes of one command, or an :class:`InvalidDataError` naming the argument that
+    cannot be sent (a lone surrogate in a string, an object that is not a string or number).
+    Nothing is queued or sent before this succeeds, so a bad argument fails its own call only."""
+    try:
+        return bytes(hiredis.pack_command(args))
+    except Exception as exc:
+        error = exc
+    for i, arg in enumerate(args):
+        try:
+            hiredis.pack_command((arg,))
+        except Exception as exc:
+            raise InvalidDataError(
+                f"cannot send {safe_repr(arg)} (argument {i} of a {safe_repr(args[0], 20)} "
+                f"command) to Redis: {type(exc).__name__}: {safe_repr(str(exc), 200)}"
+            ) from None
+    raise InvalidDataError(
+        f"cannot send a {safe_repr(args[0] if args else None, 20)} command to Redis: "
+        f"{type(error).__name__}: {safe_repr(str(error), 200)}"
+    ) from None
 
 
 def _ssl_context(kw: Mapping[str, Any]) -> ssl.SSLContext:
@@ -150,13 +208,18 @@ class _Protocol(asyncio.Protocol):
         self.connection_lost(exc)
 
     def send(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        return self.send_packed(pack(args))
+
+    def send_packed(self, packed: bytes) -> asyncio.Future[Any]:
+        """Send one encoded command; its reply slot is queued only once it is written, so that
+        replies and callers stay in step whatever fails."""
         if self.transport is None or self.transport.is_closing():
             raise ConnectionError("not connected to Redis")
         future = self.loop.create_future()
-        self.waiting.append(future)
         # written at once: Redis starts on it while this process handles other replies (when
         # the socket is busy the transport buffers, and later calls leave together)
-        self.transport.write(hiredis.pack_command(args))
+        self.transport.write(packed)
+        self.waiting.append(future)
         return future
 
 
@@ -169,7 +232,13 @@ class Script:
 
 
 class Link:
-    """The multiplexed connection (see the module docstring)."""
+    """The multiplexed connection (see the module docstring).
+
+    ``retries`` bounds the reconnect attempts of one call; ``give_up_after`` (seconds, or None)
+    bounds the time one call spends reconnecting, so that a management command against an
+    unreachable Redis fails within a few seconds while a worker keeps trying. Each failed
+    attempt is logged (WARNING, with the delay before the next one).
+    """
 
     def __init__(
         self,
@@ -178,14 +247,21 @@ class Link:
         retries: int = 20,
         reply_timeout: float = 60.0,
         client_name: str | None = None,
+        give_up_after: float | None = None,
     ) -> None:
         self.target = target
         self.retries = retries
         self.reply_timeout = reply_timeout
         self.client_name = client_name
+        self.give_up_after = give_up_after
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
         self._watchdog: asyncio.TimerHandle | None = None
+
+    def __repr__(self) -> str:
+        t = self.target
+        where = t.path or f"{t.host}:{t.port}"
+        return f"<Link {where} db={t.db}>"
 
     async def _connect(self) -> _Protocol:
         if self._connecting is None:
@@ -196,6 +272,7 @@ class Link:
                 return proto
             loop = asyncio.get_running_loop()
             t = self.target
+            opened: list[_Protocol] = []
 
             async def open_and_greet() -> _Protocol:
                 if t.path:
@@ -208,6 +285,7 @@ class Link:
                         ssl=t.ssl,
                         server_hostname=t.host if t.ssl is not None else None,
                     )
+                opened.append(made)
                 user, password = t.credentials()
                 if password is not None:
                     await made.send(("AUTH", user, password) if user else ("AUTH", password))
@@ -217,10 +295,25 @@ class Link:
                     await made.send(("CLIENT", "SETNAME", self.client_name))
                 return made
 
-            proto = await asyncio.wait_for(open_and_greet(), t.connect_timeout)
+            try:
+                proto = await asyncio.wait_for(open_and_greet(), t.connect_timeout)
+            except BaseException as exc:
+                for made in opened:  # a half-greeted connection is never used: close it
+                    made.abort(ConnectionError("greeting failed"))
+                if isinstance(exc, ResponseError):
+                    text = redact(str(exc))
+                    if is_permanent(text):
+                        raise PermanentError(
+                            f"Redis at {self._where()} refused the connection: {text}"
+                        ) from None
+                raise
             self._proto = proto
             self._arm_watchdog(loop)
             return proto
+
+    def _where(self) -> str:
+        t = self.target
+        return t.path or f"{t.host}:{t.port}/{t.db}"
 
     def _arm_watchdog(self, loop: asyncio.AbstractEventLoop) -> None:
         """Abort a connection whose oldest call in flight has waited a whole
@@ -249,37 +342,61 @@ class Link:
 
     async def call(self, *args: Any) -> Any:
         """Send one command and return its reply, reconnecting and retrying on connection
-        errors with exponential backoff (0.05 s doubling up to 2 s, ``retries`` times)."""
+        errors with exponential backoff (0.05 s doubling up to 2 s, ``retries`` times, within
+        ``give_up_after`` seconds). An argument that cannot be encoded raises
+        :class:`~tickkit.InvalidDataError` at once; a permanent refusal (wrong password,
+        missing database) raises :class:`PermanentError` at once."""
+        return await self._call_packed(pack(args))
+
+    async def _call_packed(self, packed: bytes) -> Any:
         delay = 0.05
         attempt = 0
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         while True:
             try:
                 proto = self._proto
                 if proto is None or proto.transport is None:
                     proto = await self._connect()
-                return await proto.send(args)
+                return await proto.send_packed(packed)
+            except ssl.SSLCertVerificationError as exc:
+                raise PermanentError(
+                    f"Redis at {self._where()}: the TLS certificate was refused: {redact(str(exc))}"
+                ) from None
             except RETRYABLE as exc:
-                if attempt >= self.retries:
-                    raise
+                spent = loop.time() - started
+                limit = self.give_up_after
+                if attempt >= self.retries or (limit is not None and spent + delay > limit):
+                    raise DriverError(
+                        f"Redis at {self._where()} is unreachable: {redact(str(exc))} "
+                        f"(gave up after {attempt + 1} attempt(s) in {spent:.1f}s)"
+                    ) from None
                 attempt += 1
-                log.debug("Redis call failed (%s); retry %d in %.2fs", exc, attempt, delay)
+                log.warning(
+                    "Redis at %s: %s; reconnecting in %.2fs (attempt %d)",
+                    self._where(),
+                    redact(str(exc)) or type(exc).__name__,
+                    delay,
+                    attempt,
+                )
                 await asyncio.sleep(delay)  # a network retry: real time, not the kernel's clock
                 delay = min(delay * 2, 2.0)
 
     async def run(self, script: Script, args: tuple[Any, ...]) -> Any:
         """EVALSHA ``script`` with no keys (tickkit's scripts name their keys from ARGV[1],
         like BullMQ's do for the queue prefix), loading it when Redis does not know it."""
+        packed = pack(("EVALSHA", script.sha, 0, *args))  # a bad argument fails here, alone
         proto = self._proto
         if proto is not None and proto.transport is not None:
             # the fast path: connected; any failure goes the slow way with its retries
             try:
-                return await proto.send(("EVALSHA", script.sha, 0, *args))
+                return await proto.send_packed(packed)
             except NoScriptError:
                 pass
             except RETRYABLE:
                 pass
         try:
-            return await self.call("EVALSHA", script.sha, 0, *args)
+            return await self._call_packed(packed)
         except NoScriptError:
             return await self.call("EVAL", script.source, 0, *args)
 

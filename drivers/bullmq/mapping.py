@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import functools
 import json
+import math
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from tickkit import Backoff, Codec, InvalidJobIdError, InvalidScheduleError, Job, JobState, Outcome
+from tickkit import (
+    Backoff,
+    Codec,
+    InvalidDataError,
+    InvalidJobIdError,
+    InvalidScheduleError,
+    Job,
+    JobState,
+    Outcome,
+)
 from tickkit.models import from_millis
 
 #: schedule types a job scheduler can hold
@@ -28,14 +39,86 @@ _STATE_OF = {
 }
 
 
+#: key suffixes of a BullMQ 6 queue (QueueKeys.getKeys in BullMQ's classes/queue-keys, and the
+#: keys its scripts build: metrics, dn) and this driver's own ``tk:*`` keys: a job whose id is
+#: one of them would be stored over the queue's own key (or its ``<id>:...`` keys over the
+#: queue's ``<suffix>:...`` keys)
+RESERVED_IDS = frozenset(
+    {
+        "active",
+        "wait",
+        "waiting-children",
+        "paused",
+        "id",
+        "delayed",
+        "prioritized",
+        "stalled-check",
+        "completed",
+        "failed",
+        "stalled",
+        "repeat",
+        "limiter",
+        "meta",
+        "events",
+        "pc",
+        "marker",
+        "de",
+        "dn",
+        "metrics",
+        "tk",
+    }
+)
+
+
 def check_job_id(job_id: str) -> str:
-    """BullMQ's rules for custom job ids: not an integer, no ':', not empty."""
+    """BullMQ's rules for custom job ids (not an integer, no ':', not empty) and the names the
+    queue's own keys use."""
     if not isinstance(job_id, str) or not job_id or ":" in job_id or job_id.isdigit():
         raise InvalidJobIdError(
-            f"invalid job id {job_id!r} for BullMQ: it must be a non-empty string that is not "
-            "an integer and has no ':'"
+            f"invalid job id {_short(job_id)} for BullMQ: it must be a non-empty string that is "
+            "not an integer and has no ':'"
+        )
+    if job_id in RESERVED_IDS:
+        raise InvalidJobIdError(
+            f"invalid job id {job_id!r} for BullMQ: it is the name of one of the queue's own "
+            f"keys (reserved: {', '.join(sorted(RESERVED_IDS))})"
         )
     return job_id
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def encode_return(value: Any) -> str:
+    """A return value as strict JSON that Node's ``JSON.parse`` reads back: no NaN or
+    infinity, no integer past a double's range, no lone surrogate. Raises InvalidDataError
+    naming the value."""
+    try:
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        _check_numbers(value)
+        text.encode("utf-8")
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        raise InvalidDataError(
+            f"the return value {_short(value)} cannot be stored as JSON: {exc}"
+        ) from None
+    return text
+
+
+def _check_numbers(value: Any) -> None:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, int) and not isinstance(item, bool):
+            float(item)  # OverflowError past a double's range (Node would read Infinity)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
 
 
 def spec_to_repeat(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -62,7 +145,15 @@ def repeat_to_spec(fields: Mapping[str, str]) -> dict[str, Any] | None:
         return {"type": "cron", "value": pattern, "timezone": fields.get("tz") or "UTC"}
     every = fields.get("every")
     if every not in (None, ""):
-        return {"type": "interval", "value": float(every) / 1000}
+        try:
+            value = float(every) / 1000  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            value = math.nan
+        if not math.isfinite(value) or value <= 0:
+            raise InvalidScheduleError(
+                f"field 'every' of a job scheduler is not a positive number of ms: {_short(every)}"
+            )
+        return {"type": "interval", "value": value}
     return None
 
 
@@ -90,6 +181,31 @@ def backoff_from_opts(value: Any) -> Backoff | None:
     return None  # a custom backoff strategy of a Node worker: the task's own applies
 
 
+#: job.meta keys that are a trace context (what OpenTelemetry's text-map propagators write):
+#: they travel in BullMQ's own trace-context job option too, so that Node's telemetry
+#: (bullmq-otel) continues a trace started in tickkit and the other way round
+TRACE_KEYS = ("traceparent", "tracestate", "baggage")
+
+
+def telemetry_metadata(meta: Mapping[str, str]) -> str | None:
+    """BullMQ's ``opts.telemetry.metadata`` (stored as ``opts.tm``) for ``job.meta``: the
+    propagation carrier as a JSON object, what bullmq-otel's context manager writes."""
+    carrier = {k: meta[k] for k in TRACE_KEYS if isinstance(meta.get(k), str)}
+    return json.dumps(carrier, separators=(",", ":")) if "traceparent" in carrier else None
+
+
+def trace_meta(opts: Mapping[str, Any]) -> dict[str, str]:
+    """The trace context a producer left in BullMQ's ``opts.tm`` (``telemetry.metadata``),
+    as job.meta entries; nothing when it is absent, unreadable or ``omc`` (omitContext)."""
+    text = opts.get("tm")
+    if not isinstance(text, str) or opts.get("omc") is True:
+        return {}
+    carrier = parse_json(text)
+    if not isinstance(carrier, dict):
+        return {}
+    return {k: v for k, v in carrier.items() if k in TRACE_KEYS and isinstance(v, str)}
+
+
 def job_opts(job: Job, retention: Mapping[str, Any]) -> dict[str, Any]:
     """The ``opts`` JSON written for a job or a scheduler's template."""
     opts: dict[str, Any] = {"attempts": job.max_attempts or 0}
@@ -97,6 +213,9 @@ def job_opts(job: Job, retention: Mapping[str, Any]) -> dict[str, Any]:
     if backoff is not None:
         opts["backoff"] = backoff
     opts.update(retention)
+    metadata = telemetry_metadata(job.meta)
+    if metadata is not None:
+        opts["tm"] = metadata
     return opts
 
 
@@ -112,7 +231,7 @@ def parse_json(text: str | None, default: Any = None) -> Any:
 def _int(text: str | None, default: int = 0) -> int:
     try:
         return int(float(text)) if text not in (None, "") else default  # type: ignore[arg-type]
-    except ValueError:
+    except (ValueError, OverflowError):
         return default
 
 
@@ -147,6 +266,56 @@ def nominal_ms(h: Mapping[str, str], opts: Mapping[str, Any]) -> int:
     return _int(h.get("timestamp")) + _int(str(opts.get("delay") or 0))
 
 
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
+#: job hash fields that must hold integers (what takeJobs in lua/common.lua checks)
+INTEGER_FIELDS = ("timestamp", "delay", "atm", "ats", "stc", "priority", "tk.at")
+
+
+def defects_of(h: Mapping[str, str], codec: Codec | None = None) -> list[str]:
+    """What cannot be read in a job hash, each naming the field (the checks of takeJobs'
+    ``unreadable`` in lua/common.lua, plus data and tickkit's own JSON fields)."""
+    found: list[str] = []
+    if h.get("tk.defect"):
+        found.append(h["tk.defect"])
+    if h.get("name") is None:
+        found.append("field 'name' is missing")
+    data = h.get("data")
+    if data is None:
+        found.append("field 'data' is missing")
+    elif codec is not None:
+        try:
+            codec.decode(data)
+        except ValueError as exc:
+            found.append(f"field 'data' is not JSON ({exc}): {_short(data)}")
+    opts = h.get("opts")
+    if opts is not None and not isinstance(parse_json(opts), dict):
+        found.append(f"field 'opts' is not a JSON object: {_short(opts)}")
+    if h.get("timestamp") is None:
+        found.append("field 'timestamp' is missing")
+    for name in INTEGER_FIELDS:
+        value = h.get(name)
+        if value is not None and not _INTEGER.fullmatch(value):
+            found.append(f"field {name!r} is not an integer: {_short(value)}")
+    for name in ("tk.spec", "tk.meta"):
+        value = h.get(name)
+        if value is not None and not isinstance(parse_json(value), dict):
+            found.append(f"field {name!r} is not a JSON object: {_short(value)}")
+    return found
+
+
+def unreadable_view(job_id: str, where: str | None, reason: str) -> Job:
+    """A job whose record cannot be read at all (its key is not a hash): listable, failed."""
+    return Job(
+        id=job_id,
+        name="",
+        state=_STATE_OF.get(where or "", JobState.FAILED),
+        last_outcome=Outcome.FAILED if where == "failed" else None,
+        last_error=reason,
+        meta={"bullmq_job_id": job_id},
+        defect=reason,
+    )
+
+
 def meta_of(h: Mapping[str, str]) -> dict[str, str]:
     meta = parse_json(h.get("tk.meta"), {})
     return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
@@ -160,10 +329,17 @@ def one_off_view(
     score: float | None,
 ) -> Job:
     """A tickkit Job for a BullMQ job hash found in container ``where``."""
+    defects = defects_of(h, codec)
     opts = parse_json(h.get("opts"), {})
     if not isinstance(opts, dict):
         opts = {}
-    nominal = from_millis(nominal_ms(h, opts))
+    nominal_known = (
+        h.get("tk.at") or (h.get("rjk") and opts.get("prevMillis")) or h.get("timestamp")
+    )
+    unread = {d.split("'")[1] for d in defects if d.startswith("field '")}
+    nominal: datetime | None = None
+    if nominal_known and not unread & {"tk.at", "timestamp", "delay"}:
+        nominal = _ms(str(nominal_ms(h, opts)))
     state = _STATE_OF.get(where or "", JobState.SCHEDULED)
     outcome_text = h.get("tk.outcome")
     if state is JobState.COMPLETED and outcome_text == Outcome.MISSED.value:
@@ -183,12 +359,12 @@ def one_off_view(
         last_outcome = Outcome.SUCCEEDED if where == "completed" else Outcome.FAILED
     spec = parse_json(h.get("tk.spec"))
     attempts = _int(str(opts.get("attempts") or 0))
-    meta = meta_of(h)
+    meta = {**trace_meta(opts), **meta_of(h)}
     meta["bullmq_job_id"] = job_id
     return Job(
         id=job_id,
         name=h.get("name", ""),
-        data=decode_data(codec, h.get("data")),
+        data=None if "data" in unread else decode_data(codec, h.get("data")),
         schedule=spec if isinstance(spec, dict) else None,
         next_run_at=next_run,
         scheduled_at=nominal,
@@ -197,12 +373,13 @@ def one_off_view(
         attempt=_int(h.get("atm")),
         max_attempts=attempts if attempts > 0 else None,
         backoff=backoff_from_opts(opts.get("backoff")),
-        created_at=_ms(h.get("timestamp")),
+        created_at=None if "timestamp" in unread else _ms(h.get("timestamp")),
         last_run_at=_ms(h.get("tk.lastRun") or h.get("processedOn")),
         last_outcome=last_outcome,
         last_error=h.get("failedReason") or None,
         runs=_int(h.get("atm")),
         meta=meta,
+        defect="; ".join(defects) or None,
     )
 
 
@@ -235,9 +412,15 @@ def opts_info(text: str | None) -> tuple[dict[str, Any], int | None, Backoff | N
     return opts, attempts if attempts > 0 else None, backoff_from_opts(opts.get("backoff"))
 
 
-def claimed_view(job_id: str, values: Sequence[str | None], data: Any) -> Job:
+def claimed_view(
+    job_id: str, values: Sequence[str | None], data: Any, now_ms: int | None = None
+) -> Job:
     """The tickkit Job of a BullMQ job just moved to active, from its CLAIM_FIELDS values
-    (``data`` already decoded). Same fields as :func:`one_off_view` gives for state active."""
+    (``data`` already decoded). Same fields as :func:`one_off_view` gives for state active.
+
+    A one-off job taken before its nominal time was promoted (Node's ``job.promote()``, a
+    dashboard's "promote", which clear only the hash's ``delay``): it runs now, so its
+    nominal time is ``now_ms``."""
     (
         name,
         _data,
@@ -255,12 +438,14 @@ def claimed_view(job_id: str, values: Sequence[str | None], data: Any) -> Job:
     ) = values
     opts, max_attempts, backoff = opts_info(opts_text)
     nominal = nominal_ms({"tk.at": at or "", "rjk": rjk or "", "timestamp": timestamp or ""}, opts)
+    if now_ms is not None and not rjk and nominal > now_ms:
+        nominal = now_ms
     try:
         last_outcome = Outcome(outcome_text) if outcome_text else None
     except ValueError:
         last_outcome = None
     spec = parse_json(spec_text) if spec_text else None
-    meta = meta_of({"tk.meta": meta_text}) if meta_text else {}
+    meta = {**trace_meta(opts), **(meta_of({"tk.meta": meta_text}) if meta_text else {})}
     meta["bullmq_job_id"] = job_id
     attempt = _int(atm)
     return Job(
@@ -293,9 +478,21 @@ def scheduler_view(
     where: str | None,
 ) -> Job:
     """A tickkit recurring Job for a BullMQ job scheduler and its pending (current) job."""
-    opts = parse_json(sh.get("opts"), {})
-    if not isinstance(opts, dict):
+    defects: list[str] = []
+    opts = parse_json(sh.get("opts"), {}) if sh.get("opts") is not None else {}
+    if not isinstance(opts, dict) or (sh.get("opts") and parse_json(sh.get("opts")) is None):
+        defects.append(f"field 'opts' is not a JSON object: {_short(sh.get('opts'))}")
         opts = {}
+    try:
+        schedule = repeat_to_spec(sh)
+    except InvalidScheduleError as exc:
+        defects.append(str(exc))
+        schedule = None
+    data: Any = None
+    try:
+        data = codec.decode(sh.get("data", "{}"))
+    except ValueError as exc:
+        defects.append(f"field 'data' is not JSON ({exc}): {_short(sh.get('data'))}")
     pending = current is not None and where in ("delayed", "wait", "prioritized", "paused")
     if sh.get("tk.paused") == "1":
         state = JobState.PAUSED
@@ -314,8 +511,8 @@ def scheduler_view(
     return Job(
         id=scheduler_id,
         name=sh.get("name", ""),
-        data=decode_data(codec, sh.get("data", "{}")),
-        schedule=repeat_to_spec(sh),
+        data=data,
+        schedule=schedule,
         next_run_at=at if pending or state is JobState.PAUSED else None,
         scheduled_at=at,
         state=state,
@@ -328,5 +525,6 @@ def scheduler_view(
         last_outcome=last_outcome,
         last_error=sh.get("tk.lastError") or None,
         runs=_int(sh.get("tk.runs")),
-        meta=meta_of(sh),
+        meta={**trace_meta(opts), **meta_of(sh)},
+        defect="; ".join(defects) or None,
     )

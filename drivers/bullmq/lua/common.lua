@@ -11,6 +11,60 @@ local K = {
   paused = P .. "paused", tkPaused = P .. "tk:paused", tkStatic = P .. "tk:static",
 }
 
+-- stored text decoded as a JSON object, or nil (a hash written by hand or by another tool)
+local function decodeObject(text)
+  if not text then return nil end
+  local ok, value = pcall(cjson.decode, text)
+  -- (an array decodes to a table too: its first element is at index 1)
+  if ok and type(value) == "table" and value[1] == nil then return value end
+  return nil
+end
+
+-- a stored integer field as HINCRBY reads it: an optional '-' and at most 18 digits
+local function isInteger(text)
+  return type(text) == "string" and #text <= 19 and string.match(text, "^%-?%d+$") ~= nil
+end
+
+-- HINCRBY that never fails on a field that is not an integer (the field restarts from 0)
+local function hincr(key, field, by)
+  local v = call("HGET", key, field)
+  if v and not isInteger(v) then call("HSET", key, field, 0) end
+  return call("HINCRBY", key, field, by)
+end
+
+local function keyType(key)
+  local t = call("TYPE", key)
+  if type(t) == "table" then return t["ok"] end
+  return t
+end
+
+local function preview(text)
+  if #text > 60 then return string.format("%q", string.sub(text, 1, 57) .. "...") end
+  return string.format("%q", text)
+end
+
+-- why a job's record cannot be taken (naming the field), or nil when it can
+local INTEGER_FIELDS = {"timestamp", "delay", "atm", "ats", "stc", "priority", "tk.at"}
+local function unreadable(key)
+  local t = keyType(key)
+  if t ~= "hash" then return "the job key holds a " .. t .. ", not a hash" end
+  local f = call("HMGET", key, "tk.defect", "name", "data", "opts", unpack(INTEGER_FIELDS))
+  if f[1] then return f[1] end
+  if not f[2] then return "field 'name' is missing" end
+  if not f[3] then return "field 'data' is missing" end
+  if f[4] and not decodeObject(f[4]) then
+    return "field 'opts' is not a JSON object: " .. preview(f[4])
+  end
+  if not f[5] then return "field 'timestamp' is missing" end
+  for i, name in ipairs(INTEGER_FIELDS) do
+    local v = f[4 + i]
+    if v and not isInteger(v) then
+      return "field '" .. name .. "' is not an integer: " .. preview(v)
+    end
+  end
+  return nil
+end
+
 local function maxEvents()
   local n = call("HGET", K.meta, "opts.maxLenEvents")
   if not n then
@@ -76,7 +130,9 @@ local function enqueue(jobId, at, now, front)
   local key = P .. jobId
   if at ~= now then
     call("HSET", key, "delay", math.max(at - now, 0))
-    call("ZADD", K.delayed, delayedScore(at), jobId)
+    -- (a time before 1970 is stored at 0: BullMQ's take promotes delayed scores from 0 up,
+    -- so a negative one would never run; the nominal time stays in tk.at)
+    call("ZADD", K.delayed, delayedScore(math.max(at, 0)), jobId)
     emit("delayed", "jobId", jobId, "delay", at)
     delayMarker()
     return
@@ -112,7 +168,8 @@ local function unqueue(jobId, now)
   end
   if call("ZREM", K.prioritized, jobId) == 1 or call("LREM", K.wait, 1, jobId) == 1
       or call("LREM", K.paused, 1, jobId) == 1 then
-    local at = tonumber(call("HGET", P .. jobId, "tk.at"))
+    local at = nil
+    if keyType(P .. jobId) == "hash" then at = tonumber(call("HGET", P .. jobId, "tk.at")) end
     if at and at < now then return at end
     return now
   end
@@ -230,11 +287,18 @@ local function produce(id, nextMs, now, count)
   call("ZADD", K.rep, nextMs, id)
   call("INCR", K.id)
   local opts = {}
-  if s[3] then opts = cjson.decode(s[3]) end
+  local defect = nil
+  if s[3] then
+    opts = decodeObject(s[3])
+    if not opts then
+      opts = {}
+      defect = "job scheduler " .. id .. ": field 'opts' is not a JSON object: " .. preview(s[3])
+    end
+  end
   local r = {count = count}
   if s[4] then r["pattern"] = s[4] end
   if s[5] then r["tz"] = s[5] end
-  if s[6] then r["every"] = tonumber(s[6]) end
+  if s[6] then r["every"] = tonumber(s[6]) or s[6] end
   if s[8] then r["limit"] = tonumber(s[8]) end
   if s[9] then r["endDate"] = tonumber(s[9]) end
   if s[10] then r["offset"] = tonumber(s[10]) end
@@ -247,9 +311,10 @@ local function produce(id, nextMs, now, count)
   opts["prevMillis"] = nextMs
   opts["repeatJobKey"] = id
   if opts["attempts"] == nil then opts["attempts"] = 0 end
-  call("HSET", key, "name", s[1], "data", s[2] or "{}", "opts", cjson.encode(opts),
+  call("HSET", key, "name", s[1] or "", "data", s[2] or "{}", "opts", cjson.encode(opts),
     "timestamp", now, "delay", delay, "priority", tonumber(opts["priority"]) or 0, "rjk", id,
     "atm", 0)
+  if defect then call("HSET", key, "tk.defect", defect) end
   emit("added", "jobId", jobId, "name", s[1])
   if s[7] then
     call("HSET", key, "tk.paused", 1)
@@ -314,8 +379,21 @@ local function takeJobs(now, limit, tokenPrefix, lockMs, worker)
       end
     end
     local key = P .. jobId
+    local why = nil
+    if call("EXISTS", key) == 1 then why = unreadable(key) end
     if call("EXISTS", key) == 0 then
       call("LREM", K.active, 1, jobId)  -- an id without a job: drop it
+    elseif why then
+      -- a record that cannot be taken is failed here, once, and stays listable (kept
+      -- whatever the retention: someone has to look at it)
+      call("LREM", K.active, -1, jobId)
+      call("ZADD", K.failed, now, jobId)
+      if keyType(key) == "hash" then
+        call("HSET", key, "failedReason", "unreadable job record: " .. why, "finishedOn", now,
+          "tk.outcome", "failed")
+      end
+      emit("failed", "jobId", jobId, "failedReason", "unreadable job record: " .. why,
+        "prev", "active")
     else
       if rateMax then
         if call("INCR", K.limiter) == 1 then
@@ -325,15 +403,15 @@ local function takeJobs(now, limit, tokenPrefix, lockMs, worker)
       local token = tokenPrefix .. ":" .. jobId
       call("SET", key .. ":lock", token, "PX", lockMs)
       call("HSET", key, "processedOn", now, "pb", worker)
-      call("HINCRBY", key, "ats", 1)
+      hincr(key, "ats", 1)
       emit("active", "jobId", jobId, "prev", "waiting")
       local defa = call("HGET", key, "defa")
       if defa then
         -- stalled more than maxStalledCount times: fail it here (BullMQ fails it on take)
         call("DEL", key .. ":lock")
         call("LREM", K.active, -1, jobId)
-        call("HINCRBY", key, "atm", 1)
-        local opts = cjson.decode(call("HGET", key, "opts") or "{}")
+        hincr(key, "atm", 1)
+        local opts = decodeObject(call("HGET", key, "opts")) or {}
         finishJob(jobId, "failed", "failedReason", defa, now, keepRule(opts["removeOnFail"]), {})
         emit("failed", "jobId", jobId, "failedReason", defa, "prev", "active")
       else

@@ -14,6 +14,13 @@ local function finish()
   local jobId = ARGV[3]
   local key = P .. jobId
   if call("EXISTS", key) == 0 then return -1 end
+  if keyType(key) ~= "hash" then
+    -- the record was overwritten while the job ran: it leaves active for failed, unread
+    call("LREM", K.active, -1, jobId)
+    call("DEL", key .. ":lock")
+    call("ZADD", K.failed, now, jobId)
+    return 0
+  end
   local lock = call("GET", key .. ":lock")
   if lock ~= ARGV[4] then
     if lock then return -6 end
@@ -34,7 +41,7 @@ local function finish()
   local rjk = call("HGET", key, "rjk")
   if rjk and call("EXISTS", K.rep .. ":" .. rjk) == 1 then
     local skey = K.rep .. ":" .. rjk
-    call("HINCRBY", skey, "tk.runs", 1)
+    hincr(skey, "tk.runs", 1)
     call("HSET", skey, "tk.lastOutcome", outcome, "tk.lastRun", ARGV[13] ~= "" and ARGV[13] or now)
     if ARGV[14] ~= "" then
       call("HSET", skey, "tk.lastError", ARGV[14])
@@ -55,7 +62,7 @@ local function finish()
   end
 
   if ARGV[5] == "retry" then
-    call("HINCRBY", key, "atm", 1)
+    hincr(key, "atm", 1)
     call("HSET", key, "failedReason", ARGV[8], unpack(fields))
     if #stack > 0 then call("HSET", key, "stacktrace", cjson.encode(stack)) end
     local at = tonumber(ARGV[10])
@@ -70,9 +77,9 @@ local function finish()
   end
 
   local target = ARGV[6]
-  local atm = tonumber(call("HGET", key, "atm") or "0")
-  if outcome ~= "missed" then atm = call("HINCRBY", key, "atm", 1) end
-  local opts = cjson.decode(call("HGET", key, "opts") or "{}")
+  local atm = tonumber(call("HGET", key, "atm") or "0") or 0
+  if outcome ~= "missed" then atm = hincr(key, "atm", 1) end
+  local opts = decodeObject(call("HGET", key, "opts")) or {}
   local rule
   if target == "completed" then
     if opts["removeOnComplete"] ~= nil then

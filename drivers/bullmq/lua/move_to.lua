@@ -4,7 +4,7 @@
 local now = tonumber(ARGV[2])
 local id = ARGV[3]
 local key = P .. id
-if call("EXISTS", key) == 0 or call("ZSCORE", K.tkPaused, id) then return 0 end
+if keyType(key) ~= "hash" or call("ZSCORE", K.tkPaused, id) then return 0 end
 if call("EXISTS", K.rep .. ":" .. id) == 1 then return 0 end
 if not unqueue(id, now) then return 0 end
 local at = tonumber(ARGV[4])

@@ -9,11 +9,11 @@ if schedulerCurrent(id) ~= ARGV[4] then return 0 end
 local skey = K.rep .. ":" .. id
 local m = call("HMGET", skey, "limit", "endDate", "ic")
 local ic = tonumber(m[3]) or 1
-if m[1] and ic + 1 > tonumber(m[1]) then return 0 end
+if tonumber(m[1]) and ic + 1 > tonumber(m[1]) then return 0 end
 local nextMs = tonumber(ARGV[5])
-if m[2] and nextMs > tonumber(m[2]) then return 0 end
+if tonumber(m[2]) and nextMs > tonumber(m[2]) then return 0 end
 if produce(id, nextMs, now, ic + 1) then
-  call("HINCRBY", skey, "ic", 1)
+  hincr(skey, "ic", 1)
   return 1
 end
 return 0

@@ -27,9 +27,9 @@ local skey = K.rep .. ":" .. id
 if call("EXISTS", skey) == 1 then
   if pause then call("HSET", skey, "tk.paused", 1) else call("HDEL", skey, "tk.paused") end
   local current = schedulerCurrent(id)
-  if current and call("EXISTS", P .. current) == 1 then setJob(current) end
+  if current and keyType(P .. current) == "hash" then setJob(current) end
   return 1
 end
-if call("EXISTS", P .. id) == 0 then return 0 end
+if keyType(P .. id) ~= "hash" then return 0 end
 setJob(id)
 return 1

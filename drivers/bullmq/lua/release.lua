@@ -6,11 +6,11 @@ local released = 0
 for i = 3, #ARGV, 2 do
   local jobId, token = ARGV[i], ARGV[i + 1]
   local key = P .. jobId
-  if call("EXISTS", key) == 1 and call("GET", key .. ":lock") == token
+  if keyType(key) == "hash" and call("GET", key .. ":lock") == token
       and call("LREM", K.active, 1, jobId) == 1 then
     call("DEL", key .. ":lock")
     call("SREM", K.stalled, jobId)
-    call("HINCRBY", key, "ats", -1)
+    hincr(key, "ats", -1)
     if call("HEXISTS", key, "tk.paused") == 1 then
       local at = tonumber(call("HGET", key, "tk.at")) or now
       call("ZADD", K.tkPaused, at, jobId)

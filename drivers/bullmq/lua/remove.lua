@@ -9,7 +9,7 @@ if call("EXISTS", K.rep .. ":" .. id) == 1 or call("ZSCORE", K.rep, id) then
 end
 local key = P .. id
 if call("EXISTS", key) == 0 then return 0 end
-local rjk = call("HGET", key, "rjk")
+local rjk = keyType(key) == "hash" and call("HGET", key, "rjk")
 if rjk and schedulerCurrent(rjk) == id then return -8 end
 removeJob(id, now)
 call("SREM", K.tkStatic, id)

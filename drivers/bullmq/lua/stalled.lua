@@ -12,8 +12,11 @@ if #suspects > 0 then
   call("DEL", K.stalled)
   for _, jobId in ipairs(suspects) do
     local key = P .. jobId
-    if call("EXISTS", key .. ":lock") == 0 and call("LREM", K.active, 1, jobId) > 0 then
-      local stc = call("HINCRBY", key, "stc", 1)
+    if call("EXISTS", key .. ":lock") == 0 and keyType(key) ~= "hash"
+        and call("LREM", K.active, 1, jobId) > 0 then
+      call("ZADD", K.failed, now, jobId)  -- overwritten while it ran: failed, unread
+    elseif call("EXISTS", key .. ":lock") == 0 and call("LREM", K.active, 1, jobId) > 0 then
+      local stc = hincr(key, "stc", 1)
       local rjk = call("HGET", key, "rjk")
       local recurring = rjk and call("EXISTS", K.rep .. ":" .. rjk) == 1
       if stc > maxStalled and not recurring then
