@@ -36,6 +36,12 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        self.spawn()
+        self.wait_ready()
+
+    def spawn(self) -> None:
+        """Start the process without waiting for it to answer (a test that wants to meet a
+        server still loading its data calls this)."""
         self.proc = subprocess.Popen(
             [
                 "redis-server",
@@ -56,6 +62,8 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+
+    def wait_ready(self) -> None:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:

@@ -41,6 +41,15 @@ log = logging.getLogger("tickkit.drivers.bullmq")
 #: TimeoutError before Python 3.11)
 RETRYABLE = (ConnectionError, TimeoutError, asyncio.TimeoutError, OSError)
 
+#: error replies that say Redis did not run the command and will soon (a restarted server still
+#: loading its data, a replica without its master): the call is retried like a lost connection
+TRANSIENT_REPLIES = ("LOADING", "MASTERDOWN", "TRYAGAIN")
+
+
+class TransientReplyError(ConnectionError):
+    """Redis refused a command for now without running it (``LOADING ...``): safe to retry."""
+
+
 #: error replies that no reconnect can cure (a wrong password, a missing database): the call
 #: fails at once with a DriverError
 PERMANENT_REPLIES = (
@@ -187,7 +196,13 @@ class _Protocol(asyncio.Protocol):
                 continue
             if isinstance(reply, hiredis.ReplyError):
                 text = str(reply)
-                error = NoScriptError if text.startswith("NOSCRIPT") else ResponseError
+                error: type[Exception]
+                if text.startswith("NOSCRIPT"):
+                    error = NoScriptError
+                elif text.startswith(TRANSIENT_REPLIES):
+                    error = TransientReplyError
+                else:
+                    error = ResponseError
                 future.set_exception(error(text))
             else:
                 future.set_result(reply)
