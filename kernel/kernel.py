@@ -23,16 +23,18 @@ from .codec import Codec
 from .context import TaskContext
 from .driver import Driver, DriverContext
 from .errors import (
-    InvalidScheduleError,
+    InvalidDataError,
     JobNotFoundError,
     KernelNotRunningError,
     PrepareResultError,
     TickkitError,
+    describe_error,
+    short,
 )
 from .manager import Hooks, create_plugin_manager, load_driver_class
-from .models import Claim, Job, JobState, Outcome, Plan, RunResult
-from .registry import TaskDefinition, TaskRegistry, check_name, default_registry
-from .schedule import Schedule, plan_occurrence
+from .models import Claim, Job, JobState, Outcome, Plan, RunResult, check_time
+from .registry import TaskDefinition, TaskRegistry, check_job_id, default_registry
+from .schedule import Schedule, first_run, plan_occurrence
 
 log = logging.getLogger("tickkit")
 
@@ -350,8 +352,7 @@ class Kernel:
         """The stored form of a static task's schedule (None for tasks without one)."""
         if definition.schedule is None:
             return None
-        schedule = definition.schedule.anchored(now)
-        first = schedule.first_fire(now)
+        schedule, first = first_run(definition.schedule, now)
         job = Job(
             id=definition.name,
             name=definition.name,
@@ -417,20 +418,25 @@ class Kernel:
         driver, hooks, codec = self._require()
         definition = self.tasks.require(name)
         if id is not None:
-            check_name(id, "job id")
+            check_job_id(id)
             driver.check_id(id)
-        stored_data = codec.decode(codec.encode(data))
+        try:
+            stored_data = codec.decode(codec.encode(data))
+        except TickkitError:
+            raise
+        except Exception as exc:  # a codec plugin's own error
+            raise InvalidDataError(
+                f"task data {short(data)} cannot be encoded: {describe_error(exc)}"
+            ) from exc
         now = self.clock.now()
         spec: dict[str, Any] | None = None
         if schedule is None:
-            first: datetime | None = now
+            # whole milliseconds, as every driver stores times
+            first: datetime | None = check_time(now, "the run time (now)")
         else:
-            parsed = hooks.parse_schedule(schedule, definition.timezone).anchored(now)
-            first = parsed.first_fire(now)
-            if first is None:
-                raise InvalidScheduleError(
-                    f"schedule {schedule!r} has no run time after {now.isoformat()}"
-                )
+            parsed, first = first_run(
+                hooks.parse_schedule(schedule, definition.timezone), now, required=True
+            )
             # a one-off job's time is its next_run_at: only recurring schedules are stored
             spec = parsed.to_spec() if parsed.recurring else None
         job = Job(

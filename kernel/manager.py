@@ -19,7 +19,7 @@ import pluggy
 from . import hookspecs
 from .codec import Codec, JSONCodec
 from .errors import DriverError, DriverNotFoundError, MissingExtraError, PluginError
-from .schedule import Schedule, require_schedule
+from .schedule import Schedule, parse_with
 
 if TYPE_CHECKING:
     from .context import TaskContext
@@ -165,9 +165,11 @@ class Hooks:
     def parse_schedule(self, value: object, timezone: str | None = None) -> Schedule:
         if isinstance(value, Schedule):
             return value
-        return require_schedule(
-            value, self._hook.tickkit_parse_schedule(value=value, timezone=timezone)
-        )
+        return parse_with(self._parse_hook, value, timezone)
+
+    def _parse_hook(self, value: object, timezone: str | None) -> Schedule | None:
+        result: Schedule | None = self._hook.tickkit_parse_schedule(value=value, timezone=timezone)
+        return result
 
     def parse_spec(self, spec: dict[str, Any]) -> Schedule:
         """Parse a stored spec, cached (stored specs repeat on every occurrence)."""

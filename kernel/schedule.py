@@ -6,11 +6,18 @@ ships cron, date, interval and delay); the kernel knows only this interface and 
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from .errors import InvalidScheduleError
-from .models import Misfire, Plan
+from .errors import (
+    InvalidScheduleError,
+    TickkitError,
+    UnknownTimezoneError,
+    describe_error,
+    short,
+)
+from .models import LATEST_TIME, Misfire, Plan, check_time
 
 #: how many missed occurrences the ONCE policy walks through to find the latest one
 _COALESCE_WALK_LIMIT = 10_000
@@ -137,7 +144,79 @@ def require_schedule(value: object, result: Schedule | None) -> Schedule:
     """Raise the standard error when no plugin understood ``value``."""
     if result is None:
         raise InvalidScheduleError(
-            f"no schedule plugin understands {value!r}: give a cron string, a datetime, "
+            f"no schedule plugin understands {short(value)}: give a cron string, a datetime, "
             "a timedelta, or a dict with type 'cron', 'date' or 'interval'"
         )
+    if not isinstance(result, Schedule):
+        raise InvalidScheduleError(
+            f"a schedule plugin returned {short(result)} for {short(value)}, not a Schedule"
+        )
     return result
+
+
+def parse_with(
+    parse: Callable[[object, str | None], Schedule | None],
+    value: object,
+    timezone: str | None = None,
+) -> Schedule:
+    """Run the schedule hooks (``parse``) on user input or a stored spec: the one boundary
+    between the kernel and schedule plugins.
+
+    Whatever a plugin raises that is not a TickkitError (a ValueError from a parser, an
+    OverflowError from date arithmetic, ...) becomes an InvalidScheduleError naming the value,
+    so no other exception reaches the caller. A time zone that is not a string is refused here,
+    before any plugin sees it.
+    """
+    if timezone is not None and not isinstance(timezone, str):
+        raise UnknownTimezoneError(
+            f"a time zone must be an IANA name (a string such as 'Europe/Berlin'), "
+            f"got {short(timezone)}"
+        )
+    try:
+        return require_schedule(value, parse(value, timezone))
+    except TickkitError:
+        raise
+    except Exception as exc:
+        zone = f" in time zone {short(timezone)}" if timezone is not None else ""
+        raise InvalidScheduleError(
+            f"invalid schedule {short(value)}{zone}: {describe_error(exc)}"
+        ) from exc
+
+
+def first_run(
+    schedule: Schedule, now: datetime, *, required: bool = False
+) -> tuple[Schedule, datetime | None]:
+    """Anchor ``schedule`` at ``now`` and compute its first run: the stored schedule and the
+    first run time as UTC whole milliseconds (None: it never runs; with ``required``, that is
+    refused too).
+
+    A first run outside ``EARLIEST_TIME``..``LATEST_TIME`` (tickkit.models) is refused, and so
+    is any non-tickkit error of the plugin's code (as in :func:`parse_with`).
+    """
+    try:
+        anchored = schedule.anchored(now)
+        first = anchored.first_fire(now)
+    except TickkitError:
+        raise
+    except Exception as exc:
+        raise InvalidScheduleError(
+            f"schedule {describe(schedule)} has no first run after {now.isoformat()}: "
+            f"{describe_error(exc)}"
+        ) from exc
+    if first is None:
+        if required:
+            raise InvalidScheduleError(
+                f"schedule {describe(anchored)} has no run time between {now.isoformat()} and "
+                f"the latest time a job may run ({LATEST_TIME.isoformat()})"
+            )
+        return anchored, None
+    return anchored, check_time(first, f"the first run of schedule {describe(anchored)}")
+
+
+def describe(schedule: Schedule) -> str:
+    """``schedule.describe()`` for a message: short, and never raising."""
+    try:
+        text = schedule.describe()
+    except Exception:
+        return short(schedule)
+    return text if len(text) <= 200 else text[:197] + "..."

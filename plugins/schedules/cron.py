@@ -19,13 +19,13 @@ from __future__ import annotations
 import bisect
 import calendar
 import math
-from datetime import datetime, timedelta, tzinfo
+from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
-from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from tickkit import InvalidCronError, Schedule, UnknownTimezoneError
+from tickkit import InvalidCronError, Schedule
+
+from .zones import get_zone, zone_name
 
 UTC = dt_timezone.utc
 _EPOCH = datetime(1970, 1, 1)
@@ -45,25 +45,6 @@ ALIASES = {
 }
 _MONTHS = {m.lower(): i for i, m in enumerate(calendar.month_abbr) if m}
 _DAYS = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
-
-
-@lru_cache(maxsize=512)
-def get_zone(name: str | None) -> tzinfo:
-    """The tzinfo for an IANA name ("UTC" and None give UTC); unknown names raise."""
-    if name is None or name.upper() in ("UTC", "Z", "ETC/UTC"):
-        return UTC
-    if not isinstance(name, str) or not name or name.startswith(("/", ".")) or ".." in name:
-        raise UnknownTimezoneError(f"unknown time zone {name!r}")
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise UnknownTimezoneError(
-            f"unknown time zone {name!r} (use an IANA name such as 'Europe/Berlin')"
-        ) from None
-
-
-def zone_name(zone: tzinfo) -> str:
-    return getattr(zone, "key", None) or "UTC"
 
 
 class _Field:
