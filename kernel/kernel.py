@@ -24,6 +24,7 @@ from .context import TaskContext
 from .driver import Driver, DriverContext
 from .errors import (
     InvalidDataError,
+    InvalidTaskError,
     JobNotFoundError,
     KernelNotRunningError,
     PrepareResultError,
@@ -33,7 +34,13 @@ from .errors import (
 )
 from .manager import Hooks, create_plugin_manager, load_driver_class
 from .models import Claim, Job, JobState, Outcome, Plan, RunResult, check_time
-from .registry import TaskDefinition, TaskRegistry, check_job_id, default_registry
+from .registry import (
+    TaskDefinition,
+    TaskRegistry,
+    check_job_id,
+    check_lookup,
+    default_registry,
+)
 from .schedule import Schedule, first_run, plan_occurrence
 
 log = logging.getLogger("tickkit")
@@ -458,17 +465,17 @@ class Kernel:
     async def delete_task(self, job_id: str) -> bool:
         """Delete a job (a missing id is not an error). Returns whether it existed."""
         driver, _, _ = self._require()
-        return await driver.remove_job(job_id)
+        return await driver.remove_job(check_lookup(job_id))
 
     async def delete_tasks(self, *, name: str) -> int:
         """Delete every dynamic job of task ``name``; return how many."""
         driver, _, _ = self._require()
-        return await driver.remove_jobs(name=name)
+        return await driver.remove_jobs(name=check_lookup(name, "task name", InvalidTaskError))
 
     async def get_task(self, job_id: str) -> Job | None:
         """The job with this id, or None."""
         driver, _, _ = self._require()
-        return await driver.get_job(job_id)
+        return await driver.get_job(check_lookup(job_id))
 
     async def list_tasks(
         self,
@@ -480,23 +487,25 @@ class Kernel:
     ) -> list[Job]:
         """Jobs, filtered by task name, state and kind, ordered by next run time."""
         driver, _, _ = self._require()
+        if name is not None:
+            check_lookup(name, "task name", InvalidTaskError)
         st = JobState(state) if state is not None else None
         return await driver.list_jobs(name=name, state=st, static=static, limit=limit)
 
     async def pause_task(self, job_id: str) -> Job:
         """Pause a job; raises JobNotFoundError for an unknown id."""
         driver, _, _ = self._require()
-        job = await driver.set_paused(job_id, True)
+        job = await driver.set_paused(check_lookup(job_id), True)
         if job is None:
-            raise JobNotFoundError(f"no job with id {job_id!r}")
+            raise JobNotFoundError(f"no job with id {short(job_id)}")
         return job
 
     async def resume_task(self, job_id: str) -> Job:
         """Resume a paused job; a run time that passed meanwhile follows the misfire policy."""
         driver, _, _ = self._require()
-        job = await driver.set_paused(job_id, False)
+        job = await driver.set_paused(check_lookup(job_id), False)
         if job is None:
-            raise JobNotFoundError(f"no job with id {job_id!r}")
+            raise JobNotFoundError(f"no job with id {short(job_id)}")
         self._wakeup.set()
         return job
 
@@ -505,10 +514,10 @@ class Kernel:
         finished job (a dead letter, say) gets an extra one-off run with its task and data, and
         is itself left as it is. Returns the id of the job that runs."""
         driver, _, _ = self._require()
-        job = await driver.get_job(job_id)
+        job = await driver.get_job(check_lookup(job_id))
         if job is None:
-            raise JobNotFoundError(f"no job with id {job_id!r}")
-        now = self.clock.now()
+            raise JobNotFoundError(f"no job with id {short(job_id)}")
+        now = check_time(self.clock.now(), "the run time (now)")
         if job.recurring or job.state is not JobState.SCHEDULED:
             # recurring, running, paused or finished (a dead letter): one extra run, leaving the
             # job itself as it is

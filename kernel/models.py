@@ -73,8 +73,11 @@ class Misfire(str, enum.Enum):
 
 # --- the limits every driver stores (docs/time.md, "Dates and durations") -----------------
 
-#: the earliest time a job may run: the Unix epoch (Redis cannot store a negative score)
-EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+#: the earliest time a job may run: 1e11 ms after the Unix epoch, 1973-03-03T09:46:40Z. Redis
+#: cannot store a negative score (a date before 1970 never ran there, and ran at once on
+#: SQLite), and a date given as a number below 1e11 ms is almost surely Unix seconds read as
+#: milliseconds; one bound for both keeps every stored date spec readable back.
+EARLIEST_TIME = datetime(1973, 3, 3, 9, 46, 40, tzinfo=UTC)
 #: the latest time a job may run: 4999-12-31T23:59:59.999Z, epoch milliseconds 95,617,583,999,999.
 #: Every driver stores it exactly: below 1e14 ms, Lua's ``tostring`` (``%.14g``) in the Redis
 #: scripts still writes the integer (it switches to an exponent, and rounds, from year 5138);
@@ -87,13 +90,12 @@ LATEST_TIME = datetime(4999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)
 MAX_DURATION = timedelta(days=365_250)
 #: durations and times are whole milliseconds (what every driver stores)
 RESOLUTION = timedelta(milliseconds=1)
-#: numbers smaller than this are not taken as epoch milliseconds of a date: 1e11 ms is
-#: 1973-03-03, and a Unix time in seconds (about 1.8e9 today) is far below it
-MIN_EPOCH_MS = 100_000_000_000
 #: the most attempts a job may have (retries + 1): a signed 32-bit integer in every store
 MAX_ATTEMPTS = 2**31 - 1
 
-_EPOCH = EARLIEST_TIME
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: EARLIEST_TIME in epoch milliseconds: a smaller number is not read as a date
+MIN_EPOCH_MS = 100_000_000_000
 _MS_US = 1000
 
 

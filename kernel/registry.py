@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import attrs
 
+from .codec import find_surrogate
 from .errors import (
     DuplicateTaskError,
     InvalidDataError,
@@ -56,6 +57,19 @@ def check_job_id(value: object) -> str:
     """``value`` if it is a valid caller-given job id, else InvalidJobIdError naming it (the
     rule of task names, which are the ids of static tasks' jobs)."""
     return check_name(value, "job id", InvalidJobIdError)
+
+
+def check_lookup(
+    value: object, what: str = "job id", error: type[TickkitError] = InvalidJobIdError
+) -> str:
+    """``value`` if it can name a stored job (or task) in a lookup, else ``error`` naming it.
+
+    Looser than :func:`check_name`: a job created by another BullMQ client may have an integer
+    id. Refused: non-strings, and lone surrogates (no store can encode them, so a lookup would
+    fail inside the driver)."""
+    if not isinstance(value, str) or find_surrogate(value) >= 0:
+        raise error(f"invalid {what} {short(value)}: a string without lone surrogates is needed")
+    return value
 
 
 def _source_of(fn: Callable[..., Any] | None) -> str | None:
@@ -203,7 +217,14 @@ def define_task(
 ) -> TaskDefinition:
     """Build a validated TaskDefinition (parses the schedule and checks data now)."""
     hooks = default_hooks()
-    task_name = check_name(name if name is not None else getattr(execute, "__name__", None))
+    if name is None:
+        name = getattr(execute, "__name__", None)
+        if not isinstance(name, str):
+            raise InvalidTaskError(
+                f"a task needs a name: give name=..., or an execute function that has a "
+                f"__name__ (got execute={short(execute)})"
+            )
+    task_name = check_name(name)
     if timezone is not None:
         if not isinstance(timezone, str):
             raise InvalidTaskError(

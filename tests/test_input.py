@@ -278,6 +278,8 @@ def test_epoch_seconds_are_refused_with_a_hint() -> None:
         datetime(1900, 1, 1, tzinfo=UTC),
         datetime.min.replace(tzinfo=UTC),
         datetime(1970, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=1))),  # 23:30 UTC in 1969
+        datetime(1972, 6, 1, tzinfo=UTC),  # before EARLIEST_TIME: its spec would not read back
+        EARLIEST_TIME - timedelta(milliseconds=1),
         "1969-07-20T20:17:40Z",
         "0001-01-01T00:00:00+00:00",
         LATEST_TIME + timedelta(milliseconds=1),
@@ -304,6 +306,10 @@ def test_dates_out_of_range_are_refused(value: object) -> None:
 def test_the_range_ends_are_accepted_and_exact() -> None:
     assert parse_schedule({"type": "date", "value": LATEST_TIME}) == DateSchedule(LATEST_TIME)
     assert parse_schedule(EARLIEST_TIME) == DateSchedule(EARLIEST_TIME)
+    assert to_millis(EARLIEST_TIME) == 100_000_000_000
+    # every accepted date's spec reads back (a number below 1e11 ms is refused as seconds)
+    spec = DateSchedule(EARLIEST_TIME).to_spec()
+    assert parse_schedule(spec) == DateSchedule(EARLIEST_TIME)
     assert to_millis(LATEST_TIME) == 95_617_583_999_999
     # Lua's tostring (%.14g) in the Redis scripts writes it as an integer
     assert f"{to_millis(LATEST_TIME):.14g}" == str(to_millis(LATEST_TIME))
@@ -331,7 +337,7 @@ def test_dates_are_whole_milliseconds() -> None:
 
 
 def test_millis_conversions_are_exact() -> None:
-    for ms in [0, 1, 1_777_636_800_123, to_millis(LATEST_TIME), -1]:
+    for ms in [0, 1, 1_777_636_800_123, to_millis(LATEST_TIME), -1, to_millis(EARLIEST_TIME)]:
         assert to_millis(from_millis(ms)) == ms
     # float arithmetic lost microseconds near the end of the range before
     assert from_millis(253_370_764_799_999).microsecond == 999_000
@@ -493,6 +499,7 @@ async def test_bad_input_at_create_stores_nothing(open_kernel: Any, clock: Virtu
         (InvalidScheduleError, {"schedule": "99999999999999d"}),
         (InvalidScheduleError, {"schedule": {"type": "date", "value": time.time() + 3600}}),
         (InvalidScheduleError, {"schedule": datetime(1969, 12, 31, tzinfo=UTC)}),
+        (InvalidScheduleError, {"schedule": datetime(1971, 1, 1, tzinfo=UTC)}),
         (InvalidScheduleError, {"schedule": "1969-12-31T23:59:59Z"}),
         (InvalidScheduleError, {"schedule": datetime(9999, 6, 1, tzinfo=UTC)}),
         (UnknownTimezoneError, {"schedule": "0 0 * * *", "timezone": 5}),
@@ -697,3 +704,33 @@ def test_next_runs_stops_at_the_end_of_the_range() -> None:
         {"type": "interval", "value": "1d"}, after=LATEST_TIME - timedelta(days=3), count=5
     )
     assert every == [LATEST_TIME - timedelta(days=2), LATEST_TIME - timedelta(days=1), LATEST_TIME]
+
+
+@pytest.mark.anyio
+async def test_lookups_refuse_ids_no_store_can_hold(open_kernel: Any, clock: VirtualClock) -> None:
+    # before: UnicodeEncodeError from SQLite and Redis, None from the memory driver
+    async with open_kernel() as k:
+        await k.create_task("known", None, "1h", id="kept")
+        before = await _stored(k)
+        for job_id in ["\ud800", "a\udfffb", 5, None, ["kept"]]:
+            for call in (k.get_task, k.pause_task, k.resume_task, k.run_task_now, k.delete_task):
+                with pytest.raises(InvalidJobIdError) as err:
+                    await call(job_id)
+                names_value(err, job_id)
+        with pytest.raises(InvalidTaskError):
+            await k.delete_tasks(name="\ud800")
+        with pytest.raises(InvalidTaskError):
+            await k.list_tasks("\ud800")
+        assert await _stored(k) == before
+        # ids other stores made (a Node producer's integer ids) can still be looked up
+        assert await k.get_task("17") is None
+
+
+@pytest.mark.anyio
+async def test_run_now_is_whole_milliseconds(open_kernel: Any, clock: VirtualClock) -> None:
+    await clock.jump(timedelta(microseconds=400_600))
+    async with open_kernel() as k:
+        job_id = await k.create_task("known", None, "1h")
+        assert await k.run_task_now(job_id) == job_id
+        job = await k.get_task(job_id)
+        assert job is not None and job.next_run_at == T0 + timedelta(milliseconds=401)

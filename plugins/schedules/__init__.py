@@ -205,8 +205,8 @@ def _iso(text: str) -> str:
 
 def _from_epoch_ms(value: float) -> datetime:
     """A date given as epoch milliseconds (BullMQ's unit). A number below ``MIN_EPOCH_MS``
-    (1973-03-03) is refused: it is almost always Unix seconds, which read as milliseconds would
-    land in January 1970 and run at once."""
+    (``EARLIEST_TIME``, 1973-03-03) is refused: it is almost always Unix seconds, which read as
+    milliseconds would land in January 1970 and run at once."""
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidScheduleError(f"not a date (epoch milliseconds): {short(value)}")
     if value < MIN_EPOCH_MS:
