@@ -734,3 +734,16 @@ async def test_run_now_is_whole_milliseconds(open_kernel: Any, clock: VirtualClo
         assert await k.run_task_now(job_id) == job_id
         job = await k.get_task(job_id)
         assert job is not None and job.next_run_at == T0 + timedelta(milliseconds=401)
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["busy_timeout=inf", "busy_timeout=nan", "lease_duration=inf", "poll_interval=1e300"],
+)
+def test_sqlite_url_durations_are_finite(tmp_path: Path, query: str) -> None:
+    # before: busy_timeout=inf raised OverflowError at open; inf leases overflowed at a claim
+    from tickkit import DriverError
+    from tickkit.drivers.sqlite import SQLiteDriver
+
+    with pytest.raises(DriverError, match=query.split("=")[0]):
+        SQLiteDriver.from_url(f"sqlite:///{tmp_path / 'x.db'}?{query}")
