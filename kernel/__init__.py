@@ -54,7 +54,7 @@ from .models import (
 )
 from .redact import redact, redact_url
 from .registry import TaskDefinition, TaskRegistry, default_registry, define_task, task
-from .schedule import Schedule, first_run, plan_occurrence
+from .schedule import Schedule, first_run, next_run, plan_occurrence
 
 __all__ = [
     "EARLIEST_TIME",
@@ -159,7 +159,7 @@ def next_runs(
         out.append(at.astimezone(zone) if zone is not None else at)
         if not parsed.recurring:
             break
-        at = parsed.next_fire(at)
+        at = next_run(parsed, at)
     return out
 
 

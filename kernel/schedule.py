@@ -17,7 +17,7 @@ from .errors import (
     describe_error,
     short,
 )
-from .models import LATEST_TIME, Misfire, Plan, check_time
+from .models import LATEST_TIME, RESOLUTION, Misfire, Plan, check_time, round_ms
 
 #: how many missed occurrences the ONCE policy walks through to find the latest one
 _COALESCE_WALK_LIMIT = 10_000
@@ -60,6 +60,20 @@ class Schedule(abc.ABC):
         return repr(self.to_spec())
 
 
+def next_run(schedule: Schedule, after: datetime) -> datetime | None:
+    """``schedule.next_fire(after)`` as the kernel stores it: whole milliseconds (still after
+    ``after``), and None past ``LATEST_TIME``, where every schedule ends."""
+    at = schedule.next_fire(after)
+    if at is None:
+        return None
+    if at > LATEST_TIME:
+        return None
+    rounded = round_ms(at)
+    if rounded <= after:
+        rounded = round_ms(after) + RESOLUTION
+    return rounded if rounded <= LATEST_TIME else None
+
+
 def plan_occurrence(
     schedule: Schedule | None,
     scheduled_at: datetime,
@@ -87,7 +101,7 @@ def plan_occurrence(
         return grace is not None and (now - at).total_seconds() > grace
 
     if retry:
-        nxt = schedule.next_fire(scheduled_at) if recurring and schedule else None
+        nxt = next_run(schedule, scheduled_at) if recurring and schedule else None
         return Plan(True, scheduled_at, 0, nxt)
     if not recurring or schedule is None:
         if late(scheduled_at):
@@ -95,19 +109,19 @@ def plan_occurrence(
         return Plan(True, scheduled_at, 0, None)
 
     if misfire is Misfire.ALL:
-        nxt = schedule.next_fire(scheduled_at)
+        nxt = next_run(schedule, scheduled_at)
         if late(scheduled_at):
             return Plan(False, scheduled_at, 1, nxt)
         return Plan(True, scheduled_at, 0, nxt)
 
     if misfire is Misfire.SKIP:
         if late(scheduled_at):
-            return Plan(False, scheduled_at, 1, schedule.next_fire(now))
-        nxt = schedule.next_fire(scheduled_at)
+            return Plan(False, scheduled_at, 1, next_run(schedule, now))
+        nxt = next_run(schedule, scheduled_at)
         skipped = 0
         if nxt is not None and nxt <= now:
             # occurrences that fell between this one and now are dropped
-            after_now = schedule.next_fire(now)
+            after_now = next_run(schedule, now)
             skipped = _count_between(schedule, nxt, now)
             nxt = after_now
         return Plan(True, scheduled_at, skipped, nxt)
@@ -115,16 +129,16 @@ def plan_occurrence(
     # ONCE: walk to the latest overdue occurrence
     latest = scheduled_at
     missed = 0
-    nxt = schedule.next_fire(latest)
+    nxt = next_run(schedule, latest)
     walked = 0
     while nxt is not None and nxt <= now and walked < _COALESCE_WALK_LIMIT:
         latest = nxt
         missed += 1
         walked += 1
-        nxt = schedule.next_fire(latest)
+        nxt = next_run(schedule, latest)
     if nxt is not None and nxt <= now:
         # too many to walk: jump past now; the latest overdue one is not known exactly
-        nxt = schedule.next_fire(now)
+        nxt = next_run(schedule, now)
         latest = now
     if late(latest):
         return Plan(False, latest, missed + 1, nxt)
@@ -136,7 +150,7 @@ def _count_between(schedule: Schedule, first: datetime, now: datetime, limit: in
     at: datetime | None = first
     while at is not None and at <= now and count < limit:
         count += 1
-        at = schedule.next_fire(at)
+        at = next_run(schedule, at)
     return count
 
 

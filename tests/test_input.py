@@ -747,3 +747,33 @@ def test_sqlite_url_durations_are_finite(tmp_path: Path, query: str) -> None:
 
     with pytest.raises(DriverError, match=query.split("=")[0]):
         SQLiteDriver.from_url(f"sqlite:///{tmp_path / 'x.db'}?{query}")
+
+
+class _Micro(Schedule):
+    """A third-party schedule firing every 1.5004 s, at microsecond times."""
+
+    def next_fire(self, after: datetime) -> datetime | None:
+        return after + timedelta(microseconds=1_500_400)
+
+    def to_spec(self) -> dict[str, Any]:
+        return {"type": "micro"}
+
+
+def test_next_occurrences_are_whole_ms_and_end_at_the_latest_time() -> None:
+    from tickkit import Misfire, plan_occurrence
+
+    at = T0
+    plan = plan_occurrence(_Micro(), at, at, misfire=Misfire.ONCE, grace=None)
+    assert plan.next_run_at == T0 + timedelta(milliseconds=1500)
+    # a cron or interval occurrence past the latest time ends the schedule
+    cron = parse_schedule("0 0 * * *")
+    last = datetime(4999, 12, 31, tzinfo=UTC)
+    assert plan_occurrence(cron, last, last, misfire=Misfire.ONCE, grace=None).next_run_at is None
+    assert next_runs("0 0 * * *", after=last - timedelta(days=1), count=5) == [last]
+
+
+def test_unreadable_stored_specs_are_invalid_schedules() -> None:
+    hooks = Hooks(create_plugin_manager())
+    for spec in [{"type": "cron", 1: 2}, {"type": "date", "value": 5}, {"type": "nope"}]:
+        with pytest.raises(InvalidScheduleError):
+            hooks.parse_spec(spec)  # type: ignore[arg-type]

@@ -1,7 +1,7 @@
 """The built-in schedule types: cron, date, interval and delay.
 
 Registered through the ``tickkit.plugins`` entry-point group like any third-party plugin.
-Accepted values (docs/schedules.md):
+Accepted values (docs/time.md):
 
 - a cron string: ``"0 0 * * *"`` (5 fields) or ``"*/10 * * * * *"`` (6, seconds first), ``@daily``;
 - a duration string ``"6h"``, ``"10m"``, ``"1d"``, ``"1h30m"``, ``"45s"``: run once after that long;
@@ -10,6 +10,10 @@ Accepted values (docs/schedules.md):
 - dicts: ``{"type": "cron", "value": "0 0 * * *", "timezone": "Europe/Berlin"}``,
   ``{"type": "date", "value": <datetime, epoch milliseconds or ISO string>}``,
   ``{"type": "interval", "value": <timedelta or seconds>}``.
+
+Times and durations follow the kernel's limits (``tickkit.models``, docs/input.md): whole
+milliseconds, dates from ``EARLIEST_TIME`` (1e11 epoch ms: a smaller number is Unix seconds and
+refused) to ``LATEST_TIME``, durations up to ``MAX_DURATION``; zones are IANA names (zones.py).
 """
 
 from __future__ import annotations
