@@ -87,6 +87,10 @@ class InvalidTaskError(TickkitError, ValueError):
     """A task definition with a bad option."""
 
 
+class InvalidArgumentError(TickkitError, ValueError):
+    """Another argument of a tickkit call that is not valid (a list filter, say)."""
+
+
 class UnknownTaskError(TickkitError, LookupError):
     """A task name that no loaded task has."""
 

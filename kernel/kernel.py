@@ -23,6 +23,7 @@ from .codec import Codec
 from .context import TaskContext
 from .driver import Driver, DriverContext
 from .errors import (
+    InvalidArgumentError,
     InvalidDataError,
     InvalidTaskError,
     JobNotFoundError,
@@ -489,6 +490,18 @@ class Kernel:
         driver, _, _ = self._require()
         if name is not None:
             check_lookup(name, "task name", InvalidTaskError)
+        if state is not None and (
+            not isinstance(state, str) or state not in JobState._value2member_map_
+        ):
+            raise InvalidArgumentError(
+                f"state must be one of {', '.join(JobState._value2member_map_)}, got {short(state)}"
+            )
+        if static is not None and not isinstance(static, bool):
+            raise InvalidArgumentError(f"static must be True, False or None, got {short(static)}")
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
+        ):
+            raise InvalidArgumentError(f"limit must be an int >= 0 or None, got {short(limit)}")
         st = JobState(state) if state is not None else None
         return await driver.list_jobs(name=name, state=st, static=static, limit=limit)
 

@@ -777,3 +777,26 @@ def test_unreadable_stored_specs_are_invalid_schedules() -> None:
     for spec in [{"type": "cron", 1: 2}, {"type": "date", "value": 5}, {"type": "nope"}]:
         with pytest.raises(InvalidScheduleError):
             hooks.parse_spec(spec)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_list_filters_are_checked(open_kernel: Any) -> None:
+    from tickkit import InvalidArgumentError
+
+    async with open_kernel() as k:
+        await k.create_task("known", None, "1h", id="kept")
+        # before: ValueError, TypeError; limit=-1 gave [] on memory and everything on SQLite
+        for kwargs in [
+            {"state": "bogus"},
+            {"state": 5},
+            {"state": []},
+            {"limit": "x"},
+            {"limit": -1},
+            {"limit": True},
+            {"static": "yes"},
+        ]:
+            with pytest.raises(InvalidArgumentError) as err:
+                await k.list_tasks(**kwargs)
+            names_value(err, next(iter(kwargs.values())))
+        assert [j.id for j in await k.list_tasks(state="scheduled", limit=5)] == ["kept"]
+        assert await k.list_tasks(limit=0) == []

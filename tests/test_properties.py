@@ -713,6 +713,40 @@ def test_replace_and_recreate_keep_one_job(harness: Harness, schedule: Any, repl
         harness.call(lambda: kernel.delete_task(first))
 
 
+@SHARED
+@given(
+    name=st.one_of(st.none(), names),
+    state=st.one_of(st.none(), st.sampled_from([*JobState, *map(str, JobState)]), zones),
+    static=st.one_of(st.none(), st.booleans(), st.integers(0, 1), st.text(max_size=2)),
+    limit=st.one_of(st.none(), st.integers(-2, 5), st.booleans(), st.floats(0, 3)),
+)
+def test_list_filters(harness: Harness, name: Any, state: Any, static: Any, limit: Any) -> None:
+    kernel = harness.kernel
+    created = harness.call(lambda: kernel.create_task("known", None, "1h"))
+    try:
+        try:
+            jobs = harness.call(
+                lambda: kernel.list_tasks(name, state=state, static=static, limit=limit)
+            )
+        except TickkitError as err:
+            check_refusal(err, name, state, static, limit)
+            return
+        assert all(isinstance(job, Job) for job in jobs)
+        assert limit is None or len(jobs) <= limit
+        assert all(job.name == name for job in jobs) if name is not None else True
+        if state is not None:
+            assert all(job.state is JobState(state) for job in jobs)
+        wanted = (
+            (name in (None, "known"))
+            and (state is None or JobState(state) is JobState.SCHEDULED)
+            and not static
+            and (limit is None or limit > 0)
+        )
+        assert (created in [job.id for job in jobs]) == wanted or limit == 1
+    finally:
+        harness.call(lambda: kernel.delete_task(created))
+
+
 def test_unknown_task_names_store_nothing(harness: Harness) -> None:
     before = harness.snapshot()
     for name in [10**4300, ["known"], None, "known\n", "\ud800"]:
