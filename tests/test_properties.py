@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 import anyio
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from tickkit import (
@@ -585,6 +585,12 @@ def test_define_task_directly(execute: Any, name: Any) -> None:
     job_id=job_ids,
     tick=st.integers(0, 10**6),
 )
+# ids a store reserves (BullMQ's key suffixes) and ids no store can encode, in every profile
+@example(name="known", data=1, schedule=None, job_id="wait", tick=0)
+@example(name="known", data=1, schedule="1h", job_id="meta", tick=0)
+@example(name="known", data=1, schedule="* * * * *", job_id="events", tick=0)
+@example(name="known", data=1, schedule=None, job_id="\ud800", tick=0)
+@example(name="known", data={"k": "\udfff"}, schedule=None, job_id=None, tick=0)
 def test_create_task_reads_back_or_stores_nothing(
     harness: Harness, name: Any, data: Any, schedule: Any, job_id: Any, tick: int
 ) -> None:
@@ -622,6 +628,9 @@ def test_create_task_reads_back_or_stores_nothing(
     exists=st.booleans(),
     tick=st.integers(0, 10**6),
 )
+@example(job_id="meta", action="get", exists=True, tick=0)
+@example(job_id="delayed", action="pause", exists=True, tick=0)
+@example(job_id="\ud800", action="delete", exists=False, tick=0)
 def test_job_calls_with_any_id(
     harness: Harness, job_id: Any, action: str, exists: bool, tick: int
 ) -> None:
@@ -807,6 +816,8 @@ def _open_and_close(url: str, *, unknown: bool, known: list[str]) -> None:
 
 @SHARED
 @given(query=_query(SQLITE_OPTIONS))
+@example(query=[("bogus", "1")])
+@example(query=[("busy_timeout", "inf")])  # OverflowError at open
 def test_sqlite_urls(tmp_path: Path, query: list[tuple[str, str]]) -> None:
     path = tmp_path / f"{uuid.uuid4().hex[:8]}.db"
     url = f"sqlite:///{quote(str(path))}?{urlencode(query)}"
@@ -816,6 +827,8 @@ def test_sqlite_urls(tmp_path: Path, query: list[tuple[str, str]]) -> None:
 
 @SHARED
 @given(query=_query(REDIS_OPTIONS))
+@example(query=[("bogus", "1")])  # an unknown option raised TypeError
+@example(query=[("socket_timeout", "0.001")])  # retried for half a minute
 def test_redis_urls(redis_url: str, query: list[tuple[str, str]]) -> None:
     url = f"{redis_url}?{urlencode([('queue', 'urls-' + uuid.uuid4().hex[:8]), *query])}"
     unknown = any(key not in REDIS_OPTIONS for key, _ in query)
