@@ -50,7 +50,8 @@ from tickkit import (
     Outcome,
     RunResult,
 )
-from tickkit.models import from_millis, to_millis
+from tickkit.errors import short
+from tickkit.models import MAX_DURATION, from_millis, to_millis
 
 try:
     import aiosqlite
@@ -243,14 +244,21 @@ def _retention(value: object, option: str) -> _Retention:
     )
 
 
+#: the longest duration option (finite: a lease or timeout of inf or 1e300 s overflowed later)
+_MAX_SECONDS = MAX_DURATION.total_seconds()
+
+
 def _seconds(value: object, option: str, *, minimum: float, allow_zero: bool = False) -> float:
     if isinstance(value, timedelta):
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise DriverError(f"{option} must be a number of seconds or a timedelta, got {value!r}")
-    seconds = float(value)
-    if not (seconds >= minimum or (allow_zero and seconds == 0)):
-        raise DriverError(f"{option} must be at least {minimum:g} seconds, got {value!r}")
+    seconds = float(value) if abs(value) <= _MAX_SECONDS else float("inf")
+    if not (seconds >= minimum or (allow_zero and seconds == 0)) or not seconds <= _MAX_SECONDS:
+        raise DriverError(
+            f"{option} must be at least {minimum:g} seconds and at most {_MAX_SECONDS:g}, "
+            f"got {short(value)}"
+        )
     return seconds
 
 

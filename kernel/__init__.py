@@ -19,6 +19,7 @@ from .errors import (
     DriverNotFoundError,
     DuplicateTaskError,
     IncompatibleStoreError,
+    InvalidArgumentError,
     InvalidCronError,
     InvalidDataError,
     InvalidJobIdError,
@@ -33,11 +34,15 @@ from .errors import (
     TickkitError,
     UnknownTaskError,
     UnknownTimezoneError,
+    short,
 )
 from .hookspecs import hookimpl, hookspec
 from .kernel import Kernel, current_kernel, running_kernels, set_driver
 from .manager import default_hooks
 from .models import (
+    EARLIEST_TIME,
+    LATEST_TIME,
+    MAX_DURATION,
     Acquired,
     Backoff,
     Claim,
@@ -50,9 +55,12 @@ from .models import (
 )
 from .redact import redact, redact_url
 from .registry import TaskDefinition, TaskRegistry, default_registry, define_task, task
-from .schedule import Schedule, plan_occurrence
+from .schedule import Schedule, first_run, next_run, plan_occurrence
 
 __all__ = [
+    "EARLIEST_TIME",
+    "LATEST_TIME",
+    "MAX_DURATION",
     "Acquired",
     "Backoff",
     "Claim",
@@ -64,6 +72,7 @@ __all__ = [
     "DriverNotFoundError",
     "DuplicateTaskError",
     "IncompatibleStoreError",
+    "InvalidArgumentError",
     "InvalidCronError",
     "InvalidDataError",
     "InvalidJobIdError",
@@ -121,6 +130,10 @@ def parse_schedule(value: object, timezone: str | None = None) -> Schedule:
     return default_hooks().parse_schedule(value, timezone)
 
 
+#: the most fire times one ``next_runs`` call returns
+MAX_NEXT_RUNS = 10_000
+
+
 def next_runs(
     schedule: object,
     *,
@@ -129,21 +142,26 @@ def next_runs(
     timezone: str | None = None,
 ) -> list[datetime]:
     """The next ``count`` fire times of ``schedule`` after ``after`` (default: now), as aware
-    datetimes (in the schedule's time zone when it has one, else UTC)."""
+    datetimes (in the schedule's time zone when it has one, else UTC). ``count`` is 1 to
+    ``MAX_NEXT_RUNS``; the times are the ones a job created at ``after`` would get (whole
+    milliseconds, within ``EARLIEST_TIME``..``LATEST_TIME``)."""
     from .clock import UTC
 
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_NEXT_RUNS:
+        raise InvalidScheduleError(
+            f"count must be an int from 1 to {MAX_NEXT_RUNS}, got {short(count)}"
+        )
     now = after if after is not None else datetime.now(UTC)
-    if now.tzinfo is None:
-        raise InvalidScheduleError(f"after must be an aware datetime, got {now!r}")
-    parsed = parse_schedule(schedule, timezone).anchored(now)
+    if not isinstance(now, datetime) or now.tzinfo is None or now.utcoffset() is None:
+        raise InvalidScheduleError(f"after must be an aware datetime, got {short(now)}")
+    parsed, at = first_run(parse_schedule(schedule, timezone), now)
     zone = getattr(parsed, "zone", None)
     out: list[datetime] = []
-    at = parsed.first_fire(now)
     while at is not None and len(out) < count:
         out.append(at.astimezone(zone) if zone is not None else at)
         if not parsed.recurring:
             break
-        at = parsed.next_fire(at)
+        at = next_run(parsed, at)
     return out
 
 

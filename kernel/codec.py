@@ -4,9 +4,29 @@ from __future__ import annotations
 
 import abc
 import json
+import math
+import re
 from typing import Any
 
-from .errors import InvalidDataError
+from .errors import InvalidDataError, short
+
+#: how deep task data may nest (a list in a dict counts 2); deeper data is refused
+MAX_DEPTH = 64
+#: the range of integers in task data: signed 64-bit, what every store and language keeps
+#: (Discord snowflakes fit); larger ones are refused rather than silently rounded
+MIN_INT = -(2**63)
+MAX_INT = 2**63 - 1
+
+#: a lone surrogate cannot be encoded to UTF-8, so no store can hold it
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def find_surrogate(text: str) -> int:
+    """The index of the first lone surrogate in ``text``, or -1."""
+    if text.isascii():
+        return -1
+    found = _SURROGATE.search(text)
+    return found.start() if found is not None else -1
 
 
 class Codec(abc.ABC):
@@ -22,49 +42,64 @@ class Codec(abc.ABC):
 
 
 class JSONCodec(Codec):
-    """Strict JSON: no NaN or infinity, string keys only, no arbitrary objects."""
+    """Strict JSON: dicts with string keys, lists (tuples become lists), strings, booleans,
+    None, integers in the signed 64-bit range and finite floats, nested at most ``MAX_DEPTH``
+    deep; no lone surrogates in strings or keys."""
 
     def encode(self, data: Any) -> str:
+        problem = check_json(data)
+        if problem is not None:
+            where, why = problem
+            place = f" (at data{where})" if where else ""
+            raise InvalidDataError(f"task data must be JSON: {why} in {short(data)}{place}")
         try:
-            text = json.dumps(data, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
-        except (TypeError, ValueError) as exc:
+            return json.dumps(data, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+        except (TypeError, ValueError, RecursionError) as exc:  # pragma: no cover - check_json
             raise InvalidDataError(
-                f"task data must be JSON (dicts with string keys, lists, strings, numbers, "
-                f"booleans, None), got {_short(data)}: {exc}"
+                f"task data must be JSON, got {short(data)}: {short(exc)}"
             ) from None
-        # json.dumps turns keys 1, 2.5, True and None into strings: the task would get other
-        # data than it was given
-        bad = _non_string_key(data)
-        if bad is not _NO_KEY:
-            raise InvalidDataError(
-                f"task data must be JSON: dict keys must be strings, got key {_short(bad)} "
-                f"in {_short(data)}"
-            )
-        return text
 
     def decode(self, text: str) -> Any:
         return json.loads(text)
 
 
-_NO_KEY: Any = object()
+def check_json(data: Any) -> tuple[str, str] | None:
+    """Why ``data`` is not the JSON tickkit stores, as (path, reason), or None when it is.
 
-
-def _non_string_key(data: Any) -> Any:
-    """The first dict key in ``data`` that is not a string, or ``_NO_KEY``."""
-    stack = [data]
+    Iterative (no recursion), so hostile nesting cannot exhaust the stack.
+    """
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
     while stack:
-        value = stack.pop()
-        if isinstance(value, dict):
-            for key, item in value.items():
-                if not isinstance(key, str):
-                    return key
-                if isinstance(item, (dict, list, tuple)):
-                    stack.append(item)
-        elif isinstance(value, (list, tuple)):
-            stack.extend(item for item in value if isinstance(item, (dict, list, tuple)))
-    return _NO_KEY
-
-
-def _short(value: Any, limit: int = 200) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+        value, path, depth = stack.pop()
+        if value is None or isinstance(value, bool):
+            continue
+        if isinstance(value, str):
+            at = find_surrogate(value)
+            if at >= 0:
+                return path, f"the string {short(value)} holds a lone surrogate at index {at}"
+            continue
+        if isinstance(value, int):
+            if not MIN_INT <= value <= MAX_INT:
+                return path, f"the integer {short(value)} is outside the signed 64-bit range"
+            continue
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                return path, f"the number {short(value)} is not finite"
+            continue
+        if isinstance(value, (dict, list, tuple)):
+            if depth >= MAX_DEPTH:
+                return path, f"it nests deeper than {MAX_DEPTH} levels"
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    if not isinstance(key, str):
+                        return path, f"dict keys must be strings, got key {short(key)}"
+                    at = find_surrogate(key)
+                    if at >= 0:
+                        return path, f"the key {short(key)} holds a lone surrogate at index {at}"
+                    stack.append((item, f"{path}[{short(key, 40)}]", depth + 1))
+            else:
+                for index, item in enumerate(value):
+                    stack.append((item, f"{path}[{index}]", depth + 1))
+            continue
+        return path, f"{type(value).__name__} is not a JSON type (got {short(value)})"
+    return None

@@ -2,6 +2,62 @@
 
 from __future__ import annotations
 
+import reprlib
+from typing import Any
+
+#: how many characters of a value an error message shows
+SHORT_LIMIT = 200
+
+
+def short(value: Any, limit: int = SHORT_LIMIT) -> str:
+    """A repr of ``value`` for an error message: at most ``limit`` characters, and never raising.
+
+    ``repr`` itself can fail on hostile input: an int of more than 4,300 digits (ValueError),
+    a structure nested thousands deep (RecursionError), an object whose ``__repr__`` raises.
+    Those are described by their type instead.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        text = f"<int of {value.bit_length()} bits>"
+    elif isinstance(value, str) and len(value) > limit:
+        text = repr(value[:limit])
+    else:
+        try:
+            text = _REPR.repr(value)
+        except Exception as exc:  # any hostile __repr__; RecursionError included
+            text = f"<{type(value).__name__} object (repr failed: {type(exc).__name__})>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe_error(exc: BaseException, limit: int = SHORT_LIMIT) -> str:
+    """``"TypeName: message"`` for an exception, short and never raising."""
+    try:
+        text = str(exc)
+    except Exception:
+        text = short(exc, limit)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    name = type(exc).__name__
+    return f"{name}: {text}" if text else name
+
+
+class _SafeRepr(reprlib.Repr):
+    """reprlib with larger limits and ints and strings kept short."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 4
+        self.maxdict = self.maxlist = self.maxtuple = self.maxset = 8
+        self.maxstring = self.maxother = SHORT_LIMIT
+        self.maxlong = 60
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 256:
+            return f"<int of {x.bit_length()} bits>"
+        return super().repr_int(x, level)
+
+
+_REPR = _SafeRepr()
+
 
 class TickkitError(Exception):
     """Base class of every error tickkit raises on purpose."""
@@ -29,6 +85,10 @@ class InvalidJobIdError(TickkitError, ValueError):
 
 class InvalidTaskError(TickkitError, ValueError):
     """A task definition with a bad option."""
+
+
+class InvalidArgumentError(TickkitError, ValueError):
+    """Another argument of a tickkit call that is not valid (a list filter, say)."""
 
 
 class UnknownTaskError(TickkitError, LookupError):

@@ -23,16 +23,26 @@ from .codec import Codec
 from .context import TaskContext
 from .driver import Driver, DriverContext
 from .errors import (
-    InvalidScheduleError,
+    InvalidArgumentError,
+    InvalidDataError,
+    InvalidTaskError,
     JobNotFoundError,
     KernelNotRunningError,
     PrepareResultError,
     TickkitError,
+    describe_error,
+    short,
 )
 from .manager import Hooks, create_plugin_manager, load_driver_class
-from .models import Claim, Job, JobState, Outcome, Plan, RunResult
-from .registry import TaskDefinition, TaskRegistry, check_name, default_registry
-from .schedule import Schedule, plan_occurrence
+from .models import Claim, Job, JobState, Outcome, Plan, RunResult, check_time
+from .registry import (
+    TaskDefinition,
+    TaskRegistry,
+    check_job_id,
+    check_lookup,
+    default_registry,
+)
+from .schedule import Schedule, first_run, plan_occurrence
 
 log = logging.getLogger("tickkit")
 
@@ -350,8 +360,7 @@ class Kernel:
         """The stored form of a static task's schedule (None for tasks without one)."""
         if definition.schedule is None:
             return None
-        schedule = definition.schedule.keyed(definition.name).anchored(now)
-        first = schedule.first_fire(now)
+        schedule, first = first_run(definition.schedule.keyed(definition.name), now)
         job = Job(
             id=definition.name,
             name=definition.name,
@@ -417,21 +426,26 @@ class Kernel:
         driver, hooks, codec = self._require()
         definition = self.tasks.require(name)
         if id is not None:
-            check_name(id, "job id")
+            check_job_id(id)
             driver.check_id(id)
-        stored_data = codec.decode(codec.encode(data))
+        try:
+            stored_data = codec.decode(codec.encode(data))
+        except TickkitError:
+            raise
+        except Exception as exc:  # a codec plugin's own error
+            raise InvalidDataError(
+                f"task data {short(data)} cannot be encoded: {describe_error(exc)}"
+            ) from exc
         now = self.clock.now()
         spec: dict[str, Any] | None = None
         if schedule is None:
-            first: datetime | None = now
+            # whole milliseconds, as every driver stores times
+            first: datetime | None = check_time(now, "the run time (now)")
         else:
             parsed = hooks.parse_schedule(schedule, definition.timezone)
-            parsed = parsed.keyed(id if id is not None else name).anchored(now)
-            first = parsed.first_fire(now)
-            if first is None:
-                raise InvalidScheduleError(
-                    f"schedule {schedule!r} has no run time after {now.isoformat()}"
-                )
+            parsed, first = first_run(
+                parsed.keyed(id if id is not None else name), now, required=True
+            )
             # a one-off job's time is its next_run_at: only recurring schedules are stored
             spec = parsed.to_spec() if parsed.recurring else None
         job = Job(
@@ -453,17 +467,17 @@ class Kernel:
     async def delete_task(self, job_id: str) -> bool:
         """Delete a job (a missing id is not an error). Returns whether it existed."""
         driver, _, _ = self._require()
-        return await driver.remove_job(job_id)
+        return await driver.remove_job(check_lookup(job_id))
 
     async def delete_tasks(self, *, name: str) -> int:
         """Delete every dynamic job of task ``name``; return how many."""
         driver, _, _ = self._require()
-        return await driver.remove_jobs(name=name)
+        return await driver.remove_jobs(name=check_lookup(name, "task name", InvalidTaskError))
 
     async def get_task(self, job_id: str) -> Job | None:
         """The job with this id, or None."""
         driver, _, _ = self._require()
-        return await driver.get_job(job_id)
+        return await driver.get_job(check_lookup(job_id))
 
     async def list_tasks(
         self,
@@ -475,23 +489,37 @@ class Kernel:
     ) -> list[Job]:
         """Jobs, filtered by task name, state and kind, ordered by next run time."""
         driver, _, _ = self._require()
+        if name is not None:
+            check_lookup(name, "task name", InvalidTaskError)
+        if state is not None and (
+            not isinstance(state, str) or state not in JobState._value2member_map_
+        ):
+            raise InvalidArgumentError(
+                f"state must be one of {', '.join(JobState._value2member_map_)}, got {short(state)}"
+            )
+        if static is not None and not isinstance(static, bool):
+            raise InvalidArgumentError(f"static must be True, False or None, got {short(static)}")
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
+        ):
+            raise InvalidArgumentError(f"limit must be an int >= 0 or None, got {short(limit)}")
         st = JobState(state) if state is not None else None
         return await driver.list_jobs(name=name, state=st, static=static, limit=limit)
 
     async def pause_task(self, job_id: str) -> Job:
         """Pause a job; raises JobNotFoundError for an unknown id."""
         driver, _, _ = self._require()
-        job = await driver.set_paused(job_id, True)
+        job = await driver.set_paused(check_lookup(job_id), True)
         if job is None:
-            raise JobNotFoundError(f"no job with id {job_id!r}")
+            raise JobNotFoundError(f"no job with id {short(job_id)}")
         return job
 
     async def resume_task(self, job_id: str) -> Job:
         """Resume a paused job; a run time that passed meanwhile follows the misfire policy."""
         driver, _, _ = self._require()
-        job = await driver.set_paused(job_id, False)
+        job = await driver.set_paused(check_lookup(job_id), False)
         if job is None:
-            raise JobNotFoundError(f"no job with id {job_id!r}")
+            raise JobNotFoundError(f"no job with id {short(job_id)}")
         self._wakeup.set()
         return job
 
@@ -500,10 +528,10 @@ class Kernel:
         finished job (a dead letter, say) gets an extra one-off run with its task and data, and
         is itself left as it is. Returns the id of the job that runs."""
         driver, _, _ = self._require()
-        job = await driver.get_job(job_id)
+        job = await driver.get_job(check_lookup(job_id))
         if job is None:
-            raise JobNotFoundError(f"no job with id {job_id!r}")
-        now = self.clock.now()
+            raise JobNotFoundError(f"no job with id {short(job_id)}")
+        now = check_time(self.clock.now(), "the run time (now)")
         if job.recurring or job.state is not JobState.SCHEDULED:
             # recurring, running, paused or finished (a dead letter): one extra run, leaving the
             # job itself as it is

@@ -18,8 +18,16 @@ import pluggy
 
 from . import hookspecs
 from .codec import Codec, JSONCodec
-from .errors import DriverError, DriverNotFoundError, MissingExtraError, PluginError
-from .schedule import Schedule, require_schedule
+from .errors import (
+    DriverError,
+    DriverNotFoundError,
+    InvalidScheduleError,
+    MissingExtraError,
+    PluginError,
+    describe_error,
+    short,
+)
+from .schedule import Schedule, parse_with
 
 if TYPE_CHECKING:
     from .context import TaskContext
@@ -165,13 +173,21 @@ class Hooks:
     def parse_schedule(self, value: object, timezone: str | None = None) -> Schedule:
         if isinstance(value, Schedule):
             return value
-        return require_schedule(
-            value, self._hook.tickkit_parse_schedule(value=value, timezone=timezone)
-        )
+        return parse_with(self._parse_hook, value, timezone)
+
+    def _parse_hook(self, value: object, timezone: str | None) -> Schedule | None:
+        result: Schedule | None = self._hook.tickkit_parse_schedule(value=value, timezone=timezone)
+        return result
 
     def parse_spec(self, spec: dict[str, Any]) -> Schedule:
         """Parse a stored spec, cached (stored specs repeat on every occurrence)."""
-        return self._parse_cached(json.dumps(spec, sort_keys=True, default=str))
+        try:
+            key = json.dumps(spec, sort_keys=True, default=str)
+        except Exception as exc:  # a stored spec that is not JSON (mixed key types, too deep)
+            raise InvalidScheduleError(
+                f"stored schedule {short(spec)} cannot be read: {describe_error(exc)}"
+            ) from None
+        return self._parse_cached(key)
 
     def _parse_spec(self, text: str) -> Schedule:
         return self.parse_schedule(json.loads(text))

@@ -7,14 +7,24 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, overload
 
 import attrs
 
-from .errors import DuplicateTaskError, InvalidTaskError, UnknownTaskError
+from .codec import find_surrogate
+from .errors import (
+    DuplicateTaskError,
+    InvalidDataError,
+    InvalidJobIdError,
+    InvalidTaskError,
+    TickkitError,
+    UnknownTaskError,
+    describe_error,
+    short,
+)
 from .manager import default_hooks
-from .models import Backoff, Misfire, to_seconds
+from .models import MAX_ATTEMPTS, Backoff, Misfire, check_duration, to_seconds
 from .schedule import Schedule
 
 if TYPE_CHECKING:
@@ -24,16 +34,41 @@ ExecuteFn = Callable[["TaskContext"], Awaitable[Any]]
 PrepareFn = Callable[["TaskContext"], "Awaitable[bool] | bool"]
 
 #: task names and custom job ids: no ``:`` (BullMQ uses it in keys), not all digits (BullMQ's own
-#: ids are integers), 1 to 200 characters, no control characters.
-_NAME_RE = re.compile(r"^[^:\x00-\x1f\x7f]{1,200}$")
+#: ids are integers), 1 to 200 characters, no control characters (C0, DEL, C1) and no lone
+#: surrogates (they cannot be encoded to UTF-8, so no store can hold them). The whole value
+#: must match (``fullmatch``: a final newline is refused too).
+_NAME_RE = re.compile("[^:\x00-\x1f\x7f-\x9f\ud800-\udfff]{1,200}")
 
 
-def check_name(value: object, what: str = "task name") -> str:
-    if not isinstance(value, str) or not _NAME_RE.match(value) or value.isdigit():
-        raise InvalidTaskError(
-            f"invalid {what} {value!r}: use 1 to 200 characters, no ':' or control characters, "
-            "not only digits"
+def check_name(
+    value: object, what: str = "task name", error: type[TickkitError] = InvalidTaskError
+) -> str:
+    """``value`` if it is a valid task name (or, with ``what``/``error``, id); else raise
+    ``error`` naming it."""
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value) or value.isdigit():
+        raise error(
+            f"invalid {what} {short(value)}: use 1 to 200 characters, no ':', control "
+            "characters or lone surrogates, not only digits"
         )
+    return value
+
+
+def check_job_id(value: object) -> str:
+    """``value`` if it is a valid caller-given job id, else InvalidJobIdError naming it (the
+    rule of task names, which are the ids of static tasks' jobs)."""
+    return check_name(value, "job id", InvalidJobIdError)
+
+
+def check_lookup(
+    value: object, what: str = "job id", error: type[TickkitError] = InvalidJobIdError
+) -> str:
+    """``value`` if it can name a stored job (or task) in a lookup, else ``error`` naming it.
+
+    Looser than :func:`check_name`: a job created by another BullMQ client may have an integer
+    id. Refused: non-strings, and lone surrogates (no store can encode them, so a lookup would
+    fail inside the driver)."""
+    if not isinstance(value, str) or find_surrogate(value) >= 0:
+        raise error(f"invalid {what} {short(value)}: a string without lone surrogates is needed")
     return value
 
 
@@ -53,17 +88,35 @@ def _backoff(value: Backoff | Mapping[str, Any] | float | timedelta | None) -> B
 
 
 def _misfire(value: Misfire | str) -> Misfire:
-    try:
+    if isinstance(value, Misfire):
+        return value
+    if isinstance(value, str) and value in Misfire._value2member_map_:
         return Misfire(value)
-    except ValueError:
-        raise InvalidTaskError(f"misfire must be 'skip', 'once' or 'all', got {value!r}") from None
+    raise InvalidTaskError(f"misfire must be 'skip', 'once' or 'all', got {short(value)}")
+
+
+def _timeout(value: float | timedelta | None) -> float | None:
+    if value is None:
+        return None
+    return check_duration(value, "timeout", positive=True, error=InvalidTaskError).total_seconds()
+
+
+def _grace(value: float | timedelta | None) -> float | None:
+    return to_seconds(value, "misfire_grace")
+
+
+def _check_name(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
+    check_name(value)
 
 
 @attrs.frozen(eq=False)
 class TaskDefinition:
-    """A task: what runs (``execute``), whether it runs (``prepare``), and when (``schedule``)."""
+    """A task: what runs (``execute``), whether it runs (``prepare``), and when (``schedule``).
 
-    name: str = attrs.field(validator=lambda _i, _a, v: check_name(v))
+    Every option is checked here; a bad one raises InvalidTaskError naming the value.
+    """
+
+    name: str = attrs.field(validator=_check_name)
     execute: ExecuteFn
     prepare: PrepareFn | None = None
     #: the parsed static schedule (None: the task runs only through ``create_task``)
@@ -75,39 +128,63 @@ class TaskDefinition:
     immediate: bool = False
     retries: int = 0
     backoff: Backoff = attrs.field(factory=Backoff, converter=_backoff)
-    timeout: float | None = attrs.field(default=None, converter=to_seconds)
+    timeout: float | None = attrs.field(default=None, converter=_timeout)
     misfire: Misfire = attrs.field(default=Misfire.ONCE, converter=_misfire)
-    misfire_grace: float | None = attrs.field(default=None, converter=to_seconds)
+    misfire_grace: float | None = attrs.field(default=None, converter=_grace)
     #: concurrent runs of this task in one kernel (None: no limit)
     max_instances: int | None = None
     #: where the task was defined (``file:line``), for error messages and reload
     source: str | None = None
 
     def __attrs_post_init__(self) -> None:
+        task = short(self.name)
         if not callable(self.execute):
             raise InvalidTaskError(
-                f"task {self.name!r}: execute must be callable, got {self.execute!r}"
+                f"task {task}: execute must be callable, got {short(self.execute)}"
             )
         call = type(self.execute).__call__ if not inspect.isfunction(self.execute) else None
         if not inspect.iscoroutinefunction(self.execute) and not (
             call is not None and inspect.iscoroutinefunction(call)
         ):
-            raise InvalidTaskError(f"task {self.name!r}: execute must be an async function")
-        if self.prepare is not None and not callable(self.prepare):
-            raise InvalidTaskError(f"task {self.name!r}: prepare must be callable")
-        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
             raise InvalidTaskError(
-                f"task {self.name!r}: retries must be an int >= 0, got {self.retries!r}"
+                f"task {task}: execute must be an async function, got {short(self.execute)}"
             )
-        if self.max_instances is not None and (
-            not isinstance(self.max_instances, int) or self.max_instances < 1
+        if self.prepare is not None and not callable(self.prepare):
+            raise InvalidTaskError(
+                f"task {task}: prepare must be callable or None, got {short(self.prepare)}"
+            )
+        if self.schedule is not None and not isinstance(self.schedule, Schedule):
+            raise InvalidTaskError(
+                f"task {task}: schedule must be a parsed Schedule or None, got "
+                f"{short(self.schedule)} (define_task and task parse schedules)"
+            )
+        if self.timezone is not None and not isinstance(self.timezone, str):
+            raise InvalidTaskError(
+                f"task {task}: timezone must be an IANA name (a string) or None, "
+                f"got {short(self.timezone)}"
+            )
+        if not isinstance(self.immediate, bool):
+            raise InvalidTaskError(
+                f"task {task}: immediate must be True or False, got {short(self.immediate)}"
+            )
+        if (
+            isinstance(self.retries, bool)
+            or not isinstance(self.retries, int)
+            or not 0 <= self.retries < MAX_ATTEMPTS
         ):
             raise InvalidTaskError(
-                f"task {self.name!r}: max_instances must be an int >= 1 or None, "
-                f"got {self.max_instances!r}"
+                f"task {task}: retries must be an int from 0 to {MAX_ATTEMPTS - 1}, "
+                f"got {short(self.retries)}"
             )
-        if self.timeout is not None and self.timeout <= 0:
-            raise InvalidTaskError(f"task {self.name!r}: timeout must be > 0, got {self.timeout!r}")
+        if self.max_instances is not None and (
+            isinstance(self.max_instances, bool)
+            or not isinstance(self.max_instances, int)
+            or self.max_instances < 1
+        ):
+            raise InvalidTaskError(
+                f"task {task}: max_instances must be an int >= 1 or None, "
+                f"got {short(self.max_instances)}"
+            )
 
     @property
     def max_attempts(self) -> int:
@@ -140,10 +217,35 @@ def define_task(
 ) -> TaskDefinition:
     """Build a validated TaskDefinition (parses the schedule and checks data now)."""
     hooks = default_hooks()
-    task_name = check_name(name if name is not None else getattr(execute, "__name__", None))
+    if name is None:
+        name = getattr(execute, "__name__", None)
+        if not isinstance(name, str):
+            raise InvalidTaskError(
+                f"a task needs a name: give name=..., or an execute function that has a "
+                f"__name__ (got execute={short(execute)})"
+            )
+    task_name = check_name(name)
+    if timezone is not None:
+        if not isinstance(timezone, str):
+            raise InvalidTaskError(
+                f"task {short(task_name)}: timezone must be an IANA name (a string) or None, "
+                f"got {short(timezone)}"
+            )
+        # the zone a naive datetime given to create_task takes: checked now, by the plugins
+        # that will read it
+        hooks.parse_schedule(datetime(2000, 1, 1), timezone)
     parsed = hooks.parse_schedule(schedule, timezone) if schedule is not None else None
     if data is not None:
-        hooks.data_codec().encode(data)
+        codec = hooks.data_codec()
+        try:
+            codec.encode(data)
+        except TickkitError:
+            raise
+        except Exception as exc:  # a codec plugin's own error
+            raise InvalidDataError(
+                f"task {short(task_name)}: data {short(data)} cannot be encoded: "
+                f"{describe_error(exc)}"
+            ) from exc
     limit: int | None
     if max_instances is _Default:
         limit = 1 if parsed is not None and parsed.recurring else None
@@ -192,11 +294,13 @@ class TaskRegistry:
         return self._tasks.get(name)
 
     def require(self, name: str) -> TaskDefinition:
-        try:
-            return self._tasks[name]
-        except KeyError:
+        found = self._tasks.get(name) if isinstance(name, str) else None
+        if found is None:
             known = ", ".join(sorted(self._tasks)) or "none"
-            raise UnknownTaskError(f"unknown task name {name!r} (loaded tasks: {known})") from None
+            if len(known) > 500:
+                known = known[:497] + "..."
+            raise UnknownTaskError(f"unknown task name {short(name)} (loaded tasks: {known})")
+        return found
 
     def clear(self) -> None:
         self._tasks.clear()

@@ -6,11 +6,18 @@ ships cron, date, interval and delay); the kernel knows only this interface and 
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from .errors import InvalidScheduleError
-from .models import Misfire, Plan
+from .errors import (
+    InvalidScheduleError,
+    TickkitError,
+    UnknownTimezoneError,
+    describe_error,
+    short,
+)
+from .models import LATEST_TIME, RESOLUTION, Misfire, Plan, check_time, round_ms
 
 #: how many missed occurrences the ONCE policy walks through to find the latest one
 _COALESCE_WALK_LIMIT = 10_000
@@ -58,6 +65,20 @@ class Schedule(abc.ABC):
         return repr(self.to_spec())
 
 
+def next_run(schedule: Schedule, after: datetime) -> datetime | None:
+    """``schedule.next_fire(after)`` as the kernel stores it: whole milliseconds (still after
+    ``after``), and None past ``LATEST_TIME``, where every schedule ends."""
+    at = schedule.next_fire(after)
+    if at is None:
+        return None
+    if at > LATEST_TIME:
+        return None
+    rounded = round_ms(at)
+    if rounded <= after:
+        rounded = round_ms(after) + RESOLUTION
+    return rounded if rounded <= LATEST_TIME else None
+
+
 def plan_occurrence(
     schedule: Schedule | None,
     scheduled_at: datetime,
@@ -85,7 +106,7 @@ def plan_occurrence(
         return grace is not None and (now - at).total_seconds() > grace
 
     if retry:
-        nxt = schedule.next_fire(scheduled_at) if recurring and schedule else None
+        nxt = next_run(schedule, scheduled_at) if recurring and schedule else None
         return Plan(True, scheduled_at, 0, nxt)
     if not recurring or schedule is None:
         if late(scheduled_at):
@@ -93,19 +114,19 @@ def plan_occurrence(
         return Plan(True, scheduled_at, 0, None)
 
     if misfire is Misfire.ALL:
-        nxt = schedule.next_fire(scheduled_at)
+        nxt = next_run(schedule, scheduled_at)
         if late(scheduled_at):
             return Plan(False, scheduled_at, 1, nxt)
         return Plan(True, scheduled_at, 0, nxt)
 
     if misfire is Misfire.SKIP:
         if late(scheduled_at):
-            return Plan(False, scheduled_at, 1, schedule.next_fire(now))
-        nxt = schedule.next_fire(scheduled_at)
+            return Plan(False, scheduled_at, 1, next_run(schedule, now))
+        nxt = next_run(schedule, scheduled_at)
         skipped = 0
         if nxt is not None and nxt <= now:
             # occurrences that fell between this one and now are dropped
-            after_now = schedule.next_fire(now)
+            after_now = next_run(schedule, now)
             skipped = _count_between(schedule, nxt, now)
             nxt = after_now
         return Plan(True, scheduled_at, skipped, nxt)
@@ -113,16 +134,16 @@ def plan_occurrence(
     # ONCE: walk to the latest overdue occurrence
     latest = scheduled_at
     missed = 0
-    nxt = schedule.next_fire(latest)
+    nxt = next_run(schedule, latest)
     walked = 0
     while nxt is not None and nxt <= now and walked < _COALESCE_WALK_LIMIT:
         latest = nxt
         missed += 1
         walked += 1
-        nxt = schedule.next_fire(latest)
+        nxt = next_run(schedule, latest)
     if nxt is not None and nxt <= now:
         # too many to walk: jump past now; the latest overdue one is not known exactly
-        nxt = schedule.next_fire(now)
+        nxt = next_run(schedule, now)
         latest = now
     if late(latest):
         return Plan(False, latest, missed + 1, nxt)
@@ -134,7 +155,7 @@ def _count_between(schedule: Schedule, first: datetime, now: datetime, limit: in
     at: datetime | None = first
     while at is not None and at <= now and count < limit:
         count += 1
-        at = schedule.next_fire(at)
+        at = next_run(schedule, at)
     return count
 
 
@@ -142,7 +163,79 @@ def require_schedule(value: object, result: Schedule | None) -> Schedule:
     """Raise the standard error when no plugin understood ``value``."""
     if result is None:
         raise InvalidScheduleError(
-            f"no schedule plugin understands {value!r}: give a cron string, a datetime, "
+            f"no schedule plugin understands {short(value)}: give a cron string, a datetime, "
             "a timedelta, or a dict with type 'cron', 'date' or 'interval'"
         )
+    if not isinstance(result, Schedule):
+        raise InvalidScheduleError(
+            f"a schedule plugin returned {short(result)} for {short(value)}, not a Schedule"
+        )
     return result
+
+
+def parse_with(
+    parse: Callable[[object, str | None], Schedule | None],
+    value: object,
+    timezone: str | None = None,
+) -> Schedule:
+    """Run the schedule hooks (``parse``) on user input or a stored spec: the one boundary
+    between the kernel and schedule plugins.
+
+    Whatever a plugin raises that is not a TickkitError (a ValueError from a parser, an
+    OverflowError from date arithmetic, ...) becomes an InvalidScheduleError naming the value,
+    so no other exception reaches the caller. A time zone that is not a string is refused here,
+    before any plugin sees it.
+    """
+    if timezone is not None and not isinstance(timezone, str):
+        raise UnknownTimezoneError(
+            f"a time zone must be an IANA name (a string such as 'Europe/Berlin'), "
+            f"got {short(timezone)}"
+        )
+    try:
+        return require_schedule(value, parse(value, timezone))
+    except TickkitError:
+        raise
+    except Exception as exc:
+        zone = f" in time zone {short(timezone)}" if timezone is not None else ""
+        raise InvalidScheduleError(
+            f"invalid schedule {short(value)}{zone}: {describe_error(exc)}"
+        ) from exc
+
+
+def first_run(
+    schedule: Schedule, now: datetime, *, required: bool = False
+) -> tuple[Schedule, datetime | None]:
+    """Anchor ``schedule`` at ``now`` and compute its first run: the stored schedule and the
+    first run time as UTC whole milliseconds (None: it never runs; with ``required``, that is
+    refused too).
+
+    A first run outside ``EARLIEST_TIME``..``LATEST_TIME`` (tickkit.models) is refused, and so
+    is any non-tickkit error of the plugin's code (as in :func:`parse_with`).
+    """
+    try:
+        anchored = schedule.anchored(now)
+        first = anchored.first_fire(now)
+    except TickkitError:
+        raise
+    except Exception as exc:
+        raise InvalidScheduleError(
+            f"schedule {describe(schedule)} has no first run after {now.isoformat()}: "
+            f"{describe_error(exc)}"
+        ) from exc
+    if first is None:
+        if required:
+            raise InvalidScheduleError(
+                f"schedule {describe(anchored)} has no run time between {now.isoformat()} and "
+                f"the latest time a job may run ({LATEST_TIME.isoformat()})"
+            )
+        return anchored, None
+    return anchored, check_time(first, f"the first run of schedule {describe(anchored)}")
+
+
+def describe(schedule: Schedule) -> str:
+    """``schedule.describe()`` for a message: short, and never raising."""
+    try:
+        text = schedule.describe()
+    except Exception:
+        return short(schedule)
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -19,6 +19,7 @@ from tickkit import (
     DuplicateTaskError,
     InvalidCronError,
     InvalidDataError,
+    InvalidJobIdError,
     InvalidScheduleError,
     InvalidTaskError,
     Job,
@@ -198,7 +199,7 @@ async def test_bad_input_is_refused_before_storing(
             await k.create_task("known", {"ok": [{"deep": {None: 1}}]})
         with pytest.raises(InvalidScheduleError, match="'next tuesday'"):
             await k.create_task("known", None, {"type": "date", "value": "next tuesday"})
-        with pytest.raises(InvalidTaskError, match="'a:b'"):
+        with pytest.raises(InvalidJobIdError, match="'a:b'"):
             await k.create_task("known", None, id="a:b")
         await k.create_task("known", 1, T0 + timedelta(days=1), id="mine")
         with pytest.raises(JobExistsError, match="'mine'"):

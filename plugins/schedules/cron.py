@@ -26,16 +26,18 @@ import bisect
 import calendar
 import math
 import re
-from datetime import date, datetime, time, timedelta, tzinfo
+from datetime import date, datetime, time, timedelta
 from datetime import timezone as dt_timezone
 from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 from croniter.croniter import CroniterBadDateError
 
-from tickkit import InvalidCronError, Schedule, UnknownTimezoneError
+from tickkit import InvalidCronError, Schedule
+from tickkit.errors import short
+
+from .zones import get_zone, zone_name
 
 UTC = dt_timezone.utc
 _EPOCH = datetime(1970, 1, 1)
@@ -80,42 +82,14 @@ _EQUAL_RANGE = re.compile(r"^([0-9]+)-([0-9]+)(?:/([0-9]+))?$")
 _LAST_WEEKDAY = re.compile(r"^([0-9]+)l$")
 
 
-@lru_cache(maxsize=512)
-def get_zone(name: str | None) -> tzinfo:
-    """The tzinfo for an IANA name ("UTC" and None give UTC); unknown names raise."""
-    if name is None or name.upper() in ("UTC", "Z", "ETC/UTC"):
-        return UTC
-    if not isinstance(name, str) or not name or name.startswith(("/", ".")) or ".." in name:
-        raise UnknownTimezoneError(f"unknown time zone {name!r}")
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise UnknownTimezoneError(
-            f"unknown time zone {name!r} (use an IANA name such as 'Europe/Berlin')"
-        ) from None
-
-
-def zone_name(zone: tzinfo) -> str:
-    return getattr(zone, "key", None) or "UTC"
-
-
-def _safe(value: object) -> str:
-    """A repr for error messages that never fails and stays short."""
-    try:
-        text = repr(value)
-    except Exception:  # an error message must not fail
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
 def _bad(field: int, expr: str, why: str) -> InvalidCronError:
-    return InvalidCronError(f"invalid {_NAMES[field]} field in cron {_safe(expr)}: {why}")
+    return InvalidCronError(f"invalid {_NAMES[field]} field in cron {short(expr)}: {why}")
 
 
 def _translate(field: int, text: str, expr: str) -> str:
     """One field in cron-parser's syntax -> the same field in croniter's, same meaning."""
     if not text.isascii() or not _ALLOWED.match(text.lower()):
-        raise _bad(field, expr, f"unexpected character in {_safe(text)}")
+        raise _bad(field, expr, f"unexpected character in {short(text)}")
     low = text.lower()
     if field in (_MON, _DOW):
         names = _MONTHS if field == _MON else _DAYS
@@ -123,7 +97,7 @@ def _translate(field: int, text: str, expr: str) -> str:
         def name(m: re.Match[str]) -> str:
             word = m.group(0)
             if word not in names:
-                raise _bad(field, expr, f"unknown name {_safe(word)}")
+                raise _bad(field, expr, f"unknown name {short(word)}")
             return str(names[word])
 
         low = _ALPHA.sub(name, low)
@@ -148,9 +122,9 @@ def _translate(field: int, text: str, expr: str) -> str:
             item = m.group(1)  # "3-3" is 3 (croniter reads an equal range as the whole field)
         if (m := _EQUAL_RANGE.match(item)) is not None:
             if m.group(3) is not None and int(m.group(3)) == 0:
-                raise _bad(field, expr, f"invalid step '0' in {_safe(item)}")
+                raise _bad(field, expr, f"invalid step '0' in {short(item)}")
             if int(m.group(1)) > int(m.group(2)):
-                raise _bad(field, expr, f"range {_safe(item)} runs backwards")
+                raise _bad(field, expr, f"range {short(item)} runs backwards")
         if field == _DOW:
             # croniter takes 0-6 (and 7 alone): a range ending at 7 ends at Sunday
             m = _EQUAL_RANGE.match(item)
@@ -169,7 +143,7 @@ def _fields_of(expression: str) -> list[str]:
         fields = ["0", *fields]
     elif len(fields) != 6:
         raise InvalidCronError(
-            f"invalid cron {_safe(expression)}: expected 5 fields (minute hour day month weekday) "
+            f"invalid cron {short(expression)}: expected 5 fields (minute hour day month weekday) "
             f"or 6 (second first), got {len(fields)}"
         )
     return fields
@@ -194,8 +168,8 @@ def _expand(
                 croniter.expand(_croniter_text(probe), hash_id=key or b"")
             except Exception as field_exc:
                 reason = str(field_exc).replace(f"[{_croniter_text(probe)}] ", "")
-                raise _bad(i, expression, f"{_safe(raw[i])} ({_safe(reason)[1:-1]})") from None
-        raise InvalidCronError(f"invalid cron {_safe(expression)}: {_safe(str(exc))}") from None
+                raise _bad(i, expression, f"{short(raw[i])} ({short(reason)[1:-1]})") from None
+        raise InvalidCronError(f"invalid cron {short(expression)}: {short(str(exc))}") from None
     return [expanded[_CRONITER_ORDER.index(i)] for i in range(6)]
 
 
@@ -204,11 +178,11 @@ def _compile(expression: str, key: str | None) -> tuple[str, list[str], list[lis
     """(the pattern with H resolved, croniter's fields, croniter's expansion) for a pattern."""
     if len(expression) > _MAX_LENGTH:
         raise InvalidCronError(
-            f"invalid cron {_safe(expression)}: longer than {_MAX_LENGTH} characters"
+            f"invalid cron {short(expression)}: longer than {_MAX_LENGTH} characters"
         )
     if not expression.isascii():
         bad = next(c for c in expression if not c.isascii())
-        raise InvalidCronError(f"invalid cron {_safe(expression)}: unexpected character {bad!r}")
+        raise InvalidCronError(f"invalid cron {short(expression)}: unexpected character {bad!r}")
     raw = _fields_of(expression)
     fields = [_translate(i, text, expression) for i, text in enumerate(raw)]
     hashed = [i for i in range(6) if "h" in fields[i]]
@@ -330,11 +304,11 @@ class CronSchedule(Schedule):
         self, expression: str, timezone: str | None = None, *, key: str | None = None
     ) -> None:
         if not isinstance(expression, str):
-            raise InvalidCronError(f"a cron expression must be a string, got {_safe(expression)}")
+            raise InvalidCronError(f"a cron expression must be a string, got {short(expression)}")
         if not expression.isascii():  # before splitting: str.split() knows Unicode spaces
             bad = next(c for c in expression if not c.isascii())
             raise InvalidCronError(
-                f"invalid cron {_safe(expression)}: unexpected character {bad!r}"
+                f"invalid cron {short(expression)}: unexpected character {bad!r}"
             )
         text = " ".join(expression.split())  # fields are separated by any ASCII whitespace
         if text.lower() in ALIASES:
@@ -358,7 +332,7 @@ class CronSchedule(Schedule):
         #: the day fields in croniter's syntax: which days match is croniter's answer
         self._days = (fields[_DOM], fields[_DOW])
         if self._next_wall(datetime(2000, 1, 1)) is None:
-            raise InvalidCronError(f"cron {_safe(expression)} never fires")
+            raise InvalidCronError(f"cron {short(expression)} never fires")
 
     def keyed(self, key: str) -> CronSchedule:
         """This schedule with ``H`` hashed from ``key`` (the task name or the job id)."""
