@@ -20,6 +20,7 @@ Design in short:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import sqlite3
@@ -143,45 +144,74 @@ _INSERT_COLUMNS = _COLUMNS + ", finished_at"
 _INSERT_VALUES = ", ".join("?" for _ in _INSERT_COLUMNS.split(","))
 
 _NCOLS = len(_COLUMNS.split(","))
+
+#: the last millisecond of year 9999: a stored time past it (or of another type) cannot be read
+MAX_MS = 253_402_300_799_999
+#: the first millisecond of year 1
+MIN_MS = -62_135_596_800_000
+_KNOWN_STATES = sorted(state.value for state in JobState)
+#: index ranges of (state, next_run_at) that hold exactly the states tickkit does not know
+#: (numbers sort before text, blobs after it)
+_UNKNOWN_STATES = (
+    [f"state < '{_KNOWN_STATES[0]}'"]
+    + [f"state > '{a}' AND state < '{b}'" for a, b in itertools.pairwise(_KNOWN_STATES)]
+    + [f"state > '{_KNOWN_STATES[-1]}'"]
+)
 _PAD = ", ".join(["NULL"] * (_NCOLS - 1))
 
 
 def claim_read_sql(excluded: int) -> str:
-    """The one read behind a claim, in parts: (0) jobs whose lease expired, oldest first;
-    (1) scheduled jobs that are due, oldest first; (2) the earliest lease expiry; (3) the
-    earliest due time after now; (4) with ``excluded`` task names, the earliest due time among
-    their jobs. Every part is an index seek.
+    """The one read behind a claim, in parts: (0) jobs whose lease expired, oldest first, and
+    running jobs whose lease cannot be read (NULL, text, out of range: taken over); (1)
+    scheduled jobs that are due, oldest first; (2) the earliest lease expiry; (3) the earliest
+    due time after now; (4) with ``excluded`` task names, the earliest due time among their
+    jobs; (5) scheduled jobs whose ``next_run_at`` cannot be read (NULL, text, a blob, past
+    year 9999: failed by the kernel with their defect); (6) jobs in a state tickkit does not
+    know (failed likewise). Every part is an index seek.
 
-    Named parameters (``claim_read_params``): now, limit, limit1 (limit + 1), x0, x1, ... (the
-    excluded names).
+    SQLite is dynamically typed: a column may hold text where tickkit writes integers, and
+    text and blobs sort after every number. So every comparison with a time is bounded by
+    ``:max`` (the last millisecond of year 9999), which keeps other types out of the parts
+    that read times, and (5) seeks exactly the rows past that bound.
+
+    Named parameters (``claim_read_params``): now, max, limit, limit1 (limit + 1), x0, x1, ...
+    (the excluded names).
     """
     skip = marks = ""
     if excluded:
         marks = ", ".join(f":x{i}" for i in range(excluded))
         skip = f" AND name NOT IN ({marks})"
-    sql = (
-        f"SELECT 0, * FROM (SELECT {_COLUMNS} FROM tickkit_jobs INDEXED BY tickkit_jobs_lease "
-        f"WHERE state = 'running' AND lease_expires_at <= :now{skip} "
-        "ORDER BY lease_expires_at LIMIT :limit) "
-        f"UNION ALL SELECT 1, * FROM (SELECT {_COLUMNS} FROM tickkit_jobs "
-        f"INDEXED BY tickkit_jobs_due WHERE state = 'scheduled' AND next_run_at <= :now{skip} "
-        "ORDER BY next_run_at LIMIT :limit1) "
-        "UNION ALL SELECT 2, (SELECT MIN(lease_expires_at) FROM tickkit_jobs "
-        f"INDEXED BY tickkit_jobs_lease WHERE state = 'running'), {_PAD} "
-        "UNION ALL SELECT 3, (SELECT MIN(next_run_at) FROM tickkit_jobs "
-        f"INDEXED BY tickkit_jobs_due WHERE state = 'scheduled' AND next_run_at > :now), {_PAD}"
+    lease = (
+        f"SELECT {_COLUMNS} FROM tickkit_jobs INDEXED BY tickkit_jobs_lease WHERE state = 'running'"
     )
+    due = f"SELECT {_COLUMNS} FROM tickkit_jobs INDEXED BY tickkit_jobs_due WHERE"
+    parts = [
+        f"SELECT 0, * FROM ({lease} AND lease_expires_at <= :now{skip} "
+        "ORDER BY lease_expires_at LIMIT :limit)",
+        f"SELECT 0, * FROM ({lease} AND lease_expires_at > :max{skip} LIMIT :limit)",
+        f"SELECT 0, * FROM ({lease} AND lease_expires_at IS NULL{skip} LIMIT :limit)",
+        f"SELECT 1, * FROM ({due} state = 'scheduled' AND next_run_at <= :now{skip} "
+        "ORDER BY next_run_at LIMIT :limit1)",
+        "SELECT 2, (SELECT MIN(lease_expires_at) FROM tickkit_jobs INDEXED BY tickkit_jobs_lease "
+        f"WHERE state = 'running' AND lease_expires_at <= :max), {_PAD}",
+        "SELECT 3, (SELECT MIN(next_run_at) FROM tickkit_jobs INDEXED BY tickkit_jobs_due "
+        f"WHERE state = 'scheduled' AND next_run_at > :now AND next_run_at <= :max), {_PAD}",
+        f"SELECT 5, * FROM ({due} state = 'scheduled' AND next_run_at > :max{skip} LIMIT :limit)",
+        f"SELECT 5, * FROM ({due} state = 'scheduled' AND next_run_at IS NULL{skip} LIMIT :limit)",
+    ]
+    # the states tickkit does not know, as index ranges around the ones it does
+    parts += [f"SELECT 6, * FROM ({due} {cond}{skip} LIMIT :limit)" for cond in _UNKNOWN_STATES]
     if excluded:
-        sql += (
-            " UNION ALL SELECT 4, (SELECT MIN(next_run_at) FROM tickkit_jobs "
-            f"WHERE state = 'scheduled' AND name IN ({marks})), {_PAD}"
+        parts.append(
+            "SELECT 4, (SELECT MIN(next_run_at) FROM tickkit_jobs "
+            f"WHERE state = 'scheduled' AND name IN ({marks}) AND next_run_at <= :max), {_PAD}"
         )
-    return sql
+    return " UNION ALL ".join(parts)
 
 
 def claim_read_params(now_ms: int, limit: int, names: Sequence[str]) -> dict[str, Any]:
     """The named parameters of ``claim_read_sql(len(names))``."""
-    params: dict[str, Any] = {"now": now_ms, "limit": limit, "limit1": limit + 1}
+    params: dict[str, Any] = {"now": now_ms, "max": MAX_MS, "limit": limit, "limit1": limit + 1}
     params.update({f"x{i}": name for i, name in enumerate(names)})
     return params
 
@@ -190,7 +220,10 @@ def claim_read_params(now_ms: int, limit: int, names: Sequence[str]) -> dict[str
 SQL_CLAIM = (
     "UPDATE tickkit_jobs SET state = 'running', attempt = attempt + 1, lease_owner = ?, "
     "lease_token = ?, lease_expires_at = ? WHERE id IN ({ids}) AND ("
-    "(state = 'scheduled' AND next_run_at <= ?) OR (state = 'running' AND lease_expires_at <= ?))"
+    "(state = 'scheduled' AND (next_run_at <= ? OR next_run_at > ? OR next_run_at IS NULL)) "
+    "OR (state = 'running' AND (lease_expires_at <= ? OR lease_expires_at > ? "
+    "OR lease_expires_at IS NULL)) "
+    "OR state NOT IN (" + ", ".join(f"'{s.value}'" for s in JobState) + "))"
 )
 _DONE = "static = 0 AND state IN ('completed', 'missed')"
 _FAILED = "static = 0 AND state = 'failed'"
@@ -649,51 +682,49 @@ class SQLiteDriver(Driver):
     # --- rows ---------------------------------------------------------------------------
 
     def _to_job(self, row: Sequence[Any]) -> Job:
-        (
-            job_id,
-            name,
-            data,
-            schedule,
-            next_run_at,
-            scheduled_at,
-            state,
-            static,
-            attempt,
-            max_attempts,
-            backoff,
-            created_at,
-            last_run_at,
-            last_outcome,
-            last_error,
-            runs,
-            meta,
-        ) = row[:17]
-        try:
-            job_state = JobState(state)
-            return Job(
-                id=job_id,
-                name=name,
-                data=self.ctx.codec.decode(data),
-                schedule=json.loads(schedule) if schedule is not None else None,
-                next_run_at=_dt(next_run_at),
-                scheduled_at=_dt(scheduled_at),
-                state=job_state,
-                static=bool(static),
-                # while running, the row counts the attempt in progress
-                attempt=attempt - 1 if job_state is JobState.RUNNING else attempt,
-                max_attempts=max_attempts,
-                backoff=Backoff.coerce(json.loads(backoff)) if backoff is not None else None,
-                created_at=_dt(created_at),
-                last_run_at=_dt(last_run_at),
-                last_outcome=Outcome(last_outcome) if last_outcome is not None else None,
-                last_error=last_error,
-                runs=runs,
-                meta=json.loads(meta),
-            )
-        except (ValueError, TypeError) as exc:
-            raise DriverError(
-                f"SQLite store {self.path}: job {job_id!r} has a row tickkit cannot read ({exc})"
-            ) from exc
+        """The job of a row. Never raises: a column that cannot be read (written by an older
+        version, another tool or by hand) is None in the job (``meta``: empty, ``static``:
+        False) and named, with what is wrong, in ``Job.defect``."""
+        problems: list[str] = []
+
+        def read(column: str, value: Any, reader: Any) -> Any:
+            try:
+                return reader(value)
+            except Exception as exc:
+                problems.append(f"{column} = {_short(value)}: {_reason(exc)}")
+                return None
+
+        state = read("state", row[6], _state)
+        attempt = read("attempt", row[8], _count)
+        if state is JobState.RUNNING and attempt:
+            attempt -= 1  # while running, the row counts the attempt in progress
+        job = Job(
+            id=row[0],
+            name=read("name", row[1], _text),
+            data=read("data", row[2], lambda v: self.ctx.codec.decode(_text(v))),
+            schedule=read("schedule", row[3], _schedule),
+            next_run_at=read("next_run_at", row[4], _time),
+            scheduled_at=read("scheduled_at", row[5], _time),
+            state=state,
+            static=bool(read("static", row[7], _flag)),
+            attempt=attempt,
+            max_attempts=read("max_attempts", row[9], _max_attempts),
+            backoff=read("backoff", row[10], _backoff),
+            created_at=read("created_at", row[11], _time),
+            last_run_at=read("last_run_at", row[12], _time),
+            last_outcome=read("last_outcome", row[13], _outcome),
+            last_error=read("last_error", row[14], _optional_text),
+            runs=read("runs", row[15], _count),
+            meta=read("meta", row[16], _meta) or {},
+        )
+        read("id", row[0], _text)
+        if state in (JobState.SCHEDULED, JobState.PAUSED) and row[4] is None:
+            problems.append(f"next_run_at is NULL in state {state.value!r}")
+        if state in (JobState.SCHEDULED, JobState.RUNNING, JobState.PAUSED) and row[5] is None:
+            problems.append(f"scheduled_at is NULL in state {state.value!r}")
+        if problems:
+            job.defect = "the stored row cannot be read: " + "; ".join(problems)
+        return job
 
     def _params(self, job: Job, job_id: str) -> tuple[Any, ...]:
         first = job.next_run_at
@@ -789,12 +820,7 @@ class SQLiteDriver(Driver):
             for job_id, job in wanted.items():
                 assert job_id is not None
                 old = stored.get(job_id)
-                same = (
-                    old is not None
-                    and old[2]
-                    and old[1] is not None
-                    and json.loads(old[1]) == job.schedule
-                )
+                same = old is not None and old[2] == 1 and _same_schedule(old[1], job.schedule)
                 if same:
                     # same schedule: keep next_run_at, attempt and state (catch-up on restart)
                     await self._exec(
@@ -889,7 +915,10 @@ class SQLiteDriver(Driver):
     async def count_jobs(self) -> dict[JobState, int]:
         async with self._session():
             rows = await self._all("SELECT state, COUNT(*) FROM tickkit_jobs GROUP BY state")
-        return {JobState(state): int(count) for state, count in rows}
+        # a state tickkit does not know is not counted (a worker fails such a job when it
+        # claims it; list_jobs shows it with its defect)
+        known = {s.value for s in JobState}
+        return {JobState(state): int(count) for state, count in rows if state in known}
 
     async def dead_letters(
         self, *, name: str | None = None, limit: int | None = None
@@ -907,7 +936,14 @@ class SQLiteDriver(Driver):
             params.append(max(int(limit), 0))
         async with self._session():
             rows = await self._all(sql, params)
-        return [DeadLetter(self._to_job(row), _dt(row[17]), row[18]) for row in rows]
+        return [
+            DeadLetter(
+                self._to_job(row),
+                _safe_dt(row[17]),
+                row[18] if isinstance(row[18], str) else None,
+            )
+            for row in rows
+        ]
 
     # --- running jobs -------------------------------------------------------------------
 
@@ -937,11 +973,13 @@ class SQLiteDriver(Driver):
                     claim_read_sql(len(names)), claim_read_params(now_ms, limit, names)
                 )
                 expired = [r[1:] for r in found if r[0] == 0]
+                # rows that cannot be read come first: the kernel fails them at once
+                unreadable = [r[1:] for r in found if r[0] in (5, 6)]
                 scheduled = sorted((r[1:] for r in found if r[0] == 1), key=lambda r: r[4])
                 next_lease = next((r[1] for r in found if r[0] == 2), None)
                 next_future = next((r[1] for r in found if r[0] == 3), None)
                 next_excluded = next((r[1] for r in found if r[0] == 4), None)
-                wanted = expired[:limit]
+                wanted = (expired + unreadable)[:limit]
                 due = scheduled[: limit - len(wanted)]
                 wanted += due
                 left = scheduled[len(due) :]
@@ -965,17 +1003,22 @@ class SQLiteDriver(Driver):
             )
         return Acquired(claims, next_due)
 
-    async def _claim(self, wanted: list[Any], taken_over: set[str], now_ms: int) -> list[Claim]:
-        """Claim the rows ``wanted`` that are still claimable; return their claims."""
+    async def _claim(self, wanted: list[Any], taken_over: set[Any], now_ms: int) -> list[Claim]:
+        """Claim the rows ``wanted`` that are still claimable; return their claims.
+
+        A row that cannot be read is claimed too, with ``Job.defect`` saying what is wrong:
+        the kernel completes such a claim once as failed. The defect is read from the row as
+        it was before the claim (the claim rewrites its state, attempt and lease)."""
         token = uuid.uuid4().hex
         expires = now_ms + self.lease_duration_ms
         ids = [r[0] for r in wanted]
+        defects = {r[0]: self._to_job(r).defect for r in wanted}
         for chunk in _chunks(ids):
             await self._exec(
                 SQL_CLAIM.format(ids=_marks(chunk)),
-                (self.ctx.owner, token, expires, *chunk, now_ms, now_ms),
+                (self.ctx.owner, token, expires, *chunk, now_ms, MAX_MS, now_ms, MAX_MS),
             )
-        got: dict[str, Any] = {}
+        got: dict[Any, Any] = {}
         for chunk in _chunks(ids):
             for row in await self._all(
                 f"SELECT {_COLUMNS} FROM tickkit_jobs "
@@ -989,31 +1032,20 @@ class SQLiteDriver(Driver):
             row = got.get(job_id)
             if row is None:
                 continue  # another process claimed it first
-            try:
-                job = self._to_job(row)  # its attempt: the attempts before this one
-            except DriverError as exc:
-                # a row this code cannot read (edited by hand, or data from another codec):
-                # it fails with the reason instead of blocking every later claim
-                self.ctx.logger.error("%s; the job is marked failed", exc)
-                await self._exec(
-                    "UPDATE tickkit_jobs SET state = 'failed', last_outcome = 'failed', "
-                    f"last_error = ?, finished_at = ?, next_run_at = NULL, {_NO_LEASE} "
-                    "WHERE id = ? AND lease_token = ?",
-                    (str(exc), now_ms, job_id, token),
-                )
-                continue
+            job = self._to_job(row)  # its attempt: the attempts before this one
+            job.defect = defects.get(job_id) or job.defect
             if job_id in taken_over:
                 self.ctx.logger.warning(
                     "job %s: the lease of another worker expired; running it again (attempt %d)",
                     job_id,
-                    job.attempt + 1,
+                    (job.attempt or 0) + 1,
                 )
-            assert job.scheduled_at is not None
+            scheduled_at = job.scheduled_at or job.next_run_at or from_millis(now_ms)
             claims.append(
                 Claim(
                     job=job,
-                    scheduled_at=job.scheduled_at,
-                    attempt=job.attempt + 1,
+                    scheduled_at=scheduled_at,
+                    attempt=(job.attempt or 0) + 1,
                     token=token,
                     lease_expires_at=lease_expires_at,
                 )
@@ -1205,6 +1237,134 @@ class SQLiteDriver(Driver):
 
 def _dt(ms: int | None) -> datetime | None:
     return from_millis(ms) if ms is not None else None
+
+
+# --- reading columns (each raises for a value it cannot read; _to_job names the column) ----
+
+
+def _short(value: Any) -> str:
+    """A short repr of a stored value, for messages."""
+    if isinstance(value, bytes):
+        text = f"X'{value[:24].hex()}{'...' if len(value) > 24 else ''}'"
+    else:
+        text = repr(value[:60] if isinstance(value, str) else value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _sql_type(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    return {bytes: "a blob", str: "text", int: "an integer", float: "a real"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{_sql_type(value)}, not text")
+    return value
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _integer(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{_sql_type(value)}, not an integer")
+    return value
+
+
+def _count(value: Any) -> int:
+    if _integer(value) < 0:
+        raise ValueError("negative")
+    return int(value)
+
+
+def _flag(value: Any) -> bool:
+    if _integer(value) not in (0, 1):
+        raise ValueError("not 0 or 1")
+    return bool(value)
+
+
+def _max_attempts(value: Any) -> int | None:
+    if value is not None and _integer(value) < 1:
+        raise ValueError("less than 1")
+    return value
+
+
+def _time(value: Any) -> datetime | None:
+    """An epoch-milliseconds column."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{_sql_type(value)}, not epoch milliseconds")
+    if not MIN_MS <= value <= MAX_MS:
+        raise ValueError("epoch milliseconds outside years 1 to 9999")
+    return from_millis(value)
+
+
+def _json(value: Any) -> Any:
+    try:
+        return json.loads(_text(value))
+    except ValueError as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+
+
+def _schedule(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    spec = _json(value)
+    if not isinstance(spec, dict):
+        raise TypeError(f"JSON {type(spec).__name__}, not an object")
+    return spec
+
+
+def _backoff(value: Any) -> Backoff | None:
+    return None if value is None else Backoff.coerce(_json(value))
+
+
+def _meta(value: Any) -> dict[str, str]:
+    meta = _json(value)
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise TypeError("not a JSON object of strings")
+    return meta
+
+
+def _state(value: Any) -> JobState:
+    try:
+        return JobState(_text(value))
+    except ValueError:
+        raise ValueError(f"not a job state ({', '.join(s.value for s in JobState)})") from None
+
+
+def _outcome(value: Any) -> Outcome | None:
+    if value is None:
+        return None
+    try:
+        return Outcome(_text(value))
+    except ValueError:
+        raise ValueError(f"not an outcome ({', '.join(o.value for o in Outcome)})") from None
+
+
+def _same_schedule(stored: Any, schedule: dict[str, Any] | None) -> bool:
+    """Whether a stored schedule column holds ``schedule`` (one it cannot read does not)."""
+    try:
+        return stored is not None and _schedule(stored) == schedule
+    except (TypeError, ValueError):
+        return False
+
+
+def _safe_dt(value: Any) -> datetime | None:
+    try:
+        return _time(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _ms(dt: datetime | None) -> int | None:
