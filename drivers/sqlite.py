@@ -26,7 +26,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -369,6 +369,9 @@ class SQLiteDriver(Driver):
         self.io_calls = 0
         self._idle: _Idle | None = None
         self._outcomes: list[_Outcome] = []
+        self._io_started = time.monotonic()
+        #: what a checkpoint after a full disk did in this session ("", tried, incomplete, done)
+        self._full_checkpoint = ""
         self._writing_outcomes = False
 
     def __repr__(self) -> str:
@@ -425,6 +428,8 @@ class SQLiteDriver(Driver):
     async def _io(self, awaitable: Awaitable[T]) -> T:
         self._pending += 1
         self.io_calls += 1
+        # when the statement started: an error message says how long it waited for a lock
+        self._io_started = time.monotonic()
         try:
             return await awaitable
         finally:
@@ -437,11 +442,49 @@ class SQLiteDriver(Driver):
 
     async def _exec(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> int:
         """Run one statement; return the number of rows it changed."""
-        cursor = await self._io(self._db().execute(sql, params))
+        cursor = await self._retry_when_full(lambda: self._db().execute(sql, params))
         return int(cursor.rowcount)
 
     async def _many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        await self._io(self._db().executemany(sql, rows))
+        rows = list(rows)
+        await self._retry_when_full(lambda: self._db().executemany(sql, rows))
+
+    async def _retry_when_full(self, statement: Callable[[], Awaitable[T]]) -> T:
+        """Run a statement; when the disk is full and it ran on its own (not inside a
+        transaction, which SQLite has rolled back then), checkpoint the write-ahead log into
+        the database and truncate it, which gives its space back, and run it once more."""
+        alone = not self._db().in_transaction
+        try:
+            return await self._io(statement())
+        except sqlite3.Error as exc:
+            if not (alone and _is_full(exc)) or not await self._checkpoint():
+                raise
+        return await self._io(statement())
+
+    async def _checkpoint(self) -> bool:
+        """``PRAGMA wal_checkpoint(TRUNCATE)`` after a write failed on a full disk: copy the
+        write-ahead log into the database and truncate it to zero bytes, so that the space it
+        held is free again. Return whether it completed (readers in other processes can keep
+        it from truncating)."""
+        self._full_checkpoint = "tried"
+        try:
+            rows = await self._io(self._db().execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)"))
+        except sqlite3.Error as exc:
+            self.ctx.logger.warning(
+                "SQLite store %s: the disk is full and a WAL checkpoint failed too (%s)",
+                self.path,
+                exc,
+            )
+            return False
+        busy = bool(next(iter(rows))[0])
+        self._full_checkpoint = "incomplete" if busy else "done"
+        self.ctx.logger.warning(
+            "SQLite store %s: a write failed on a full disk; the write-ahead log was "
+            "checkpointed%s",
+            self.path,
+            " but not truncated (another connection is reading)" if busy else " and truncated",
+        )
+        return not busy
 
     async def _all(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
         return list(await self._io(self._db().execute_fetchall(sql, params)))
@@ -458,6 +501,7 @@ class SQLiteDriver(Driver):
         async with self._lock:
             with anyio.CancelScope(shield=True):
                 try:
+                    self._full_checkpoint = ""
                     if write:
                         self._idle = None
                         await self._exec("BEGIN IMMEDIATE")
@@ -474,6 +518,10 @@ class SQLiteDriver(Driver):
                     else:
                         yield
                 except sqlite3.Error as exc:
+                    if _is_full(exc) and not self._full_checkpoint:
+                        # a transaction failed on a full disk (rolled back): give the space of
+                        # the write-ahead log back, so that the next write can use it
+                        await self._checkpoint()
                     raise self._error(exc) from exc
 
     async def _rollback(self) -> None:
@@ -489,10 +537,23 @@ class SQLiteDriver(Driver):
         low = text.lower()
         where = f"SQLite store {self.path}"
         if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in low:
+            waited = max(time.monotonic() - self._io_started, 0.0)
+            code = f"{name}: {text}" if name else text
+            if self.busy_timeout > 0 and waited >= self.busy_timeout * 0.9:
+                return DriverError(
+                    f"{where} is locked by another connection and stayed locked past "
+                    f"busy_timeout={self.busy_timeout:g}s ({code}); nothing was changed, try "
+                    "again or raise busy_timeout"
+                )
+            why = (
+                "another connection wrote to the file after this one began reading"
+                if name == "SQLITE_BUSY_SNAPSHOT"
+                else "another connection holds a lock"
+            )
             return DriverError(
-                f"{where} is locked by another connection and stayed locked past "
-                f"busy_timeout={self.busy_timeout:g}s ({text}); nothing was changed, try again "
-                "or raise busy_timeout"
+                f"{where} refused the change at once, after {waited:.3f}s ({code}): {why}, and "
+                f"SQLite does not wait busy_timeout={self.busy_timeout:g}s in this case; nothing "
+                "was changed, try again"
             )
         if name.startswith("SQLITE_READONLY") or "readonly" in low or "read-only" in low:
             return DriverError(
@@ -501,9 +562,16 @@ class SQLiteDriver(Driver):
                 "permissions of the file and its directory. Nothing was changed."
             )
         if name == "SQLITE_FULL" or "disk is full" in low:
+            tried = {
+                "done": "; a WAL checkpoint (TRUNCATE) freed the write-ahead log's space but not "
+                "enough",
+                "incomplete": "; a WAL checkpoint could not truncate the write-ahead log while "
+                "another connection reads it",
+                "tried": "; a WAL checkpoint failed too",
+            }.get(self._full_checkpoint, "")
             return DriverError(
                 f"the disk holding {where} is full ({text}): the change was rolled back and the "
-                "jobs already stored are intact; free some space and try again"
+                f"jobs already stored are intact{tried}; free some space and try again"
             )
         if name == "SQLITE_NOTADB" or "not a database" in low:
             return IncompatibleStoreError(
@@ -551,6 +619,7 @@ class SQLiteDriver(Driver):
             raise DriverError(
                 f"cannot create SQLite store {path}: the directory {path.parent} does not exist"
             )
+        self._create_private(path)
         try:
             self._conn = await self._io(
                 aiosqlite.connect(str(path), isolation_level=None, timeout=self.busy_timeout)
@@ -568,6 +637,22 @@ class SQLiteDriver(Driver):
         except BaseException:
             await self.stop()
             raise
+
+    def _create_private(self, path: Path) -> None:
+        """Create a missing store file with mode 0600 (owner only), whatever the umask: the
+        jobs' data is nobody else's business. SQLite gives the ``-wal`` and ``-shm`` files it
+        creates the mode of the database file, so they are 0600 too. An existing file keeps
+        its mode. The process umask is not touched (other threads may create files)."""
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return  # another process created it meanwhile, or it exists: its mode is kept
+        except OSError as exc:
+            raise DriverError(
+                f"cannot create SQLite store {path} ({exc.strerror or exc}): check that its "
+                "directory is writable"
+            ) from None
+        os.close(fd)
 
     async def _open_store(self) -> None:
         """Check what the file is before changing anything, then set it up and migrate it."""
@@ -1233,6 +1318,11 @@ class SQLiteDriver(Driver):
         async with self._session(write=True):
             await self._prune(JobState.COMPLETED, self.keep_completed, now_ms)
             await self._prune(JobState.FAILED, self.keep_failed, now_ms)
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    name = str(getattr(exc, "sqlite_errorname", "") or "")
+    return name == "SQLITE_FULL" or "disk is full" in str(exc).lower()
 
 
 def _dt(ms: int | None) -> datetime | None:
