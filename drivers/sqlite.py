@@ -26,7 +26,15 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -296,6 +304,23 @@ _Outcome = tuple[str, dict[str, Any], "tuple[JobState, int] | None", "asyncio.Fu
 
 
 @attrs.define
+class _Attempt:
+    """One try of a transaction (see ``SQLiteDriver._session``)."""
+
+    last: bool
+    again: bool = False
+
+
+def _attempts() -> Iterator[_Attempt]:
+    """The tries of a transaction: a second one only when the first failed on a full disk and
+    a checkpoint then gave space back."""
+    first = _Attempt(last=False)
+    yield first
+    if first.again:
+        yield _Attempt(last=True)
+
+
+@attrs.define
 class _Idle:
     """What the last full read found, to answer idle polls without querying."""
 
@@ -490,11 +515,17 @@ class SQLiteDriver(Driver):
         return list(await self._io(self._db().execute_fetchall(sql, params)))
 
     @asynccontextmanager
-    async def _session(self, *, write: bool = False) -> AsyncIterator[None]:
+    async def _session(
+        self, *, write: bool = False, attempt: _Attempt | None = None
+    ) -> AsyncIterator[None]:
         """Use the connection alone; ``write``: inside a ``BEGIN IMMEDIATE`` transaction.
 
         The body is shielded from cancellation so that a transaction is never left open, and a
         SQLite error becomes a DriverError that names the file.
+
+        With ``attempt`` (from :func:`_attempts`), a transaction that failed on a full disk and
+        after which a checkpoint gave the write-ahead log's space back ends quietly, with
+        ``attempt.again`` set: the caller's loop runs it once more.
         """
         self._db()
         assert self._lock is not None
@@ -521,7 +552,10 @@ class SQLiteDriver(Driver):
                     if _is_full(exc) and not self._full_checkpoint:
                         # a transaction failed on a full disk (rolled back): give the space of
                         # the write-ahead log back, so that the next write can use it
-                        await self._checkpoint()
+                        freed = await self._checkpoint()
+                        if freed and attempt is not None and not attempt.last:
+                            attempt.again = True
+                            return
                     raise self._error(exc) from exc
 
     async def _rollback(self) -> None:
@@ -687,7 +721,8 @@ class SQLiteDriver(Driver):
         together. So the switch is retried here, within busy_timeout, re-reading the mode each
         time (the other process may have switched it meanwhile).
         """
-        deadline = time.monotonic() + self.busy_timeout
+        started = time.monotonic()
+        deadline = started + self.busy_timeout
         delay = 0.005
         while True:
             rows = await self._all("PRAGMA journal_mode")
@@ -699,6 +734,7 @@ class SQLiteDriver(Driver):
             except sqlite3.OperationalError as exc:
                 busy = str(getattr(exc, "sqlite_errorname", "") or "").startswith("SQLITE_BUSY")
                 if not (busy or "locked" in str(exc).lower()) or time.monotonic() > deadline:
+                    self._io_started = started  # the error says how long it was retried
                     raise
             # a wait on another process's file lock: real time, not the kernel's clock
             await asyncio.sleep(delay)
@@ -866,9 +902,9 @@ class SQLiteDriver(Driver):
             raise JobExistsError(f"the batch gives the job id(s) {dupes!r} more than once")
         rows = [self._params(job, job_id) for job, job_id in zip(jobs, ids, strict=True)]
         verb = "INSERT OR REPLACE" if replace else "INSERT"
-        async with self._session(write=True):
-            if not replace:
-                given = [job.id for job in jobs if job.id is not None]
+        given = [job.id for job in jobs if job.id is not None] if not replace else []
+        for attempt in _attempts():
+            async with self._session(write=True, attempt=attempt):
                 for chunk in _chunks(given):
                     found = await self._all(
                         f"SELECT id FROM tickkit_jobs WHERE id IN ({_marks(chunk)})", chunk
@@ -878,52 +914,57 @@ class SQLiteDriver(Driver):
                             f"a job with id {found[0][0]!r} exists; pass replace=True to "
                             "replace it (nothing of the batch was stored)"
                         )
-            await self._many(
-                f"{verb} INTO tickkit_jobs ({_INSERT_COLUMNS}) VALUES ({_INSERT_VALUES})", rows
-            )
+                await self._many(
+                    f"{verb} INTO tickkit_jobs ({_INSERT_COLUMNS}) VALUES ({_INSERT_VALUES})",
+                    rows,
+                )
         return ids
 
     async def sync_static(self, jobs: Sequence[Job], now: datetime) -> None:
         wanted = {job.id: job for job in jobs}
-        async with self._session(write=True):
-            stored = {
-                row[0]: row
-                for row in await self._all(
-                    "SELECT id, schedule, static FROM tickkit_jobs INDEXED BY tickkit_jobs_static "
-                    "WHERE static = 1"
-                )
-            }
-            for chunk in _chunks([i for i in wanted if i not in stored]):
-                for row in await self._all(
-                    f"SELECT id, schedule, static FROM tickkit_jobs WHERE id IN ({_marks(chunk)})",
-                    chunk,
-                ):
-                    stored[row[0]] = row
-            gone = [i for i, row in stored.items() if row[2] and i not in wanted]
-            for chunk in _chunks(gone):
-                await self._exec(f"DELETE FROM tickkit_jobs WHERE id IN ({_marks(chunk)})", chunk)
-            for job_id, job in wanted.items():
-                assert job_id is not None
-                old = stored.get(job_id)
-                same = old is not None and old[2] == 1 and _same_schedule(old[1], job.schedule)
-                if same:
-                    # same schedule: keep next_run_at, attempt and state (catch-up on restart)
-                    await self._exec(
-                        "UPDATE tickkit_jobs SET data = ?, max_attempts = ?, backoff = ? "
-                        "WHERE id = ?",
-                        (
-                            self.ctx.codec.encode(job.data),
-                            job.max_attempts,
-                            json.dumps(job.backoff.to_dict()) if job.backoff else None,
-                            job_id,
-                        ),
+        for attempt in _attempts():
+            async with self._session(write=True, attempt=attempt):
+                stored = {
+                    row[0]: row
+                    for row in await self._all(
+                        "SELECT id, schedule, static FROM tickkit_jobs "
+                        "INDEXED BY tickkit_jobs_static WHERE static = 1"
                     )
-                else:
+                }
+                for chunk in _chunks([i for i in wanted if i not in stored]):
+                    for row in await self._all(
+                        "SELECT id, schedule, static FROM tickkit_jobs "
+                        f"WHERE id IN ({_marks(chunk)})",
+                        chunk,
+                    ):
+                        stored[row[0]] = row
+                gone = [i for i, row in stored.items() if row[2] and i not in wanted]
+                for chunk in _chunks(gone):
                     await self._exec(
-                        f"INSERT OR REPLACE INTO tickkit_jobs ({_INSERT_COLUMNS}) "
-                        f"VALUES ({_INSERT_VALUES})",
-                        self._params(job, job_id),
+                        f"DELETE FROM tickkit_jobs WHERE id IN ({_marks(chunk)})", chunk
                     )
+                for job_id, job in wanted.items():
+                    assert job_id is not None
+                    old = stored.get(job_id)
+                    same = old is not None and old[2] == 1 and _same_schedule(old[1], job.schedule)
+                    if same:
+                        # same schedule: keep next_run_at, attempt and state (catch-up on restart)
+                        await self._exec(
+                            "UPDATE tickkit_jobs SET data = ?, max_attempts = ?, backoff = ? "
+                            "WHERE id = ?",
+                            (
+                                self.ctx.codec.encode(job.data),
+                                job.max_attempts,
+                                json.dumps(job.backoff.to_dict()) if job.backoff else None,
+                                job_id,
+                            ),
+                        )
+                    else:
+                        await self._exec(
+                            f"INSERT OR REPLACE INTO tickkit_jobs ({_INSERT_COLUMNS}) "
+                            f"VALUES ({_INSERT_VALUES})",
+                            self._params(job, job_id),
+                        )
 
     async def get_job(self, job_id: str) -> Job | None:
         async with self._session():
@@ -974,16 +1015,20 @@ class SQLiteDriver(Driver):
 
     async def set_paused(self, job_id: str, paused: bool) -> Job | None:
         flag = int(bool(paused))
-        async with self._session(write=True):
-            await self._exec(
-                "UPDATE tickkit_jobs SET "
-                "pause_requested = CASE WHEN state = 'running' THEN :p ELSE pause_requested END, "
-                "state = CASE WHEN :p AND state = 'scheduled' THEN 'paused' "
-                "WHEN NOT :p AND state = 'paused' THEN 'scheduled' ELSE state END "
-                "WHERE id = :id",
-                {"p": flag, "id": job_id},
-            )
-            rows = await self._all(f"SELECT {_COLUMNS} FROM tickkit_jobs WHERE id = ?", (job_id,))
+        for attempt in _attempts():
+            async with self._session(write=True, attempt=attempt):
+                await self._exec(
+                    "UPDATE tickkit_jobs SET "
+                    "pause_requested = "
+                    "CASE WHEN state = 'running' THEN :p ELSE pause_requested END, "
+                    "state = CASE WHEN :p AND state = 'scheduled' THEN 'paused' "
+                    "WHEN NOT :p AND state = 'paused' THEN 'scheduled' ELSE state END "
+                    "WHERE id = :id",
+                    {"p": flag, "id": job_id},
+                )
+                rows = await self._all(
+                    f"SELECT {_COLUMNS} FROM tickkit_jobs WHERE id = ?", (job_id,)
+                )
         return self._to_job(rows[0]) if rows else None
 
     async def move_to(self, job_id: str, when: datetime) -> bool:
@@ -1149,20 +1194,23 @@ class SQLiteDriver(Driver):
         expires = to_millis(now) + self.lease_duration_ms
         ids = [c.job.id for c in mine if c.job.id is not None]
         held: set[tuple[str, str]] = set()
-        async with self._session(write=True):
-            for chunk in _chunks(ids):
-                rows = await self._all(
-                    "SELECT id, lease_token FROM tickkit_jobs "
-                    f"WHERE id IN ({_marks(chunk)}) AND state = 'running'",
-                    chunk,
-                )
-                held.update((row[0], row[1]) for row in rows)
-            renewed = [(c.job.id, c.token) for c in mine if (c.job.id, c.token) in held]
-            if renewed:
-                await self._many(
-                    "UPDATE tickkit_jobs SET lease_expires_at = ? WHERE id = ? AND lease_token = ?",
-                    [(expires, job_id, token) for job_id, token in renewed],
-                )
+        for attempt in _attempts():
+            async with self._session(write=True, attempt=attempt):
+                held.clear()
+                for chunk in _chunks(ids):
+                    rows = await self._all(
+                        "SELECT id, lease_token FROM tickkit_jobs "
+                        f"WHERE id IN ({_marks(chunk)}) AND state = 'running'",
+                        chunk,
+                    )
+                    held.update((row[0], row[1]) for row in rows)
+                renewed = [(c.job.id, c.token) for c in mine if (c.job.id, c.token) in held]
+                if renewed:
+                    await self._many(
+                        "UPDATE tickkit_jobs SET lease_expires_at = ? "
+                        "WHERE id = ? AND lease_token = ?",
+                        [(expires, job_id, token) for job_id, token in renewed],
+                    )
         lost: list[Claim] = []
         for claim in mine:
             assert claim.job.id is not None and claim.token is not None
@@ -1256,16 +1304,17 @@ class SQLiteDriver(Driver):
             if prune is not None:
                 prunes[prune[0]] = max(prunes.get(prune[0], prune[1]), prune[1])
         try:
-            async with self._session(write=len(batch) > 1 or bool(prunes)):
-                self._idle = None
-                for sql, rows in groups.items():
-                    if len(rows) == 1:
-                        await self._exec(sql, rows[0])
-                    else:
-                        await self._many(sql, rows)
-                for state, now_ms in prunes.items():
-                    keep = self.keep_failed if state is JobState.FAILED else self.keep_completed
-                    await self._prune(state, keep, now_ms)
+            for attempt in _attempts():
+                async with self._session(write=len(batch) > 1 or bool(prunes), attempt=attempt):
+                    self._idle = None
+                    for sql, rows in groups.items():
+                        if len(rows) == 1:
+                            await self._exec(sql, rows[0])
+                        else:
+                            await self._many(sql, rows)
+                    for state, now_ms in prunes.items():
+                        keep = self.keep_failed if state is JobState.FAILED else self.keep_completed
+                        await self._prune(state, keep, now_ms)
         except BaseException as exc:
             for *_rest, future in batch:
                 if not future.done():
@@ -1281,12 +1330,13 @@ class SQLiteDriver(Driver):
         rows = [(c.job.id, c.token) for c in claims if c.token is not None and c.job.id]
         if not rows:
             return
-        async with self._session(write=True):
-            await self._many(
-                f"UPDATE tickkit_jobs SET state = {_RESUMED_STATE}, attempt = attempt - 1, "
-                f"{_NO_LEASE} WHERE id = ? AND lease_token = ? AND state = 'running'",
-                rows,
-            )
+        for attempt in _attempts():
+            async with self._session(write=True, attempt=attempt):
+                await self._many(
+                    f"UPDATE tickkit_jobs SET state = {_RESUMED_STATE}, attempt = attempt - 1, "
+                    f"{_NO_LEASE} WHERE id = ? AND lease_token = ? AND state = 'running'",
+                    rows,
+                )
 
     # --- retention ----------------------------------------------------------------------
 
@@ -1315,9 +1365,10 @@ class SQLiteDriver(Driver):
             await self._exec(f"DELETE FROM tickkit_jobs WHERE {kind}")
 
     async def _prune_all(self, now_ms: int) -> None:
-        async with self._session(write=True):
-            await self._prune(JobState.COMPLETED, self.keep_completed, now_ms)
-            await self._prune(JobState.FAILED, self.keep_failed, now_ms)
+        for attempt in _attempts():
+            async with self._session(write=True, attempt=attempt):
+                await self._prune(JobState.COMPLETED, self.keep_completed, now_ms)
+                await self._prune(JobState.FAILED, self.keep_failed, now_ms)
 
 
 def _is_full(exc: sqlite3.Error) -> bool:
