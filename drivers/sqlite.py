@@ -157,6 +157,8 @@ _NCOLS = len(_COLUMNS.split(","))
 MAX_MS = 253_402_300_799_999
 #: the first millisecond of year 1
 MIN_MS = -62_135_596_800_000
+#: how a defect found by this driver begins
+_UNREADABLE = "the stored row cannot be read: "
 _KNOWN_STATES = sorted(state.value for state in JobState)
 #: index ranges of (state, next_run_at) that hold exactly the states tickkit does not know
 #: (numbers sort before text, blobs after it)
@@ -844,7 +846,7 @@ class SQLiteDriver(Driver):
         if state in (JobState.SCHEDULED, JobState.RUNNING, JobState.PAUSED) and row[5] is None:
             problems.append(f"scheduled_at is NULL in state {state.value!r}")
         if problems:
-            job.defect = "the stored row cannot be read: " + "; ".join(problems)
+            job.defect = _UNREADABLE + "; ".join(problems)
         return job
 
     def _params(self, job: Job, job_id: str) -> tuple[Any, ...]:
@@ -1142,7 +1144,8 @@ class SQLiteDriver(Driver):
         token = uuid.uuid4().hex
         expires = now_ms + self.lease_duration_ms
         ids = [r[0] for r in wanted]
-        defects = {r[0]: self._to_job(r).defect for r in wanted}
+        # the claim rewrites state and attempt: what was wrong with them is read before it
+        defects = {r[0]: d for r in wanted if (d := _claim_defect(r)) is not None}
         for chunk in _chunks(ids):
             await self._exec(
                 SQL_CLAIM.format(ids=_marks(chunk)),
@@ -1163,7 +1166,10 @@ class SQLiteDriver(Driver):
             if row is None:
                 continue  # another process claimed it first
             job = self._to_job(row)  # its attempt: the attempts before this one
-            job.defect = defects.get(job_id) or job.defect
+            before = defects.get(job_id)
+            if before is not None:
+                after = (job.defect or "").removeprefix(_UNREADABLE)
+                job.defect = f"{before}; {after}" if after else before
             if job_id in taken_over:
                 self.ctx.logger.warning(
                     "job %s: the lease of another worker expired; running it again (attempt %d)",
@@ -1499,6 +1505,21 @@ def _same_schedule(stored: Any, schedule: dict[str, Any] | None) -> bool:
         return stored is not None and _schedule(stored) == schedule
     except (TypeError, ValueError):
         return False
+
+
+def _claim_defect(row: Sequence[Any]) -> str | None:
+    """What is wrong with the state and attempt of a row about to be claimed (the columns the
+    claim rewrites, and a NULL next_run_at, which a running row may have), in the words of
+    ``SQLiteDriver._to_job``; None when nothing is."""
+    problems = []
+    for column, value, reader in (("state", row[6], _state), ("attempt", row[8], _count)):
+        try:
+            reader(value)
+        except Exception as exc:
+            problems.append(f"{column} = {_short(value)}: {_reason(exc)}")
+    if row[6] == JobState.SCHEDULED.value and row[4] is None:
+        problems.append("next_run_at is NULL in state 'scheduled'")
+    return _UNREADABLE + "; ".join(problems) if problems else None
 
 
 def _safe_dt(value: Any) -> datetime | None:
