@@ -8,6 +8,7 @@ tool would.
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import time
@@ -24,6 +25,7 @@ from tickkit.models import to_millis
 from tickkit.testing import VirtualClock
 
 from .sqlite_helpers.common import T0, one_off, opened, recording_tasks
+from .test_cli import tickkit
 from .waiting import wait_for
 
 pytestmark = pytest.mark.anyio
@@ -242,3 +244,28 @@ async def test_to_job_never_raises(db: Path) -> None:
         assert len(await d.list_jobs()) == len(BAD_ROWS)
         assert len(await d.list_jobs(state=JobState.SCHEDULED)) >= 1
         await d.count_jobs()
+
+
+def test_cli_lists_and_shows_a_poisoned_store(db: Path) -> None:
+    """``tickkit list`` and ``tickkit show`` read every row, the unreadable ones too."""
+
+    async def build() -> None:
+        async with opened(SQLiteDriver(db), VirtualClock(T0)) as d:
+            for job_id in ("name-blob", "bogus-state", "good"):
+                await d.add_job(one_off(job_id))
+
+    anyio.run(build)
+    for job_id in ("name-blob", "bogus-state"):
+        poison(db, job_id, BAD_ROWS[job_id][1])
+    url = f"sqlite:///{db}"
+    listed = tickkit("list", "--driver", url)
+    assert listed.returncode == 0, listed.stderr
+    for job_id in ("name-blob", "bogus-state", "good"):
+        assert job_id in listed.stdout
+    as_json = tickkit("list", "--driver", url, "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    assert len(json.loads(as_json.stdout)) == 3
+    assert "name" in json.loads(as_json.stdout)[0]["defect"]
+    shown = tickkit("show", "name-blob", "--driver", url)
+    assert shown.returncode == 0, shown.stderr
+    assert "defect:" in shown.stdout and "name = X'00'" in shown.stdout
