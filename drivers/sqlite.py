@@ -167,6 +167,15 @@ _UNKNOWN_STATES = (
     + [f"state > '{a}' AND state < '{b}'" for a, b in itertools.pairwise(_KNOWN_STATES)]
     + [f"state > '{_KNOWN_STATES[-1]}'"]
 )
+#: scheduled rows whose next_run_at cannot be read, and rows in a state tickkit does not know:
+#: index ranges of tickkit_jobs_due
+_UNREADABLE_ROWS = " OR ".join(
+    [
+        "(state = 'scheduled' AND next_run_at > :max)",
+        "(state = 'scheduled' AND next_run_at IS NULL)",
+        *(f"({cond})" for cond in _UNKNOWN_STATES),
+    ]
+)
 _PAD = ", ".join(["NULL"] * (_NCOLS - 1))
 
 
@@ -176,8 +185,8 @@ def claim_read_sql(excluded: int) -> str:
     scheduled jobs that are due, oldest first; (2) the earliest lease expiry; (3) the earliest
     due time after now; (4) with ``excluded`` task names, the earliest due time among their
     jobs; (5) scheduled jobs whose ``next_run_at`` cannot be read (NULL, text, a blob, past
-    year 9999: failed by the kernel with their defect); (6) jobs in a state tickkit does not
-    know (failed likewise). Every part is an index seek.
+    year 9999) and jobs in a state tickkit does not know: the kernel fails them with their
+    defect. Every part is an index seek (5: one seek per range, a multi-index OR).
 
     SQLite is dynamically typed: a column may hold text where tickkit writes integers, and
     text and blobs sort after every number. So every comparison with a time is bounded by
@@ -206,11 +215,9 @@ def claim_read_sql(excluded: int) -> str:
         f"WHERE state = 'running' AND lease_expires_at <= :max), {_PAD}",
         "SELECT 3, (SELECT MIN(next_run_at) FROM tickkit_jobs INDEXED BY tickkit_jobs_due "
         f"WHERE state = 'scheduled' AND next_run_at > :now AND next_run_at <= :max), {_PAD}",
-        f"SELECT 5, * FROM ({due} state = 'scheduled' AND next_run_at > :max{skip} LIMIT :limit)",
-        f"SELECT 5, * FROM ({due} state = 'scheduled' AND next_run_at IS NULL{skip} LIMIT :limit)",
+        # one multi-index OR: a seek for each range of rows that cannot be read
+        f"SELECT 5, * FROM ({due} ({_UNREADABLE_ROWS}){skip} LIMIT :limit)",
     ]
-    # the states tickkit does not know, as index ranges around the ones it does
-    parts += [f"SELECT 6, * FROM ({due} {cond}{skip} LIMIT :limit)" for cond in _UNKNOWN_STATES]
     if excluded:
         parts.append(
             "SELECT 4, (SELECT MIN(next_run_at) FROM tickkit_jobs "
@@ -1106,7 +1113,7 @@ class SQLiteDriver(Driver):
                 )
                 expired = [r[1:] for r in found if r[0] == 0]
                 # rows that cannot be read come first: the kernel fails them at once
-                unreadable = [r[1:] for r in found if r[0] in (5, 6)]
+                unreadable = [r[1:] for r in found if r[0] == 5]
                 scheduled = sorted((r[1:] for r in found if r[0] == 1), key=lambda r: r[4])
                 next_lease = next((r[1] for r in found if r[0] == 2), None)
                 next_future = next((r[1] for r in found if r[0] == 3), None)
