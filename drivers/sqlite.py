@@ -20,12 +20,21 @@ Design in short:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -144,45 +153,83 @@ _INSERT_COLUMNS = _COLUMNS + ", finished_at"
 _INSERT_VALUES = ", ".join("?" for _ in _INSERT_COLUMNS.split(","))
 
 _NCOLS = len(_COLUMNS.split(","))
+
+#: the last millisecond of year 9999: a stored time past it (or of another type) cannot be read
+MAX_MS = 253_402_300_799_999
+#: the first millisecond of year 1
+MIN_MS = -62_135_596_800_000
+#: how a defect found by this driver begins
+_UNREADABLE = "the stored row cannot be read: "
+_KNOWN_STATES = sorted(state.value for state in JobState)
+#: index ranges of (state, next_run_at) that hold exactly the states tickkit does not know
+#: (numbers sort before text, blobs after it)
+_UNKNOWN_STATES = (
+    [f"state < '{_KNOWN_STATES[0]}'"]
+    + [f"state > '{a}' AND state < '{b}'" for a, b in itertools.pairwise(_KNOWN_STATES)]
+    + [f"state > '{_KNOWN_STATES[-1]}'"]
+)
+#: scheduled rows whose next_run_at cannot be read, and rows in a state tickkit does not know:
+#: index ranges of tickkit_jobs_due
+_UNREADABLE_ROWS = " OR ".join(
+    [
+        "(state = 'scheduled' AND next_run_at > :max)",
+        "(state = 'scheduled' AND next_run_at IS NULL)",
+        *(f"({cond})" for cond in _UNKNOWN_STATES),
+    ]
+)
 _PAD = ", ".join(["NULL"] * (_NCOLS - 1))
 
 
 def claim_read_sql(excluded: int) -> str:
-    """The one read behind a claim, in parts: (0) jobs whose lease expired, oldest first;
-    (1) scheduled jobs that are due, oldest first; (2) the earliest lease expiry; (3) the
-    earliest due time after now; (4) with ``excluded`` task names, the earliest due time among
-    their jobs. Every part is an index seek.
+    """The one read behind a claim, in parts: (0) jobs whose lease expired, oldest first, and
+    running jobs whose lease cannot be read (NULL, text, out of range: taken over); (1)
+    scheduled jobs that are due, oldest first; (2) the earliest lease expiry; (3) the earliest
+    due time after now; (4) with ``excluded`` task names, the earliest due time among their
+    jobs; (5) scheduled jobs whose ``next_run_at`` cannot be read (NULL, text, a blob, past
+    year 9999) and jobs in a state tickkit does not know: the kernel fails them with their
+    defect. Every part is an index seek (5: one seek per range, a multi-index OR).
 
-    Named parameters (``claim_read_params``): now, limit, limit1 (limit + 1), x0, x1, ... (the
-    excluded names).
+    SQLite is dynamically typed: a column may hold text where tickkit writes integers, and
+    text and blobs sort after every number. So every comparison with a time is bounded by
+    ``:max`` (the last millisecond of year 9999), which keeps other types out of the parts
+    that read times, and (5) seeks exactly the rows past that bound.
+
+    Named parameters (``claim_read_params``): now, max, limit, limit1 (limit + 1), x0, x1, ...
+    (the excluded names).
     """
     skip = marks = ""
     if excluded:
         marks = ", ".join(f":x{i}" for i in range(excluded))
         skip = f" AND name NOT IN ({marks})"
-    sql = (
-        f"SELECT 0, * FROM (SELECT {_COLUMNS} FROM tickkit_jobs INDEXED BY tickkit_jobs_lease "
-        f"WHERE state = 'running' AND lease_expires_at <= :now{skip} "
-        "ORDER BY lease_expires_at LIMIT :limit) "
-        f"UNION ALL SELECT 1, * FROM (SELECT {_COLUMNS} FROM tickkit_jobs "
-        f"INDEXED BY tickkit_jobs_due WHERE state = 'scheduled' AND next_run_at <= :now{skip} "
-        "ORDER BY next_run_at LIMIT :limit1) "
-        "UNION ALL SELECT 2, (SELECT MIN(lease_expires_at) FROM tickkit_jobs "
-        f"INDEXED BY tickkit_jobs_lease WHERE state = 'running'), {_PAD} "
-        "UNION ALL SELECT 3, (SELECT MIN(next_run_at) FROM tickkit_jobs "
-        f"INDEXED BY tickkit_jobs_due WHERE state = 'scheduled' AND next_run_at > :now), {_PAD}"
+    lease = (
+        f"SELECT {_COLUMNS} FROM tickkit_jobs INDEXED BY tickkit_jobs_lease WHERE state = 'running'"
     )
+    due = f"SELECT {_COLUMNS} FROM tickkit_jobs INDEXED BY tickkit_jobs_due WHERE"
+    parts = [
+        f"SELECT 0, * FROM ({lease} AND lease_expires_at <= :now{skip} "
+        "ORDER BY lease_expires_at LIMIT :limit)",
+        f"SELECT 0, * FROM ({lease} AND lease_expires_at > :max{skip} LIMIT :limit)",
+        f"SELECT 0, * FROM ({lease} AND lease_expires_at IS NULL{skip} LIMIT :limit)",
+        f"SELECT 1, * FROM ({due} state = 'scheduled' AND next_run_at <= :now{skip} "
+        "ORDER BY next_run_at LIMIT :limit1)",
+        "SELECT 2, (SELECT MIN(lease_expires_at) FROM tickkit_jobs INDEXED BY tickkit_jobs_lease "
+        f"WHERE state = 'running' AND lease_expires_at <= :max), {_PAD}",
+        "SELECT 3, (SELECT MIN(next_run_at) FROM tickkit_jobs INDEXED BY tickkit_jobs_due "
+        f"WHERE state = 'scheduled' AND next_run_at > :now AND next_run_at <= :max), {_PAD}",
+        # one multi-index OR: a seek for each range of rows that cannot be read
+        f"SELECT 5, * FROM ({due} ({_UNREADABLE_ROWS}){skip} LIMIT :limit)",
+    ]
     if excluded:
-        sql += (
-            " UNION ALL SELECT 4, (SELECT MIN(next_run_at) FROM tickkit_jobs "
-            f"WHERE state = 'scheduled' AND name IN ({marks})), {_PAD}"
+        parts.append(
+            "SELECT 4, (SELECT MIN(next_run_at) FROM tickkit_jobs "
+            f"WHERE state = 'scheduled' AND name IN ({marks}) AND next_run_at <= :max), {_PAD}"
         )
-    return sql
+    return " UNION ALL ".join(parts)
 
 
 def claim_read_params(now_ms: int, limit: int, names: Sequence[str]) -> dict[str, Any]:
     """The named parameters of ``claim_read_sql(len(names))``."""
-    params: dict[str, Any] = {"now": now_ms, "limit": limit, "limit1": limit + 1}
+    params: dict[str, Any] = {"now": now_ms, "max": MAX_MS, "limit": limit, "limit1": limit + 1}
     params.update({f"x{i}": name for i, name in enumerate(names)})
     return params
 
@@ -191,7 +238,10 @@ def claim_read_params(now_ms: int, limit: int, names: Sequence[str]) -> dict[str
 SQL_CLAIM = (
     "UPDATE tickkit_jobs SET state = 'running', attempt = attempt + 1, lease_owner = ?, "
     "lease_token = ?, lease_expires_at = ? WHERE id IN ({ids}) AND ("
-    "(state = 'scheduled' AND next_run_at <= ?) OR (state = 'running' AND lease_expires_at <= ?))"
+    "(state = 'scheduled' AND (next_run_at <= ? OR next_run_at > ? OR next_run_at IS NULL)) "
+    "OR (state = 'running' AND (lease_expires_at <= ? OR lease_expires_at > ? "
+    "OR lease_expires_at IS NULL)) "
+    "OR state NOT IN (" + ", ".join(f"'{s.value}'" for s in JobState) + "))"
 )
 _DONE = "static = 0 AND state IN ('completed', 'missed')"
 _FAILED = "static = 0 AND state = 'failed'"
@@ -271,6 +321,23 @@ _Outcome = tuple[str, dict[str, Any], "tuple[JobState, int] | None", "asyncio.Fu
 
 
 @attrs.define
+class _Attempt:
+    """One try of a transaction (see ``SQLiteDriver._session``)."""
+
+    last: bool
+    again: bool = False
+
+
+def _attempts() -> Iterator[_Attempt]:
+    """The tries of a transaction: a second one only when the first failed on a full disk and
+    a checkpoint then gave space back."""
+    first = _Attempt(last=False)
+    yield first
+    if first.again:
+        yield _Attempt(last=True)
+
+
+@attrs.define
 class _Idle:
     """What the last full read found, to answer idle polls without querying."""
 
@@ -344,6 +411,9 @@ class SQLiteDriver(Driver):
         self.io_calls = 0
         self._idle: _Idle | None = None
         self._outcomes: list[_Outcome] = []
+        self._io_started = time.monotonic()
+        #: what a checkpoint after a full disk did in this session ("", tried, incomplete, done)
+        self._full_checkpoint = ""
         self._writing_outcomes = False
 
     def __repr__(self) -> str:
@@ -400,6 +470,8 @@ class SQLiteDriver(Driver):
     async def _io(self, awaitable: Awaitable[T]) -> T:
         self._pending += 1
         self.io_calls += 1
+        # when the statement started: an error message says how long it waited for a lock
+        self._io_started = time.monotonic()
         try:
             return await awaitable
         finally:
@@ -412,27 +484,72 @@ class SQLiteDriver(Driver):
 
     async def _exec(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> int:
         """Run one statement; return the number of rows it changed."""
-        cursor = await self._io(self._db().execute(sql, params))
+        cursor = await self._retry_when_full(lambda: self._db().execute(sql, params))
         return int(cursor.rowcount)
 
     async def _many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        await self._io(self._db().executemany(sql, rows))
+        rows = list(rows)
+        await self._retry_when_full(lambda: self._db().executemany(sql, rows))
+
+    async def _retry_when_full(self, statement: Callable[[], Awaitable[T]]) -> T:
+        """Run a statement; when the disk is full and it ran on its own (not inside a
+        transaction, which SQLite has rolled back then), checkpoint the write-ahead log into
+        the database and truncate it, which gives its space back, and run it once more."""
+        alone = not self._db().in_transaction
+        try:
+            return await self._io(statement())
+        except sqlite3.Error as exc:
+            if not (alone and _is_full(exc)) or not await self._checkpoint():
+                raise
+        return await self._io(statement())
+
+    async def _checkpoint(self) -> bool:
+        """``PRAGMA wal_checkpoint(TRUNCATE)`` after a write failed on a full disk: copy the
+        write-ahead log into the database and truncate it to zero bytes, so that the space it
+        held is free again. Return whether it completed (readers in other processes can keep
+        it from truncating)."""
+        self._full_checkpoint = "tried"
+        try:
+            rows = await self._io(self._db().execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)"))
+        except sqlite3.Error as exc:
+            self.ctx.logger.warning(
+                "SQLite store %s: the disk is full and a WAL checkpoint failed too (%s)",
+                self.path,
+                exc,
+            )
+            return False
+        busy = bool(next(iter(rows))[0])
+        self._full_checkpoint = "incomplete" if busy else "done"
+        self.ctx.logger.warning(
+            "SQLite store %s: a write failed on a full disk; the write-ahead log was "
+            "checkpointed%s",
+            self.path,
+            " but not truncated (another connection is reading)" if busy else " and truncated",
+        )
+        return not busy
 
     async def _all(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
         return list(await self._io(self._db().execute_fetchall(sql, params)))
 
     @asynccontextmanager
-    async def _session(self, *, write: bool = False) -> AsyncIterator[None]:
+    async def _session(
+        self, *, write: bool = False, attempt: _Attempt | None = None
+    ) -> AsyncIterator[None]:
         """Use the connection alone; ``write``: inside a ``BEGIN IMMEDIATE`` transaction.
 
         The body is shielded from cancellation so that a transaction is never left open, and a
         SQLite error becomes a DriverError that names the file.
+
+        With ``attempt`` (from :func:`_attempts`), a transaction that failed on a full disk and
+        after which a checkpoint gave the write-ahead log's space back ends quietly, with
+        ``attempt.again`` set: the caller's loop runs it once more.
         """
         self._db()
         assert self._lock is not None
         async with self._lock:
             with anyio.CancelScope(shield=True):
                 try:
+                    self._full_checkpoint = ""
                     if write:
                         self._idle = None
                         await self._exec("BEGIN IMMEDIATE")
@@ -449,6 +566,13 @@ class SQLiteDriver(Driver):
                     else:
                         yield
                 except sqlite3.Error as exc:
+                    if _is_full(exc) and not self._full_checkpoint:
+                        # a transaction failed on a full disk (rolled back): give the space of
+                        # the write-ahead log back, so that the next write can use it
+                        freed = await self._checkpoint()
+                        if freed and attempt is not None and not attempt.last:
+                            attempt.again = True
+                            return
                     raise self._error(exc) from exc
 
     async def _rollback(self) -> None:
@@ -464,10 +588,23 @@ class SQLiteDriver(Driver):
         low = text.lower()
         where = f"SQLite store {self.path}"
         if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in low:
+            waited = max(time.monotonic() - self._io_started, 0.0)
+            code = f"{name}: {text}" if name else text
+            if self.busy_timeout > 0 and waited >= self.busy_timeout * 0.9:
+                return DriverError(
+                    f"{where} is locked by another connection and stayed locked past "
+                    f"busy_timeout={self.busy_timeout:g}s ({code}); nothing was changed, try "
+                    "again or raise busy_timeout"
+                )
+            why = (
+                "another connection wrote to the file after this one began reading"
+                if name == "SQLITE_BUSY_SNAPSHOT"
+                else "another connection holds a lock"
+            )
             return DriverError(
-                f"{where} is locked by another connection and stayed locked past "
-                f"busy_timeout={self.busy_timeout:g}s ({text}); nothing was changed, try again "
-                "or raise busy_timeout"
+                f"{where} refused the change at once, after {waited:.3f}s ({code}): {why}, and "
+                f"SQLite does not wait busy_timeout={self.busy_timeout:g}s in this case; nothing "
+                "was changed, try again"
             )
         if name.startswith("SQLITE_READONLY") or "readonly" in low or "read-only" in low:
             return DriverError(
@@ -476,9 +613,16 @@ class SQLiteDriver(Driver):
                 "permissions of the file and its directory. Nothing was changed."
             )
         if name == "SQLITE_FULL" or "disk is full" in low:
+            tried = {
+                "done": "; a WAL checkpoint (TRUNCATE) freed the write-ahead log's space but not "
+                "enough",
+                "incomplete": "; a WAL checkpoint could not truncate the write-ahead log while "
+                "another connection reads it",
+                "tried": "; a WAL checkpoint failed too",
+            }.get(self._full_checkpoint, "")
             return DriverError(
                 f"the disk holding {where} is full ({text}): the change was rolled back and the "
-                "jobs already stored are intact; free some space and try again"
+                f"jobs already stored are intact{tried}; free some space and try again"
             )
         if name == "SQLITE_NOTADB" or "not a database" in low:
             return IncompatibleStoreError(
@@ -526,6 +670,7 @@ class SQLiteDriver(Driver):
             raise DriverError(
                 f"cannot create SQLite store {path}: the directory {path.parent} does not exist"
             )
+        self._create_private(path)
         try:
             self._conn = await self._io(
                 aiosqlite.connect(str(path), isolation_level=None, timeout=self.busy_timeout)
@@ -543,6 +688,22 @@ class SQLiteDriver(Driver):
         except BaseException:
             await self.stop()
             raise
+
+    def _create_private(self, path: Path) -> None:
+        """Create a missing store file with mode 0600 (owner only), whatever the umask: the
+        jobs' data is nobody else's business. SQLite gives the ``-wal`` and ``-shm`` files it
+        creates the mode of the database file, so they are 0600 too. An existing file keeps
+        its mode. The process umask is not touched (other threads may create files)."""
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return  # another process created it meanwhile, or it exists: its mode is kept
+        except OSError as exc:
+            raise DriverError(
+                f"cannot create SQLite store {path} ({exc.strerror or exc}): check that its "
+                "directory is writable"
+            ) from None
+        os.close(fd)
 
     async def _open_store(self) -> None:
         """Check what the file is before changing anything, then set it up and migrate it."""
@@ -577,7 +738,8 @@ class SQLiteDriver(Driver):
         together. So the switch is retried here, within busy_timeout, re-reading the mode each
         time (the other process may have switched it meanwhile).
         """
-        deadline = time.monotonic() + self.busy_timeout
+        started = time.monotonic()
+        deadline = started + self.busy_timeout
         delay = 0.005
         while True:
             rows = await self._all("PRAGMA journal_mode")
@@ -589,6 +751,7 @@ class SQLiteDriver(Driver):
             except sqlite3.OperationalError as exc:
                 busy = str(getattr(exc, "sqlite_errorname", "") or "").startswith("SQLITE_BUSY")
                 if not (busy or "locked" in str(exc).lower()) or time.monotonic() > deadline:
+                    self._io_started = started  # the error says how long it was retried
                     raise
             # a wait on another process's file lock: real time, not the kernel's clock
             await asyncio.sleep(delay)
@@ -657,51 +820,49 @@ class SQLiteDriver(Driver):
     # --- rows ---------------------------------------------------------------------------
 
     def _to_job(self, row: Sequence[Any]) -> Job:
-        (
-            job_id,
-            name,
-            data,
-            schedule,
-            next_run_at,
-            scheduled_at,
-            state,
-            static,
-            attempt,
-            max_attempts,
-            backoff,
-            created_at,
-            last_run_at,
-            last_outcome,
-            last_error,
-            runs,
-            meta,
-        ) = row[:17]
-        try:
-            job_state = JobState(state)
-            return Job(
-                id=job_id,
-                name=name,
-                data=self.ctx.codec.decode(data),
-                schedule=json.loads(schedule) if schedule is not None else None,
-                next_run_at=_dt(next_run_at),
-                scheduled_at=_dt(scheduled_at),
-                state=job_state,
-                static=bool(static),
-                # while running, the row counts the attempt in progress
-                attempt=attempt - 1 if job_state is JobState.RUNNING else attempt,
-                max_attempts=max_attempts,
-                backoff=Backoff.coerce(json.loads(backoff)) if backoff is not None else None,
-                created_at=_dt(created_at),
-                last_run_at=_dt(last_run_at),
-                last_outcome=Outcome(last_outcome) if last_outcome is not None else None,
-                last_error=last_error,
-                runs=runs,
-                meta=json.loads(meta),
-            )
-        except (ValueError, TypeError) as exc:
-            raise DriverError(
-                f"SQLite store {self.path}: job {job_id!r} has a row tickkit cannot read ({exc})"
-            ) from exc
+        """The job of a row. Never raises: a column that cannot be read (written by an older
+        version, another tool or by hand) is None in the job (``meta``: empty, ``static``:
+        False) and named, with what is wrong, in ``Job.defect``."""
+        problems: list[str] = []
+
+        def read(column: str, value: Any, reader: Any) -> Any:
+            try:
+                return reader(value)
+            except Exception as exc:
+                problems.append(f"{column} = {_short(value)}: {_reason(exc)}")
+                return None
+
+        state = read("state", row[6], _state)
+        attempt = read("attempt", row[8], _count)
+        if state is JobState.RUNNING and attempt:
+            attempt -= 1  # while running, the row counts the attempt in progress
+        job = Job(
+            id=row[0],
+            name=read("name", row[1], _text),
+            data=read("data", row[2], lambda v: self.ctx.codec.decode(_text(v))),
+            schedule=read("schedule", row[3], _schedule),
+            next_run_at=read("next_run_at", row[4], _time),
+            scheduled_at=read("scheduled_at", row[5], _time),
+            state=state,
+            static=bool(read("static", row[7], _flag)),
+            attempt=attempt,
+            max_attempts=read("max_attempts", row[9], _max_attempts),
+            backoff=read("backoff", row[10], _backoff),
+            created_at=read("created_at", row[11], _time),
+            last_run_at=read("last_run_at", row[12], _time),
+            last_outcome=read("last_outcome", row[13], _outcome),
+            last_error=read("last_error", row[14], _optional_text),
+            runs=read("runs", row[15], _count),
+            meta=read("meta", row[16], _meta) or {},
+        )
+        read("id", row[0], _text)
+        if state in (JobState.SCHEDULED, JobState.PAUSED) and row[4] is None:
+            problems.append(f"next_run_at is NULL in state {state.value!r}")
+        if state in (JobState.SCHEDULED, JobState.RUNNING, JobState.PAUSED) and row[5] is None:
+            problems.append(f"scheduled_at is NULL in state {state.value!r}")
+        if problems:
+            job.defect = _UNREADABLE + "; ".join(problems)
+        return job
 
     def _params(self, job: Job, job_id: str) -> tuple[Any, ...]:
         first = job.next_run_at
@@ -758,9 +919,9 @@ class SQLiteDriver(Driver):
             raise JobExistsError(f"the batch gives the job id(s) {dupes!r} more than once")
         rows = [self._params(job, job_id) for job, job_id in zip(jobs, ids, strict=True)]
         verb = "INSERT OR REPLACE" if replace else "INSERT"
-        async with self._session(write=True):
-            if not replace:
-                given = [job.id for job in jobs if job.id is not None]
+        given = [job.id for job in jobs if job.id is not None] if not replace else []
+        for attempt in _attempts():
+            async with self._session(write=True, attempt=attempt):
                 for chunk in _chunks(given):
                     found = await self._all(
                         f"SELECT id FROM tickkit_jobs WHERE id IN ({_marks(chunk)})", chunk
@@ -770,57 +931,57 @@ class SQLiteDriver(Driver):
                             f"a job with id {found[0][0]!r} exists; pass replace=True to "
                             "replace it (nothing of the batch was stored)"
                         )
-            await self._many(
-                f"{verb} INTO tickkit_jobs ({_INSERT_COLUMNS}) VALUES ({_INSERT_VALUES})", rows
-            )
+                await self._many(
+                    f"{verb} INTO tickkit_jobs ({_INSERT_COLUMNS}) VALUES ({_INSERT_VALUES})",
+                    rows,
+                )
         return ids
 
     async def sync_static(self, jobs: Sequence[Job], now: datetime) -> None:
         wanted = {job.id: job for job in jobs}
-        async with self._session(write=True):
-            stored = {
-                row[0]: row
-                for row in await self._all(
-                    "SELECT id, schedule, static FROM tickkit_jobs INDEXED BY tickkit_jobs_static "
-                    "WHERE static = 1"
-                )
-            }
-            for chunk in _chunks([i for i in wanted if i not in stored]):
-                for row in await self._all(
-                    f"SELECT id, schedule, static FROM tickkit_jobs WHERE id IN ({_marks(chunk)})",
-                    chunk,
-                ):
-                    stored[row[0]] = row
-            gone = [i for i, row in stored.items() if row[2] and i not in wanted]
-            for chunk in _chunks(gone):
-                await self._exec(f"DELETE FROM tickkit_jobs WHERE id IN ({_marks(chunk)})", chunk)
-            for job_id, job in wanted.items():
-                assert job_id is not None
-                old = stored.get(job_id)
-                same = (
-                    old is not None
-                    and old[2]
-                    and old[1] is not None
-                    and json.loads(old[1]) == job.schedule
-                )
-                if same:
-                    # same schedule: keep next_run_at, attempt and state (catch-up on restart)
-                    await self._exec(
-                        "UPDATE tickkit_jobs SET data = ?, max_attempts = ?, backoff = ? "
-                        "WHERE id = ?",
-                        (
-                            self.ctx.codec.encode(job.data),
-                            job.max_attempts,
-                            json.dumps(job.backoff.to_dict()) if job.backoff else None,
-                            job_id,
-                        ),
+        for attempt in _attempts():
+            async with self._session(write=True, attempt=attempt):
+                stored = {
+                    row[0]: row
+                    for row in await self._all(
+                        "SELECT id, schedule, static FROM tickkit_jobs "
+                        "INDEXED BY tickkit_jobs_static WHERE static = 1"
                     )
-                else:
+                }
+                for chunk in _chunks([i for i in wanted if i not in stored]):
+                    for row in await self._all(
+                        "SELECT id, schedule, static FROM tickkit_jobs "
+                        f"WHERE id IN ({_marks(chunk)})",
+                        chunk,
+                    ):
+                        stored[row[0]] = row
+                gone = [i for i, row in stored.items() if row[2] and i not in wanted]
+                for chunk in _chunks(gone):
                     await self._exec(
-                        f"INSERT OR REPLACE INTO tickkit_jobs ({_INSERT_COLUMNS}) "
-                        f"VALUES ({_INSERT_VALUES})",
-                        self._params(job, job_id),
+                        f"DELETE FROM tickkit_jobs WHERE id IN ({_marks(chunk)})", chunk
                     )
+                for job_id, job in wanted.items():
+                    assert job_id is not None
+                    old = stored.get(job_id)
+                    same = old is not None and old[2] == 1 and _same_schedule(old[1], job.schedule)
+                    if same:
+                        # same schedule: keep next_run_at, attempt and state (catch-up on restart)
+                        await self._exec(
+                            "UPDATE tickkit_jobs SET data = ?, max_attempts = ?, backoff = ? "
+                            "WHERE id = ?",
+                            (
+                                self.ctx.codec.encode(job.data),
+                                job.max_attempts,
+                                json.dumps(job.backoff.to_dict()) if job.backoff else None,
+                                job_id,
+                            ),
+                        )
+                    else:
+                        await self._exec(
+                            f"INSERT OR REPLACE INTO tickkit_jobs ({_INSERT_COLUMNS}) "
+                            f"VALUES ({_INSERT_VALUES})",
+                            self._params(job, job_id),
+                        )
 
     async def get_job(self, job_id: str) -> Job | None:
         async with self._session():
@@ -871,16 +1032,20 @@ class SQLiteDriver(Driver):
 
     async def set_paused(self, job_id: str, paused: bool) -> Job | None:
         flag = int(bool(paused))
-        async with self._session(write=True):
-            await self._exec(
-                "UPDATE tickkit_jobs SET "
-                "pause_requested = CASE WHEN state = 'running' THEN :p ELSE pause_requested END, "
-                "state = CASE WHEN :p AND state = 'scheduled' THEN 'paused' "
-                "WHEN NOT :p AND state = 'paused' THEN 'scheduled' ELSE state END "
-                "WHERE id = :id",
-                {"p": flag, "id": job_id},
-            )
-            rows = await self._all(f"SELECT {_COLUMNS} FROM tickkit_jobs WHERE id = ?", (job_id,))
+        for attempt in _attempts():
+            async with self._session(write=True, attempt=attempt):
+                await self._exec(
+                    "UPDATE tickkit_jobs SET "
+                    "pause_requested = "
+                    "CASE WHEN state = 'running' THEN :p ELSE pause_requested END, "
+                    "state = CASE WHEN :p AND state = 'scheduled' THEN 'paused' "
+                    "WHEN NOT :p AND state = 'paused' THEN 'scheduled' ELSE state END "
+                    "WHERE id = :id",
+                    {"p": flag, "id": job_id},
+                )
+                rows = await self._all(
+                    f"SELECT {_COLUMNS} FROM tickkit_jobs WHERE id = ?", (job_id,)
+                )
         return self._to_job(rows[0]) if rows else None
 
     async def move_to(self, job_id: str, when: datetime) -> bool:
@@ -897,7 +1062,10 @@ class SQLiteDriver(Driver):
     async def count_jobs(self) -> dict[JobState, int]:
         async with self._session():
             rows = await self._all("SELECT state, COUNT(*) FROM tickkit_jobs GROUP BY state")
-        return {JobState(state): int(count) for state, count in rows}
+        # a state tickkit does not know is not counted (a worker fails such a job when it
+        # claims it; list_jobs shows it with its defect)
+        known = {s.value for s in JobState}
+        return {JobState(state): int(count) for state, count in rows if state in known}
 
     async def dead_letters(
         self, *, name: str | None = None, limit: int | None = None
@@ -915,7 +1083,14 @@ class SQLiteDriver(Driver):
             params.append(max(int(limit), 0))
         async with self._session():
             rows = await self._all(sql, params)
-        return [DeadLetter(self._to_job(row), _dt(row[17]), row[18]) for row in rows]
+        return [
+            DeadLetter(
+                self._to_job(row),
+                _safe_dt(row[17]),
+                row[18] if isinstance(row[18], str) else None,
+            )
+            for row in rows
+        ]
 
     # --- running jobs -------------------------------------------------------------------
 
@@ -945,11 +1120,13 @@ class SQLiteDriver(Driver):
                     claim_read_sql(len(names)), claim_read_params(now_ms, limit, names)
                 )
                 expired = [r[1:] for r in found if r[0] == 0]
+                # rows that cannot be read come first: the kernel fails them at once
+                unreadable = [r[1:] for r in found if r[0] == 5]
                 scheduled = sorted((r[1:] for r in found if r[0] == 1), key=lambda r: r[4])
                 next_lease = next((r[1] for r in found if r[0] == 2), None)
                 next_future = next((r[1] for r in found if r[0] == 3), None)
                 next_excluded = next((r[1] for r in found if r[0] == 4), None)
-                wanted = expired[:limit]
+                wanted = (expired + unreadable)[:limit]
                 due = scheduled[: limit - len(wanted)]
                 wanted += due
                 left = scheduled[len(due) :]
@@ -973,17 +1150,23 @@ class SQLiteDriver(Driver):
             )
         return Acquired(claims, next_due)
 
-    async def _claim(self, wanted: list[Any], taken_over: set[str], now_ms: int) -> list[Claim]:
-        """Claim the rows ``wanted`` that are still claimable; return their claims."""
+    async def _claim(self, wanted: list[Any], taken_over: set[Any], now_ms: int) -> list[Claim]:
+        """Claim the rows ``wanted`` that are still claimable; return their claims.
+
+        A row that cannot be read is claimed too, with ``Job.defect`` saying what is wrong:
+        the kernel completes such a claim once as failed. The defect is read from the row as
+        it was before the claim (the claim rewrites its state, attempt and lease)."""
         token = uuid.uuid4().hex
         expires = now_ms + self.lease_duration_ms
         ids = [r[0] for r in wanted]
+        # the claim rewrites state and attempt: what was wrong with them is read before it
+        defects = {r[0]: d for r in wanted if (d := _claim_defect(r)) is not None}
         for chunk in _chunks(ids):
             await self._exec(
                 SQL_CLAIM.format(ids=_marks(chunk)),
-                (self.ctx.owner, token, expires, *chunk, now_ms, now_ms),
+                (self.ctx.owner, token, expires, *chunk, now_ms, MAX_MS, now_ms, MAX_MS),
             )
-        got: dict[str, Any] = {}
+        got: dict[Any, Any] = {}
         for chunk in _chunks(ids):
             for row in await self._all(
                 f"SELECT {_COLUMNS} FROM tickkit_jobs "
@@ -997,31 +1180,23 @@ class SQLiteDriver(Driver):
             row = got.get(job_id)
             if row is None:
                 continue  # another process claimed it first
-            try:
-                job = self._to_job(row)  # its attempt: the attempts before this one
-            except DriverError as exc:
-                # a row this code cannot read (edited by hand, or data from another codec):
-                # it fails with the reason instead of blocking every later claim
-                self.ctx.logger.error("%s; the job is marked failed", exc)
-                await self._exec(
-                    "UPDATE tickkit_jobs SET state = 'failed', last_outcome = 'failed', "
-                    f"last_error = ?, finished_at = ?, next_run_at = NULL, {_NO_LEASE} "
-                    "WHERE id = ? AND lease_token = ?",
-                    (str(exc), now_ms, job_id, token),
-                )
-                continue
+            job = self._to_job(row)  # its attempt: the attempts before this one
+            before = defects.get(job_id)
+            if before is not None:
+                after = (job.defect or "").removeprefix(_UNREADABLE)
+                job.defect = f"{before}; {after}" if after else before
             if job_id in taken_over:
                 self.ctx.logger.warning(
                     "job %s: the lease of another worker expired; running it again (attempt %d)",
                     job_id,
-                    job.attempt + 1,
+                    (job.attempt or 0) + 1,
                 )
-            assert job.scheduled_at is not None
+            scheduled_at = job.scheduled_at or job.next_run_at or from_millis(now_ms)
             claims.append(
                 Claim(
                     job=job,
-                    scheduled_at=job.scheduled_at,
-                    attempt=job.attempt + 1,
+                    scheduled_at=scheduled_at,
+                    attempt=(job.attempt or 0) + 1,
                     token=token,
                     lease_expires_at=lease_expires_at,
                 )
@@ -1040,20 +1215,23 @@ class SQLiteDriver(Driver):
         expires = to_millis(now) + self.lease_duration_ms
         ids = [c.job.id for c in mine if c.job.id is not None]
         held: set[tuple[str, str]] = set()
-        async with self._session(write=True):
-            for chunk in _chunks(ids):
-                rows = await self._all(
-                    "SELECT id, lease_token FROM tickkit_jobs "
-                    f"WHERE id IN ({_marks(chunk)}) AND state = 'running'",
-                    chunk,
-                )
-                held.update((row[0], row[1]) for row in rows)
-            renewed = [(c.job.id, c.token) for c in mine if (c.job.id, c.token) in held]
-            if renewed:
-                await self._many(
-                    "UPDATE tickkit_jobs SET lease_expires_at = ? WHERE id = ? AND lease_token = ?",
-                    [(expires, job_id, token) for job_id, token in renewed],
-                )
+        for attempt in _attempts():
+            async with self._session(write=True, attempt=attempt):
+                held.clear()
+                for chunk in _chunks(ids):
+                    rows = await self._all(
+                        "SELECT id, lease_token FROM tickkit_jobs "
+                        f"WHERE id IN ({_marks(chunk)}) AND state = 'running'",
+                        chunk,
+                    )
+                    held.update((row[0], row[1]) for row in rows)
+                renewed = [(c.job.id, c.token) for c in mine if (c.job.id, c.token) in held]
+                if renewed:
+                    await self._many(
+                        "UPDATE tickkit_jobs SET lease_expires_at = ? "
+                        "WHERE id = ? AND lease_token = ?",
+                        [(expires, job_id, token) for job_id, token in renewed],
+                    )
         lost: list[Claim] = []
         for claim in mine:
             assert claim.job.id is not None and claim.token is not None
@@ -1147,16 +1325,17 @@ class SQLiteDriver(Driver):
             if prune is not None:
                 prunes[prune[0]] = max(prunes.get(prune[0], prune[1]), prune[1])
         try:
-            async with self._session(write=len(batch) > 1 or bool(prunes)):
-                self._idle = None
-                for sql, rows in groups.items():
-                    if len(rows) == 1:
-                        await self._exec(sql, rows[0])
-                    else:
-                        await self._many(sql, rows)
-                for state, now_ms in prunes.items():
-                    keep = self.keep_failed if state is JobState.FAILED else self.keep_completed
-                    await self._prune(state, keep, now_ms)
+            for attempt in _attempts():
+                async with self._session(write=len(batch) > 1 or bool(prunes), attempt=attempt):
+                    self._idle = None
+                    for sql, rows in groups.items():
+                        if len(rows) == 1:
+                            await self._exec(sql, rows[0])
+                        else:
+                            await self._many(sql, rows)
+                    for state, now_ms in prunes.items():
+                        keep = self.keep_failed if state is JobState.FAILED else self.keep_completed
+                        await self._prune(state, keep, now_ms)
         except BaseException as exc:
             for *_rest, future in batch:
                 if not future.done():
@@ -1172,12 +1351,13 @@ class SQLiteDriver(Driver):
         rows = [(c.job.id, c.token) for c in claims if c.token is not None and c.job.id]
         if not rows:
             return
-        async with self._session(write=True):
-            await self._many(
-                f"UPDATE tickkit_jobs SET state = {_RESUMED_STATE}, attempt = attempt - 1, "
-                f"{_NO_LEASE} WHERE id = ? AND lease_token = ? AND state = 'running'",
-                rows,
-            )
+        for attempt in _attempts():
+            async with self._session(write=True, attempt=attempt):
+                await self._many(
+                    f"UPDATE tickkit_jobs SET state = {_RESUMED_STATE}, attempt = attempt - 1, "
+                    f"{_NO_LEASE} WHERE id = ? AND lease_token = ? AND state = 'running'",
+                    rows,
+                )
 
     # --- retention ----------------------------------------------------------------------
 
@@ -1206,13 +1386,162 @@ class SQLiteDriver(Driver):
             await self._exec(f"DELETE FROM tickkit_jobs WHERE {kind}")
 
     async def _prune_all(self, now_ms: int) -> None:
-        async with self._session(write=True):
-            await self._prune(JobState.COMPLETED, self.keep_completed, now_ms)
-            await self._prune(JobState.FAILED, self.keep_failed, now_ms)
+        for attempt in _attempts():
+            async with self._session(write=True, attempt=attempt):
+                await self._prune(JobState.COMPLETED, self.keep_completed, now_ms)
+                await self._prune(JobState.FAILED, self.keep_failed, now_ms)
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    name = str(getattr(exc, "sqlite_errorname", "") or "")
+    return name == "SQLITE_FULL" or "disk is full" in str(exc).lower()
 
 
 def _dt(ms: int | None) -> datetime | None:
     return from_millis(ms) if ms is not None else None
+
+
+# --- reading columns (each raises for a value it cannot read; _to_job names the column) ----
+
+
+def _short(value: Any) -> str:
+    """A short repr of a stored value, for messages."""
+    if isinstance(value, bytes):
+        text = f"X'{value[:24].hex()}{'...' if len(value) > 24 else ''}'"
+    else:
+        text = repr(value[:60] if isinstance(value, str) else value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _sql_type(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    return {bytes: "a blob", str: "text", int: "an integer", float: "a real"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{_sql_type(value)}, not text")
+    return value
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _integer(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{_sql_type(value)}, not an integer")
+    return value
+
+
+def _count(value: Any) -> int:
+    if _integer(value) < 0:
+        raise ValueError("negative")
+    return int(value)
+
+
+def _flag(value: Any) -> bool:
+    if _integer(value) not in (0, 1):
+        raise ValueError("not 0 or 1")
+    return bool(value)
+
+
+def _max_attempts(value: Any) -> int | None:
+    if value is not None and _integer(value) < 1:
+        raise ValueError("less than 1")
+    return value
+
+
+def _time(value: Any) -> datetime | None:
+    """An epoch-milliseconds column."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{_sql_type(value)}, not epoch milliseconds")
+    if not MIN_MS <= value <= MAX_MS:
+        raise ValueError("epoch milliseconds outside years 1 to 9999")
+    return from_millis(value)
+
+
+def _json(value: Any) -> Any:
+    try:
+        return json.loads(_text(value))
+    except ValueError as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+
+
+def _schedule(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    spec = _json(value)
+    if not isinstance(spec, dict):
+        raise TypeError(f"JSON {type(spec).__name__}, not an object")
+    return spec
+
+
+def _backoff(value: Any) -> Backoff | None:
+    return None if value is None else Backoff.coerce(_json(value))
+
+
+def _meta(value: Any) -> dict[str, str]:
+    meta = _json(value)
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise TypeError("not a JSON object of strings")
+    return meta
+
+
+def _state(value: Any) -> JobState:
+    try:
+        return JobState(_text(value))
+    except ValueError:
+        raise ValueError(f"not a job state ({', '.join(s.value for s in JobState)})") from None
+
+
+def _outcome(value: Any) -> Outcome | None:
+    if value is None:
+        return None
+    try:
+        return Outcome(_text(value))
+    except ValueError:
+        raise ValueError(f"not an outcome ({', '.join(o.value for o in Outcome)})") from None
+
+
+def _same_schedule(stored: Any, schedule: dict[str, Any] | None) -> bool:
+    """Whether a stored schedule column holds ``schedule`` (one it cannot read does not)."""
+    try:
+        return stored is not None and _schedule(stored) == schedule
+    except (TypeError, ValueError):
+        return False
+
+
+def _claim_defect(row: Sequence[Any]) -> str | None:
+    """What is wrong with the state and attempt of a row about to be claimed (the columns the
+    claim rewrites, and a NULL next_run_at, which a running row may have), in the words of
+    ``SQLiteDriver._to_job``; None when nothing is."""
+    problems = []
+    for column, value, reader in (("state", row[6], _state), ("attempt", row[8], _count)):
+        try:
+            reader(value)
+        except Exception as exc:
+            problems.append(f"{column} = {_short(value)}: {_reason(exc)}")
+    if row[6] == JobState.SCHEDULED.value and row[4] is None:
+        problems.append("next_run_at is NULL in state 'scheduled'")
+    return _UNREADABLE + "; ".join(problems) if problems else None
+
+
+def _safe_dt(value: Any) -> datetime | None:
+    try:
+        return _time(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _ms(dt: datetime | None) -> int | None:

@@ -758,6 +758,8 @@ class Kernel:
         hooks = self.hooks
         job = claim.job
         now = self.clock.now()
+        if job.defect is not None:
+            return await self._fail_unreadable(claim, job.defect, now)
         definition = self.tasks.get(job.name)
         if definition is None:
             refilled = await self._complete(
@@ -770,8 +772,6 @@ class Kernel:
             )
             log.error("job %s: no task named %r is loaded", job.id, job.name)
             return refilled
-        if job.defect is not None:
-            return await self._fail_unreadable(claim, job.defect, now)
         try:
             plan = claim.plan or self._plan(job, claim.scheduled_at, claim.attempt, now)
         except Exception as exc:

@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import anyio
@@ -149,13 +150,13 @@ async def test_locked_past_the_busy_timeout(tmp_path: Path, clock: VirtualClock)
 
 
 @contextmanager
-def tiny_filesystem(where: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs mounted at ``where`` (needs root on Linux)."""
+def tiny_filesystem(where: Path, size: str = "1m") -> Iterator[Path]:
+    """A small tmpfs (1 MiB by default) mounted at ``where`` (needs root on Linux)."""
     if not sys.platform.startswith("linux") or os.geteuid() != 0 or not shutil.which("mount"):
         pytest.skip("mounting a tmpfs needs root on Linux; the page-limit case covers SQLITE_FULL")
     where.mkdir()
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)],
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
         check=False,
         capture_output=True,
         text=True,
@@ -212,6 +213,115 @@ async def test_full_disk(tmp_path: Path, clock: VirtualClock, limit: str) -> Non
         with sqlite3.connect(path) as conn:
             assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         conn.close()
+
+
+def size(path: Path) -> int:
+    return path.stat().st_size
+
+
+def fill_disk(filler: Path) -> None:
+    """Write ``filler`` until the file system has no byte left."""
+    with filler.open("wb", buffering=0) as out:
+        for chunk in (1 << 20, 1 << 16, 1 << 12, 1 << 9, 1):
+            while True:
+                try:
+                    out.write(b"\0" * chunk)
+                except OSError:
+                    break
+
+
+async def test_full_disk_checkpoints_the_wal_and_uses_its_space(
+    tmp_path: Path, clock: VirtualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The write-ahead log grows until a checkpoint (SQLite's automatic one runs past 1,000
+    pages, about 4 MB). On a full disk, a failed write checkpoints it into the database and
+    truncates it, then runs again in the space that gave back."""
+    with tiny_filesystem(tmp_path / "small", size="8m") as where:
+        path = where / "tasks.db"
+        async with opened(SQLiteDriver(path), clock) as d:
+            await d.add_jobs([one_off(f"job-{i}", data="x" * 2000) for i in range(50)])
+            await d._all("PRAGMA wal_checkpoint(TRUNCATE)")
+            for i in range(200):  # about 600 pages of log, none checkpointed yet
+                await d.move_to(f"job-{i % 50}", T0 + timedelta(seconds=i))
+            wal = Path(f"{path}-wal")
+            grown = size(wal)
+            assert grown > 1_000_000
+            fill_disk(where / "filler")
+            assert shutil.disk_usage(where).free < 4096
+            await d.add_job(one_off("after", data="y" * 2000))
+            assert size(wal) < grown
+            assert [j.data for j in await d.list_jobs() if j.id == "after"] == ["y" * 2000]
+            # a transaction (a batch) likewise: rolled back, checkpoint, run again (the log
+            # holds changes to pages the database already has: copying them needs no space)
+            (where / "filler").unlink()
+            await d._all("PRAGMA wal_checkpoint(TRUNCATE)")
+            for i in range(200):
+                await d.move_to(f"job-{i % 50}", T0 + timedelta(seconds=i))
+            grown = size(wal)
+            assert grown > 1_000_000
+            fill_disk(where / "filler1")
+            await d.add_jobs([one_off(f"more-{i}", data="m" * 2000) for i in range(10)])
+            assert size(wal) < grown
+            # when the checkpoint leaves nothing more to free, the error says the disk is full;
+            # once space is freed, writing works again
+            fill_disk(where / "filler2")
+            with pytest.raises(DriverError, match="is full") as info:
+                await d.add_jobs([one_off(f"batch-{i}", data="z" * 2000) for i in range(50)])
+            assert "intact" in str(info.value) and "checkpoint" in str(info.value)
+            (where / "filler2").unlink()
+            await d.add_jobs([one_off(f"batch-{i}", data="z" * 2000) for i in range(50)])
+            assert len(await d.list_jobs()) == 111
+        assert any("checkpointed" in r.getMessage() for r in caplog.records)
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        conn.close()
+
+
+async def test_a_lock_refused_at_once_is_not_called_a_timeout(
+    tmp_path: Path, clock: VirtualClock
+) -> None:
+    """SQLite does not wait busy_timeout in every case: a write in a transaction whose
+    snapshot another connection has since changed fails at once (SQLITE_BUSY_SNAPSHOT)."""
+    path = tmp_path / "tasks.db"
+    async with opened(SQLiteDriver(path, busy_timeout=5), clock) as d:
+        await d.add_job(one_off("before"))
+        await d._exec("BEGIN")
+        await d._all("SELECT COUNT(*) FROM tickkit_jobs")  # this connection's snapshot
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("UPDATE tickkit_jobs SET runs = 1")
+        other.close()
+        started = time.monotonic()
+        with pytest.raises(DriverError, match="refused the change at once") as info:
+            await d.add_job(one_off("during"))
+        assert time.monotonic() - started < 2
+        message = str(info.value)
+        assert "stayed locked" not in message and "SQLITE_BUSY_SNAPSHOT" in message
+        assert str(path) in message
+        await d._exec("ROLLBACK")
+        await d.add_job(one_off("after"))
+
+
+async def test_store_files_are_private(tmp_path: Path, clock: VirtualClock) -> None:
+    """A new store and its -wal and -shm files are 0600 whatever the umask; an existing file
+    keeps its mode."""
+    old_umask = os.umask(0o022)
+    try:
+        path = tmp_path / "tasks.db"
+        async with opened(SQLiteDriver(path), clock) as d:
+            await d.add_job(one_off("kept"))
+            for name in ("tasks.db", "tasks.db-wal", "tasks.db-shm"):
+                assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
+        assert os.umask(0o022) == 0o022  # the process umask is untouched
+        shared = tmp_path / "shared.db"
+        with sqlite3.connect(shared):
+            pass  # created by another tool with the umask: 0644
+        assert shared.stat().st_mode & 0o777 == 0o644
+        async with opened(SQLiteDriver(shared), clock) as d:
+            await d.add_job(one_off("kept"))
+            for name in ("shared.db", "shared.db-wal", "shared.db-shm"):
+                assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+    finally:
+        os.umask(old_umask)
 
 
 async def test_missing_directory_and_directory_path(tmp_path: Path, clock: VirtualClock) -> None:

@@ -114,7 +114,7 @@ async def cmd_show(args: argparse.Namespace) -> int:
         when += f" ({output.relative(job.next_run_at, now)}; {output.iso(job.next_run_at)})"
     rows = [
         ("id", job.id or "-"),
-        ("task", job.name),
+        ("task", job.name or "-"),
         ("state", str(job.state)),
         ("kind", "static (defined in code)" if job.static else "dynamic"),
         ("schedule", schedule.describe() if schedule is not None else "once"),
@@ -133,6 +133,8 @@ async def cmd_show(args: argparse.Namespace) -> int:
         rows.append(("last run", f"{output.local_time(job.last_run_at)} ({job.last_outcome})"))
     if job.last_error:
         rows.append(("last error", " ".join(job.last_error.split())))
+    if job.defect:
+        rows.append(("defect", job.defect))
     rows.append(("data", output.compact_json(job.data)))
     if job.meta:
         rows.append(("meta", ", ".join(f"{k}={v}" for k, v in sorted(job.meta.items()))))

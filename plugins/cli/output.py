@@ -106,6 +106,7 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "last_error": job.last_error,
         "runs": job.runs,
         "meta": dict(job.meta),
+        "defect": job.defect,
     }
 
 
@@ -114,7 +115,7 @@ def jobs_table(jobs: Sequence[Job], now: datetime) -> str:
     rows = [
         [
             job.id or "-",
-            job.name,
+            job.name or "-",
             str(job.state),
             local_time(job.next_run_at)
             + (f" ({relative(job.next_run_at, now)})" if job.next_run_at else ""),
