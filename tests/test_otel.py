@@ -351,8 +351,8 @@ def test_semantic_convention_names_match_the_installed_package() -> None:
     assert otel.MESSAGING_OPERATION_NAME == m.MESSAGING_OPERATION_NAME
     assert otel.MESSAGING_DESTINATION_NAME == m.MESSAGING_DESTINATION_NAME
     assert otel.MESSAGING_MESSAGE_ID == m.MESSAGING_MESSAGE_ID
-    assert otel.CREATE == m.MessagingOperationTypeValues.CREATE.value
-    assert otel.PROCESS == m.MessagingOperationTypeValues.PROCESS.value
+    assert m.MessagingOperationTypeValues.CREATE.value == otel.CREATE
+    assert m.MessagingOperationTypeValues.PROCESS.value == otel.PROCESS
 
 
 async def test_counters_exist_at_zero_from_the_start(

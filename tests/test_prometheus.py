@@ -576,7 +576,7 @@ async def test_driver_label_never_carries_a_password(
     masked = {"driver": "redis://:***@db.internal:6379/0", "state": "scheduled"}
     async with kernel_for(plugin, settings={"metrics_driver_label": label}):
         with anyio.fail_after(10):  # the first count of the jobs, at start
-            while registry.get_sample_value("tickkit_jobs", masked) is None:
+            while registry.get_sample_value("tickkit_jobs", masked) is None:  # noqa: ASYNC110
                 await anyio.sleep(0.01)
         page = generate_latest(registry).decode()
     assert "S3cretPW" not in page
