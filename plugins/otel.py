@@ -12,18 +12,26 @@ propagator). Drivers store ``job.meta``, so the context survives restarts, other
 the Redis driver. The run's span then *links* to that context and starts a trace of its own
 (``relation="link"``, the default: a recurring job's runs would otherwise pile up in one trace
 for months), or becomes its child (``relation="child"``).
+
+Spans follow OpenTelemetry's messaging semantic conventions: creating a dynamic job is a
+``PRODUCER`` span ``create <destination>`` (``messaging.operation.type`` ``create``), whose context
+is the one stored in the job; a run is a ``CONSUMER`` span ``process <destination>``
+(``process``). ``messaging.system`` is ``bullmq`` on the BullMQ driver and ``tickkit`` on the
+others; the destination is the BullMQ queue, or the task name where the store has no queues.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import traceback
+import weakref
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from tickkit import MissingExtraError, Outcome, PluginError, hookimpl
+from tickkit import MissingExtraError, Outcome, PluginError, hookimpl, redact
 from tickkit import __version__ as tickkit_version
 
 try:
@@ -40,7 +48,7 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import Span, TracerProvider
 
-    from tickkit import Job, TaskContext
+    from tickkit import Driver, Job, Kernel, TaskContext, TaskDefinition
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -64,6 +72,40 @@ LATENESS_BUCKETS: tuple[float, ...] = (
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _RELATIONS = ("link", "child")
 
+# OpenTelemetry messaging semantic conventions (the names of opentelemetry-semantic-conventions'
+# ``messaging_attributes``; written out because the ``otel`` extra needs the API only)
+MESSAGING_SYSTEM = "messaging.system"
+MESSAGING_OPERATION_TYPE = "messaging.operation.type"
+MESSAGING_OPERATION_NAME = "messaging.operation.name"
+MESSAGING_DESTINATION_NAME = "messaging.destination.name"
+MESSAGING_MESSAGE_ID = "messaging.message.id"
+#: ``messaging.operation.type`` of creating a job and of running one
+CREATE = "create"
+PROCESS = "process"
+#: ``messaging.system`` of tickkit's own stores (memory, SQLite, third-party drivers)
+SYSTEM = "tickkit"
+#: ``messaging.system`` of the BullMQ driver: the jobs are BullMQ jobs in a BullMQ queue, which
+#: Node BullMQ producers and consumers (and their instrumentations) share
+BULLMQ_SYSTEM = "bullmq"
+
+
+def messaging_system(driver: Driver | None) -> tuple[str, str | None]:
+    """``(messaging.system, queue)`` of ``driver``: ``("bullmq", queue name)`` for the BullMQ
+    driver, ``("tickkit", None)`` otherwise (then each task is the destination of its jobs).
+
+    A driver can say otherwise with a ``messaging_system`` attribute (and ``queue``).
+    """
+    if driver is None:
+        return SYSTEM, None
+    queue = getattr(driver, "queue", None)
+    queue = queue if isinstance(queue, str) and queue else None
+    system = getattr(driver, "messaging_system", None)
+    if isinstance(system, str) and system:
+        return system, queue
+    if type(driver).__module__.startswith("tickkit.drivers.bullmq"):
+        return BULLMQ_SYSTEM, queue
+    return SYSTEM, None
+
 
 def _ns(dt: datetime) -> int:
     """Nanoseconds since the epoch of an aware datetime (exact to the microsecond)."""
@@ -80,6 +122,14 @@ def _histogram(
         )
     except TypeError:  # an older opentelemetry-api
         return meter.create_histogram(name, unit="s", description=description)
+
+
+def _text(error: BaseException) -> str:
+    """``str(error)``, never failing (a broken ``__str__`` gives an empty text)."""
+    try:
+        return str(error)
+    except Exception:
+        return ""
 
 
 class _Run:
@@ -190,6 +240,49 @@ class OpenTelemetryPlugin:
             LATENESS_BUCKETS,
         )
         self._runs: dict[int, _Run] = {}
+        #: the kernels this plugin serves (to name the messaging system of a job being created)
+        self._kernels: weakref.WeakSet[Kernel] = weakref.WeakSet()
+
+    # --- messaging attributes -----------------------------------------------------------
+
+    def _messaging(
+        self, driver: Driver | None, task: str, operation: str
+    ) -> tuple[str, dict[str, str | int | float | bool]]:
+        """The span name and messaging attributes of ``operation`` on a job of ``task``."""
+        system, queue = messaging_system(driver)
+        destination = queue if queue is not None else task
+        return f"{operation} {destination}", {
+            MESSAGING_SYSTEM: system,
+            MESSAGING_OPERATION_TYPE: operation,
+            MESSAGING_OPERATION_NAME: operation,
+            MESSAGING_DESTINATION_NAME: destination,
+        }
+
+    def _creating_driver(self) -> Driver | None:
+        """The driver a job is being created on: that of the kernel(s) this plugin serves when
+        they agree on the messaging system and queue (else None: the generic ``tickkit``)."""
+        drivers = [k.driver for k in list(self._kernels) if k.driver is not None]
+        if not drivers:
+            return None
+        if len({messaging_system(d) for d in drivers}) == 1:
+            return drivers[0]
+        return None
+
+    @hookimpl
+    def tickkit_load_tasks(self, kernel: Kernel) -> list[TaskDefinition] | None:
+        # the first hook that sees the kernel (at start, and in ``tickkit add``)
+        self._kernels.add(kernel)
+        return None
+
+    @hookimpl
+    def tickkit_kernel_started(self, kernel: Kernel) -> None:
+        self._kernels.add(kernel)
+        # every task's counter points exist at 0 from the start, so an exporter to Prometheus
+        # (or any rate over cumulative sums) sees the first run and the first retry
+        for name in kernel.tasks.names():
+            for outcome in Outcome:
+                self.runs.add(0, {"tickkit.task": name, "tickkit.outcome": outcome.value})
+            self.retries.add(0, {"tickkit.task": name})
 
     # --- trace context in jobs ----------------------------------------------------------
 
@@ -199,9 +292,29 @@ class OpenTelemetryPlugin:
 
     @hookimpl
     def tickkit_job_meta(self, job: Job) -> dict[str, str] | None:
-        """Inject the current trace context (``traceparent``...) into the new job's meta."""
+        """Start and end the ``create`` span of a new dynamic job (a child of the current span)
+        and inject its context (``traceparent``...) into the job's meta. A static schedule,
+        stored again at every start, gets the current context (if any) and no span."""
         carrier: dict[str, str] = {}
-        self.propagator.inject(carrier)
+        if job.static:
+            self.propagator.inject(carrier)
+            return carrier or None
+        name, attributes = self._messaging(self._creating_driver(), job.name, CREATE)
+        if job.id is not None:
+            attributes[MESSAGING_MESSAGE_ID] = job.id
+            attributes["tickkit.job.id"] = job.id
+        attributes["tickkit.task"] = job.name
+        if job.scheduled_at is not None:
+            attributes["tickkit.scheduled_at"] = job.scheduled_at.isoformat()
+        created = job.created_at
+        start = _ns(created) if created is not None else None
+        span = self.tracer.start_span(
+            name, kind=SpanKind.PRODUCER, attributes=attributes, start_time=start
+        )
+        try:
+            self.propagator.inject(carrier, context=trace.set_span_in_context(span))
+        finally:
+            span.end(end_time=start)
         return carrier or None
 
     def _creator(self, meta: Mapping[str, str]) -> Any:
@@ -230,7 +343,9 @@ class OpenTelemetryPlugin:
             if creator is not None:
                 creator_span = trace.get_current_span(creator).get_span_context()
                 links.append(Link(creator_span, {"tickkit.link": "created_by"}))
-        attributes: dict[str, str | int | float | bool] = {
+        name, attributes = self._messaging(ctx.kernel.driver, ctx.task.name, PROCESS)
+        attributes[MESSAGING_MESSAGE_ID] = ctx.job_id
+        attributes |= {
             "tickkit.task": ctx.task.name,
             "tickkit.job.id": ctx.job_id,
             "tickkit.attempt": ctx.attempt,
@@ -239,7 +354,7 @@ class OpenTelemetryPlugin:
             "tickkit.kernel.id": ctx.kernel.id,
         }
         span = self.tracer.start_span(
-            f"run {ctx.task.name}",
+            name,
             context=parent,
             kind=SpanKind.CONSUMER,
             attributes=attributes,
@@ -279,9 +394,16 @@ class OpenTelemetryPlugin:
         if run is None:
             return
         span = run.span
-        span.record_exception(error, timestamp=_ns(ctx.kernel.clock.now()))
+        # the error's text and traceback may hold a URL with its password: masked
+        message = redact(_text(error))
+        stack = redact("".join(traceback.format_exception(error)))
+        span.record_exception(
+            error,
+            attributes={"exception.message": message, "exception.stacktrace": stack},
+            timestamp=_ns(ctx.kernel.clock.now()),
+        )
         span.set_attribute("error.type", type(error).__qualname__)
-        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {message}"))
         if retry_at is not None:
             span.set_attribute("tickkit.retry_at", retry_at.isoformat())
 
@@ -330,6 +452,16 @@ def default_plugin() -> OpenTelemetryPlugin:
 @hookimpl
 def tickkit_job_meta(job: Job) -> dict[str, str] | None:
     return default_plugin().tickkit_job_meta(job)
+
+
+@hookimpl
+def tickkit_load_tasks(kernel: Kernel) -> list[TaskDefinition] | None:
+    return default_plugin().tickkit_load_tasks(kernel)
+
+
+@hookimpl
+def tickkit_kernel_started(kernel: Kernel) -> None:
+    default_plugin().tickkit_kernel_started(kernel)
 
 
 @hookimpl

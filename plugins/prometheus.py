@@ -11,7 +11,8 @@ Settings read from ``kernel.settings``:
 - ``metrics_port``: serve ``/metrics`` on this TCP port while the kernel runs (0: any free port,
   see :meth:`PrometheusPlugin.server_address`); unset: no server (the application exposes the
   registry itself).
-- ``metrics_addr``: the address to bind (default ``0.0.0.0``).
+- ``metrics_addr``: the address to bind (default ``127.0.0.1``: only this machine can scrape;
+  ``0.0.0.0`` or ``::`` for every interface, an IPv6 address such as ``::1`` works too).
 - ``metrics_jobs_interval``: seconds of the kernel's clock between two reads of the job counts
   for ``tickkit_jobs`` (default: the plugin's ``jobs_interval``, 15).
 - ``metrics_driver_label``: the ``driver`` label of ``tickkit_jobs`` (default: the driver's class
@@ -32,7 +33,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import anyio
 
-from tickkit import JobState, MissingExtraError, Outcome, PluginError, hookimpl
+from tickkit import JobState, MissingExtraError, Outcome, PluginError, hookimpl, redact
 
 try:
     from prometheus_client import (
@@ -74,6 +75,13 @@ LATENESS_BUCKETS: tuple[float, ...] = (
 
 _OUTCOMES = tuple(o.value for o in Outcome)
 _STATES = tuple(s.value for s in JobState)
+#: where the metrics server listens unless ``metrics_addr`` says otherwise: this machine only
+DEFAULT_ADDR = "127.0.0.1"
+
+
+def url_host(addr: str) -> str:
+    """``addr`` as the host part of a URL: an IPv6 address goes in brackets."""
+    return f"[{addr}]" if ":" in addr else addr
 
 
 def driver_label(driver: Driver) -> str:
@@ -149,6 +157,8 @@ class PrometheusPlugin:
         self.registry = registry
         self.jobs_interval = _interval(jobs_interval, "jobs_interval")
         self._servers: dict[str, tuple[str, int]] = {}
+        #: the tasks whose per-task series exist (created at 0, see :meth:`ensure_task`)
+        self._known: set[str] = set()
         made: list[Any] = []
 
         def make(factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -202,7 +212,25 @@ class PrometheusPlugin:
 
     # --- runs ---------------------------------------------------------------------------
 
+    def ensure_task(self, task: str) -> None:
+        """Create every per-task counter series of ``task`` at 0 (once): ``tickkit_runs_total``
+        for each outcome and ``tickkit_retries_total``. A series that first appears at 1 is
+        invisible to ``increase()`` and ``rate()``: the first run, failure or retry of a task
+        would not count."""
+        if task in self._known:
+            return
+        self._known.add(task)
+        for outcome in _OUTCOMES:
+            self.runs.labels(task, outcome)
+        self.retries.labels(task)
+
+    def ensure_tasks(self, kernel: Kernel) -> None:
+        """:meth:`ensure_task` for every task ``kernel`` knows now."""
+        for name in kernel.tasks.names():
+            self.ensure_task(name)
+
     def _finished(self, task: str, outcome: Outcome, duration: float) -> None:
+        self.ensure_task(task)
         self.runs.labels(task, outcome.value).inc()
         self.duration.labels(task, outcome.value).observe(max(duration, 0.0))
 
@@ -212,21 +240,26 @@ class PrometheusPlugin:
 
     @hookimpl
     def tickkit_run_started(self, ctx: TaskContext) -> None:
+        # a task added after the start (reload) gets its series at its first run at the latest
+        self.ensure_task(ctx.task.name)
         if ctx.attempt == 1:
             self.lateness.labels(ctx.task.name).observe(max(ctx.lateness, 0.0))
 
     @hookimpl
     def tickkit_run_failed(self, ctx: TaskContext, retry_at: datetime | None) -> None:
+        self.ensure_task(ctx.task.name)
         if retry_at is not None:
             self.retries.labels(ctx.task.name).inc()
 
     @hookimpl
     def tickkit_run_timed_out(self, ctx: TaskContext, retry_at: datetime | None) -> None:
+        self.ensure_task(ctx.task.name)
         if retry_at is not None:
             self.retries.labels(ctx.task.name).inc()
 
     @hookimpl
     def tickkit_run_missed(self, job: Job, count: int) -> None:
+        self.ensure_task(job.name)
         self.runs.labels(job.name, Outcome.MISSED.value).inc(count)
 
     @hookimpl
@@ -244,11 +277,10 @@ class PrometheusPlugin:
 
     @hookimpl
     def tickkit_kernel_started(self, kernel: Kernel) -> None:
-        # every task's runs_total series exist from the start, so rate() and increase() see
-        # the first run instead of a series appearing out of nowhere
-        for definition in kernel.tasks:
-            for outcome in _OUTCOMES:
-                self.runs.labels(definition.name, outcome)
+        # every task's counter series exist from the start, so rate() and increase() see the
+        # first run or retry instead of a series appearing out of nowhere; tasks added later
+        # (reload) are picked up by the jobs refresh and at their first run
+        self.ensure_tasks(kernel)
 
     @hookimpl
     def tickkit_kernel_services(
@@ -269,8 +301,10 @@ class PrometheusPlugin:
             isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535
         ):
             raise PluginError(f"metrics_port must be an int from 0 to 65535, got {port!r}")
-        addr = settings.get("metrics_addr", "0.0.0.0")
-        if not isinstance(addr, str) or not addr:
+        addr = settings.get("metrics_addr", DEFAULT_ADDR)
+        if isinstance(addr, str) and addr.startswith("[") and addr.endswith("]"):
+            addr = addr[1:-1]  # [::1], as written in a URL
+        if not isinstance(addr, str) or not addr or any(c.isspace() for c in addr):
             raise PluginError(f"metrics_addr must be a host name or IP address, got {addr!r}")
         interval = _interval(
             settings.get("metrics_jobs_interval", self.jobs_interval), "metrics_jobs_interval"
@@ -280,7 +314,8 @@ class PrometheusPlugin:
             label = driver_label(kernel.driver) if kernel.driver is not None else "unknown"
         elif not isinstance(label, str) or not label:
             raise PluginError(f"metrics_driver_label must be a non-empty string, got {label!r}")
-        return port, addr, interval, label
+        # a metric label never carries a credential (a label made from a store URL)
+        return port, addr, interval, redact(label)
 
     # --- jobs by state ------------------------------------------------------------------
 
@@ -297,10 +332,16 @@ class PrometheusPlugin:
     async def _refresh_jobs(self, kernel: Kernel, label: str, interval: float) -> None:
         try:
             while True:
+                # tasks added since the last round (reload) get their series at 0 now
+                self.ensure_tasks(kernel)
                 try:
                     await self.refresh_jobs(kernel, label)
                 except Exception as exc:
-                    log.warning("counting jobs for tickkit_jobs{driver=%r} failed: %s", label, exc)
+                    log.warning(
+                        "counting jobs for tickkit_jobs{driver=%r} failed: %s",
+                        label,
+                        redact(str(exc)),
+                    )
                 await kernel.clock.sleep(interval)
         finally:
             # a stopped kernel's counts would be stale: drop them
@@ -335,7 +376,10 @@ class PrometheusPlugin:
         try:
             server = await anyio.to_thread.run_sync(bind)
         except OSError as exc:
-            raise PluginError(f"cannot serve metrics on {addr}:{port}: {exc}") from exc
+            raise PluginError(
+                f"cannot serve metrics on {url_host(addr)}:{port}: {exc}"
+                " (check --metrics-addr / metrics_addr and --metrics-port / metrics_port)"
+            ) from exc
         except BaseException:
             for early in bound:  # the kernel stopped while the socket was being bound
                 early.server_close()
@@ -348,7 +392,7 @@ class PrometheusPlugin:
         )
         thread.start()
         self._servers[kernel.id] = (addr, server.server_port)
-        log.info("serving metrics on http://%s:%d/metrics", addr, server.server_port)
+        log.info("serving metrics on http://%s:%d/metrics", url_host(addr), server.server_port)
         try:
             await anyio.sleep_forever()
         finally:

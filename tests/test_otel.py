@@ -146,9 +146,12 @@ async def test_success_span_and_metrics(
         # the kernel was suspended: the run starts 15 s after its time
         await clock.jump(25)
         await clock.advance(2)
-    [span] = tel.finished("run ok")
+    [span] = tel.finished("process ok")
     assert span.kind is SpanKind.CONSUMER
+    # its trace starts at the job's creation: a root PRODUCER span the run links to
+    [create] = tel.finished("create ok")
     assert span.parent is None
+    assert [link.context.span_id for link in span.links] == [create.context.span_id]
     assert span.instrumentation_scope is not None
     assert span.instrumentation_scope.name == "tickkit"
     attrs = dict(span.attributes or {})
@@ -159,6 +162,12 @@ async def test_success_span_and_metrics(
     assert attrs["tickkit.lateness"] == 15.0
     assert attrs["tickkit.outcome"] == "succeeded"
     assert attrs["tickkit.kernel.id"] == k.id
+    # OpenTelemetry messaging semantic conventions
+    assert attrs["messaging.system"] == "tickkit"
+    assert attrs["messaging.operation.type"] == "process"
+    assert attrs["messaging.operation.name"] == "process"
+    assert attrs["messaging.destination.name"] == "ok"
+    assert attrs["messaging.message.id"] == job_id
     assert span.status.status_code is StatusCode.UNSET
     # span times come from the kernel's clock
     assert span.start_time == _ns(T0 + timedelta(seconds=25))
@@ -175,7 +184,8 @@ async def test_success_span_and_metrics(
         bounds = list(lateness.explicit_bounds)
         assert bounds[:3] == [0.001, 0.005, 0.01]
         assert lateness.bucket_counts[bounds.index(30)] == 1
-    assert tel.points("tickkit.retries") == {}
+    # created at 0 when the kernel started: a first retry is an increase from 0
+    assert tel.point("tickkit.retries", task="ok").value == 0
 
 
 async def test_failure_then_retry(tel: Telemetry, clock: VirtualClock, kernel_for: Any) -> None:
@@ -186,7 +196,7 @@ async def test_failure_then_retry(tel: Telemetry, clock: VirtualClock, kernel_fo
         await clock.advance(1)  # attempt 2 succeeds
         job = await k.get_task(job_id)
         assert job is not None and job.runs == 2
-    first, second = sorted(tel.finished("run flaky"), key=lambda s: s.start_time or 0)
+    first, second = sorted(tel.finished("process flaky"), key=lambda s: s.start_time or 0)
     a1 = dict(first.attributes or {})
     assert a1["tickkit.attempt"] == 1
     assert a1["tickkit.outcome"] == "failed"
@@ -217,7 +227,7 @@ async def test_skip(tel: Telemetry, clock: VirtualClock, kernel_for: Any) -> Non
     async with kernel_for(tel.plugin) as k:
         await k.create_task("skipper")
         await clock.advance(1)
-    [span] = tel.finished("run skipper")
+    [span] = tel.finished("process skipper")
     assert dict(span.attributes or {})["tickkit.outcome"] == "skipped"
     assert span.status.status_code is StatusCode.UNSET
     assert tel.point("tickkit.runs", task="skipper", outcome="skipped").value == 1
@@ -232,7 +242,8 @@ async def test_missed(tel: Telemetry, clock: VirtualClock, kernel_for: Any) -> N
         job = await k.get_task(job_id)
         assert job is not None and job.last_outcome is not None
         assert job.last_outcome.value == "missed"
-    assert tel.finished() == []  # a missed occurrence does not run: no span
+    # a missed occurrence does not run: no process span (only the job's create span)
+    assert [s.name for s in tel.finished()] == ["create punctual"]
     assert tel.point("tickkit.runs", task="punctual", outcome="missed").value == 1
     assert tel.point("tickkit.run.duration", task="punctual", outcome="missed") is None
     assert tel.point("tickkit.run.lateness", task="punctual") is None
@@ -242,7 +253,7 @@ async def test_timeout(tel: Telemetry, clock: VirtualClock, kernel_for: Any) -> 
     async with kernel_for(tel.plugin) as k:
         await k.create_task("slow")
         await clock.advance(10)
-    [span] = tel.finished("run slow")
+    [span] = tel.finished("process slow")
     attrs = dict(span.attributes or {})
     assert attrs["tickkit.outcome"] == "timed_out"
     assert attrs["error.type"] == "timeout"
@@ -254,14 +265,14 @@ async def test_timeout(tel: Telemetry, clock: VirtualClock, kernel_for: Any) -> 
     assert tel.point("tickkit.runs", task="slow", outcome="timed_out").value == 1
     duration = tel.point("tickkit.run.duration", task="slow", outcome="timed_out")
     assert duration.count == 1 and duration.sum == 3.0
-    assert tel.points("tickkit.retries") == {}
+    assert tel.point("tickkit.retries", task="slow").value == 0  # no retries left
 
 
 async def test_cancelled_by_shutdown(tel: Telemetry, clock: VirtualClock, kernel_for: Any) -> None:
     async with kernel_for(tel.plugin, shutdown_timeout=0) as k:
         await k.create_task("ok")
         await clock.advance(1)  # running, 1 s of its 2 s sleep left
-    [span] = tel.finished("run ok")
+    [span] = tel.finished("process ok")
     assert dict(span.attributes or {})["tickkit.outcome"] == "cancelled"
     assert span.end_time == _ns(T0 + timedelta(seconds=1))
     assert tel.point("tickkit.runs", task="ok", outcome="cancelled").value == 1
@@ -277,25 +288,107 @@ async def test_run_links_to_the_span_that_created_the_job(
                 job_id = await k.create_task("spawner", None, T0 + timedelta(seconds=5))
             stored = await k.get_task(job_id)
             assert stored is not None
-            created = creator.get_span_context()
+            # creating the job is a PRODUCER span, a child of the caller's span; its context
+            # is the one stored in the job
+            [create] = tel.finished("create spawner")
+            created = create.get_span_context()
+            assert create.parent is not None
+            assert create.parent.span_id == creator.get_span_context().span_id
             assert stored.meta["traceparent"] == (
                 f"00-{created.trace_id:032x}-{created.span_id:016x}-{created.trace_flags:02x}"
             )
             await clock.advance(5)  # spawner runs and creates an "ok" job for +30 s
             await clock.advance(32)
-    [spawner] = tel.finished("run spawner")
+    assert create.kind is SpanKind.PRODUCER
+    attrs = dict(create.attributes or {})
+    assert attrs["messaging.system"] == "tickkit"
+    assert attrs["messaging.operation.type"] == "create"
+    assert attrs["messaging.operation.name"] == "create"
+    assert attrs["messaging.destination.name"] == "spawner"
+    assert attrs["tickkit.task"] == "spawner"
+    # the id is the driver's, generated after the span: a caller-given id is on it (below)
+    assert "messaging.message.id" not in attrs
+    [spawner] = tel.finished("process spawner")
     assert spawner.parent is None
     assert spawner.context is not None
     assert spawner.context.trace_id != created.trace_id  # a trace of its own...
     [link] = spawner.links
-    assert link.context.trace_id == created.trace_id  # ...linked to the creator
+    assert link.context.trace_id == created.trace_id  # ...linked to the job's creation
     assert link.context.span_id == created.span_id
     assert dict(link.attributes or {}) == {"tickkit.link": "created_by"}
-    # a job created by a run links to that run's span
-    [child] = tel.finished("run ok")
+    # a job created by a run is created inside that run's span
+    [child_create] = tel.finished("create ok")
+    assert child_create.parent is not None
+    assert child_create.parent.span_id == spawner.context.span_id
+    [child] = tel.finished("process ok")
     [child_link] = child.links
-    assert child_link.context.span_id == spawner.context.span_id
+    assert child_link.context.span_id == child_create.context.span_id
     assert child_link.context.trace_id == spawner.context.trace_id
+
+
+async def test_create_span_names_a_caller_given_id(
+    tel: Telemetry, clock: VirtualClock, kernel_for: Any
+) -> None:
+    async with kernel_for(tel.plugin) as k:
+        await k.create_task("ok", None, T0 + timedelta(seconds=5), id="reminder-42")
+    [create] = tel.finished("create ok")
+    attrs = dict(create.attributes or {})
+    assert attrs["messaging.message.id"] == "reminder-42"
+    assert attrs["tickkit.job.id"] == "reminder-42"
+    assert attrs["tickkit.scheduled_at"] == (T0 + timedelta(seconds=5)).isoformat()
+    # a zero-length span at the kernel's time of creation
+    assert create.start_time == create.end_time == _ns(T0)
+
+
+def test_semantic_convention_names_match_the_installed_package() -> None:
+    """The attribute names and values tickkit writes out are the semantic conventions' own."""
+    from opentelemetry.semconv._incubating.attributes import messaging_attributes as m
+
+    from tickkit.plugins import otel
+
+    assert otel.MESSAGING_SYSTEM == m.MESSAGING_SYSTEM
+    assert otel.MESSAGING_OPERATION_TYPE == m.MESSAGING_OPERATION_TYPE
+    assert otel.MESSAGING_OPERATION_NAME == m.MESSAGING_OPERATION_NAME
+    assert otel.MESSAGING_DESTINATION_NAME == m.MESSAGING_DESTINATION_NAME
+    assert otel.MESSAGING_MESSAGE_ID == m.MESSAGING_MESSAGE_ID
+    assert m.MessagingOperationTypeValues.CREATE.value == otel.CREATE
+    assert m.MessagingOperationTypeValues.PROCESS.value == otel.PROCESS
+
+
+async def test_counters_exist_at_zero_from_the_start(
+    tel: Telemetry, clock: VirtualClock, kernel_for: Any
+) -> None:
+    async with kernel_for(tel.plugin):
+        for name in make_tasks().names():
+            assert tel.point("tickkit.retries", task=name).value == 0
+            for outcome in ("succeeded", "failed", "timed_out", "skipped", "missed", "cancelled"):
+                assert tel.point("tickkit.runs", task=name, outcome=outcome).value == 0
+
+
+async def test_error_text_is_redacted_in_spans(clock: VirtualClock) -> None:
+    """A task error that shows a store URL with its password: the span's status, exception
+    message and stack trace carry it masked."""
+    tel = Telemetry()
+    registry = TaskRegistry()
+
+    async def leaky(ctx: TaskContext) -> None:
+        raise ConnectionError("cannot reach redis://:S3cretPW@db.internal:6379/0")
+
+    task(name="leaky", execute=leaky, registry=registry)
+    async with Kernel(
+        MemoryDriver(), tasks=registry, clock=clock, plugins=[tel.plugin], entry_points=True
+    ) as k:
+        await k.create_task("leaky")
+        await clock.advance(1)
+    [span] = tel.finished("process leaky")
+    assert span.status.description == (
+        "ConnectionError: cannot reach redis://:***@db.internal:6379/0"
+    )
+    [event] = span.events
+    assert event.attributes is not None
+    assert event.attributes["exception.message"] == "cannot reach redis://:***@db.internal:6379/0"
+    assert "S3cretPW" not in str(event.attributes["exception.stacktrace"])
+    assert "redis://:***@db.internal" in str(event.attributes["exception.stacktrace"])
 
 
 async def test_child_relation(clock: VirtualClock, kernel_for: Any) -> None:
@@ -304,24 +397,49 @@ async def test_child_relation(clock: VirtualClock, kernel_for: Any) -> None:
         with tel.tracer.start_as_current_span("reminder command") as creator:
             await k.create_task("ok", None, T0 + timedelta(seconds=5))
         await clock.advance(7)
-    [span] = tel.finished("run ok")
+    [span] = tel.finished("process ok")
+    [create] = tel.finished("create ok")
     created = creator.get_span_context()
+    assert create.parent is not None and create.parent.span_id == created.span_id
     assert span.parent is not None
-    assert span.parent.span_id == created.span_id
+    assert span.parent.span_id == create.context.span_id
     assert span.context is not None and span.context.trace_id == created.trace_id
     assert span.links == ()
 
 
-async def test_no_trace_context_without_a_current_span(
+async def test_without_a_current_span_the_create_span_is_a_root(
     tel: Telemetry, clock: VirtualClock, kernel_for: Any
 ) -> None:
     async with kernel_for(tel.plugin) as k:
         job_id = await k.create_task("ok", None, T0 + timedelta(seconds=5))
         stored = await k.get_task(job_id)
-        assert stored is not None and stored.meta == {}
         await clock.advance(7)
-    [span] = tel.finished("run ok")
-    assert span.parent is None and span.links == ()
+    [create] = tel.finished("create ok")
+    assert create.parent is None
+    assert stored is not None
+    assert stored.meta["traceparent"].startswith(f"00-{create.context.trace_id:032x}-")
+    [span] = tel.finished("process ok")
+    assert span.parent is None
+    assert [link.context.span_id for link in span.links] == [create.context.span_id]
+
+
+async def test_static_schedules_get_no_create_span(
+    tel: Telemetry, clock: VirtualClock, kernel_for: Any
+) -> None:
+    """A static schedule is stored again at every start: no create span each time."""
+    registry = TaskRegistry()
+
+    async def tick(ctx: TaskContext) -> None:
+        return None
+
+    task(name="tick", execute=tick, schedule="* * * * *", registry=registry)
+    async with Kernel(
+        MemoryDriver(), tasks=registry, clock=clock, plugins=[tel.plugin], entry_points=True
+    ):
+        await clock.advance(61)
+    assert not [s for s in tel.finished() if s.kind is SpanKind.PRODUCER]
+    [span] = tel.finished("process tick")
+    assert dict(span.attributes or {})["messaging.message.id"] == "tick"
 
 
 def test_bad_relation_names_the_value() -> None:
@@ -395,8 +513,12 @@ CREATOR = textwrap.dedent(
             "span_id": ctx.span_id,
             "spans": [
                 [s.name, dict(s.attributes)["tickkit.outcome"]]
-                for s in spans.get_finished_spans() if s.name.startswith("run ")
+                for s in spans.get_finished_spans() if s.name.startswith("process ")
             ],
+            "create_span_id": [
+                s.context.span_id for s in spans.get_finished_spans()
+                if s.name == "create ok" and s.parent is not None
+            ][0],
             "runs": runs,
         }))
 
@@ -427,8 +549,13 @@ def other_process(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def test_module_is_a_plugin_on_the_global_providers(other_process: dict[str, Any]) -> None:
     """``Kernel(plugins=["tickkit.plugins.otel"])``: the module's hooks use one default instance
     on the global tracer and meter providers the application set."""
-    assert other_process["spans"] == [["run ok", "succeeded"]]
-    assert other_process["runs"] == [[{"tickkit.task": "ok", "tickkit.outcome": "succeeded"}, 1]]
+    assert other_process["spans"] == [["process ok", "succeeded"]]
+    runs = {(p["tickkit.outcome"], v) for p, v in other_process["runs"]}
+    # every outcome at 0 from the start, one success
+    assert runs == {
+        ("succeeded", 1),
+        *((o, 0) for o in ("failed", "timed_out", "skipped", "missed", "cancelled")),
+    }
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the SQLite driver runs on asyncio
@@ -445,16 +572,16 @@ async def test_trace_context_crosses_processes_through_sqlite(
         assert stored is not None
         assert set(stored.meta) == {"traceparent"}
         assert stored.meta["traceparent"].startswith(
-            f"00-{other_process['trace_id']:032x}-{other_process['span_id']:016x}-"
+            f"00-{other_process['trace_id']:032x}-{other_process['create_span_id']:016x}-"
         )
         await clock.advance(7)
         job = await k.get_task(other_process["job_id"])
         assert job is not None and job.runs == 1
-    [span] = tel.finished("run ok")
+    [span] = tel.finished("process ok")
     assert dict(span.attributes or {})["tickkit.job.id"] == other_process["job_id"]
     [link] = span.links
     assert link.context.trace_id == other_process["trace_id"]
-    assert link.context.span_id == other_process["span_id"]
+    assert link.context.span_id == other_process["create_span_id"]
     assert link.context.is_remote
     assert span.context is not None and span.context.trace_id != other_process["trace_id"]
 
@@ -476,7 +603,11 @@ async def test_trace_context_through_the_redis_driver(
             job_id = await creating.create_task("ok", None, T0 + timedelta(seconds=5))
     finally:
         await creating.stop()
-    created = creator.get_span_context()
+    [create] = tel.finished("create ok")
+    assert create.kind is SpanKind.PRODUCER
+    assert create.parent is not None
+    assert create.parent.span_id == creator.get_span_context().span_id
+    created = create.get_span_context()
     async with kernel_for(tel.plugin, driver=url) as k:
         stored = await k.get_task(job_id)
         assert stored is not None
@@ -484,8 +615,15 @@ async def test_trace_context_through_the_redis_driver(
             f"00-{created.trace_id:032x}-{created.span_id:016x}-"
         )
         await clock.advance(7)
-    [span] = tel.finished("run ok")
-    assert dict(span.attributes or {})["tickkit.outcome"] == "succeeded"
+    queue = k.driver.queue  # type: ignore[union-attr]
+    # on the BullMQ driver the system is BullMQ and the destination its queue
+    [span] = tel.finished(f"process {queue}")
+    attrs = dict(span.attributes or {})
+    assert attrs["tickkit.outcome"] == "succeeded"
+    assert attrs["messaging.system"] == "bullmq"
+    assert attrs["messaging.destination.name"] == queue
+    assert attrs["messaging.message.id"] == job_id
+    assert attrs["tickkit.task"] == "ok"
     [link] = span.links
     assert link.context.trace_id == created.trace_id
     assert link.context.span_id == created.span_id

@@ -111,7 +111,8 @@ async def test_success(
     assert sample(registry, "tickkit_run_lateness_seconds_sum", task="ok") == 15.0
     assert sample(registry, "tickkit_run_lateness_seconds_bucket", task="ok", le="10.0") == 0.0
     assert sample(registry, "tickkit_run_lateness_seconds_bucket", task="ok", le="30.0") == 1.0
-    assert sample(registry, "tickkit_retries_total", task="ok") is None
+    # created at 0 when the kernel started: a first retry is an increase from 0
+    assert sample(registry, "tickkit_retries_total", task="ok") == 0.0
 
 
 async def test_failure_then_retry(
@@ -345,6 +346,7 @@ async def test_port_in_use_is_reported_and_the_kernel_keeps_running(
         ({"metrics_port": 70000}, "70000"),
         ({"metrics_port": True}, "True"),
         ({"metrics_addr": ""}, "''"),
+        ({"metrics_addr": "bad host"}, "'bad host'"),
         ({"metrics_jobs_interval": 0}, "metrics_jobs_interval .* got 0"),
         ({"metrics_driver_label": 3}, "got 3"),
     ],
@@ -429,3 +431,152 @@ async def test_jobs_by_state_on_a_sqlite_store(
         assert jobs("running") == 0.0
     assert sample(registry, "tickkit_runs_total", task="slow", outcome="timed_out") == 2.0
     assert jobs("scheduled") is None
+
+
+# --- the metrics server's address ------------------------------------------------------------
+
+
+async def _wait_for_server(plugin: PrometheusPlugin, kernel: Kernel) -> tuple[str, int]:
+    with anyio.fail_after(10):  # the server binds in a worker thread: wait for it, bounded
+        while plugin.server_address(kernel) is None:  # noqa: ASYNC110 - set by a thread
+            await anyio.sleep(0.01)
+    address = plugin.server_address(kernel)
+    assert address is not None
+    return address
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body: bytes = response.read()
+        return body.decode()
+
+
+def _connects(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=5):
+            return True
+    except OSError:
+        return False
+
+
+async def test_counters_exist_at_zero_on_the_first_scrape(
+    registry: CollectorRegistry, plugin: PrometheusPlugin, clock: VirtualClock, kernel_for: Any
+) -> None:
+    """Scraped over HTTP before any run: every task's run counter (each outcome) and retry
+    counter is there at 0, so Prometheus' increase() sees the first retry."""
+    async with kernel_for(plugin, settings={"metrics_port": 0}) as k:
+        host, port = await _wait_for_server(plugin, k)
+        text = await anyio.to_thread.run_sync(_get, f"http://{host}:{port}/metrics")
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        retries = {
+            s.labels["task"]: s.value
+            for s in families["tickkit_retries"].samples
+            if s.name == "tickkit_retries_total"
+        }
+        runs = {
+            (s.labels["task"], s.labels["outcome"]): s.value
+            for s in families["tickkit_runs"].samples
+            if s.name == "tickkit_runs_total"
+        }
+        names = set(k.tasks.names())
+        assert retries == dict.fromkeys(names, 0.0)
+        assert runs == {(name, outcome): 0.0 for name in names for outcome in OUTCOMES}
+
+
+async def test_a_task_added_later_gets_its_counters_at_zero(
+    registry: CollectorRegistry, plugin: PrometheusPlugin, clock: VirtualClock, kernel_for: Any
+) -> None:
+    """A task added while the kernel runs (what reload does) gets its series at 0 at the next
+    refresh of the job counts (``metrics_jobs_interval``), before it ever runs."""
+
+    async def later(ctx: TaskContext) -> None:
+        return None
+
+    extra = TaskRegistry()
+    definition = task(name="later", execute=later, retries=1, registry=extra)
+    async with kernel_for(plugin) as k:
+        k.tasks.add(definition)
+        assert sample(registry, "tickkit_retries_total", task="later") is None
+        await clock.advance(10)
+        assert sample(registry, "tickkit_retries_total", task="later") == 0.0
+        for outcome in OUTCOMES:
+            assert sample(registry, "tickkit_runs_total", task="later", outcome=outcome) == 0.0
+
+
+async def test_serves_on_loopback_only_by_default(
+    plugin: PrometheusPlugin, clock: VirtualClock, kernel_for: Any
+) -> None:
+    """Without metrics_addr the server binds 127.0.0.1: a connection to another address of this
+    machine (127.0.0.2, which a 0.0.0.0 bind answers on Linux) is refused."""
+    import sys
+
+    async with kernel_for(plugin, settings={"metrics_port": 0}) as k:
+        host, port = await _wait_for_server(plugin, k)
+        assert host == "127.0.0.1"
+        assert await anyio.to_thread.run_sync(_connects, "127.0.0.1", port)
+        if sys.platform.startswith("linux"):
+            assert not await anyio.to_thread.run_sync(_connects, "127.0.0.2", port)
+
+
+async def test_metrics_addr_every_interface(
+    plugin: PrometheusPlugin, clock: VirtualClock, kernel_for: Any
+) -> None:
+    """``metrics_addr="0.0.0.0"`` is the way to serve every interface (then 127.0.0.2 answers
+    too, which proves the test above tells the two binds apart)."""
+    import sys
+
+    async with kernel_for(plugin, settings={"metrics_port": 0, "metrics_addr": "0.0.0.0"}) as k:
+        host, port = await _wait_for_server(plugin, k)
+        assert host == "0.0.0.0"
+        assert await anyio.to_thread.run_sync(_connects, "127.0.0.1", port)
+        if sys.platform.startswith("linux"):
+            assert await anyio.to_thread.run_sync(_connects, "127.0.0.2", port)
+
+
+def _ipv6_loopback() -> bool:
+    import socket
+
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("written", ["::1", "[::1]"])
+async def test_metrics_addr_ipv6(
+    plugin: PrometheusPlugin,
+    clock: VirtualClock,
+    kernel_for: Any,
+    written: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    if not _ipv6_loopback():
+        pytest.skip("this machine has no IPv6 loopback (::1)")
+    caplog.set_level("INFO", logger="tickkit.plugins.prometheus")
+    async with kernel_for(plugin, settings={"metrics_port": 0, "metrics_addr": written}) as k:
+        host, port = await _wait_for_server(plugin, k)
+        assert host == "::1"
+        text = await anyio.to_thread.run_sync(_get, f"http://[::1]:{port}/metrics")
+        assert "tickkit_runs_total" in text
+        assert not await anyio.to_thread.run_sync(_connects, "127.0.0.1", port)
+    # the logged URL is one a browser can open
+    assert f"serving metrics on http://[::1]:{port}/metrics" in caplog.text
+
+
+async def test_driver_label_never_carries_a_password(
+    registry: CollectorRegistry, plugin: PrometheusPlugin, clock: VirtualClock, kernel_for: Any
+) -> None:
+    label = "redis://:S3cretPW@db.internal:6379/0"
+    masked = {"driver": "redis://:***@db.internal:6379/0", "state": "scheduled"}
+    async with kernel_for(plugin, settings={"metrics_driver_label": label}):
+        with anyio.fail_after(10):  # the first count of the jobs, at start
+            while registry.get_sample_value("tickkit_jobs", masked) is None:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+        page = generate_latest(registry).decode()
+    assert "S3cretPW" not in page

@@ -7,12 +7,13 @@ only with ``--debug``), 2 usage error, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import anyio
 
@@ -35,28 +36,67 @@ class Parser(argparse.ArgumentParser):
 
 # --- argument types (a bad value is a usage error naming the value) ---------------------------
 
+#: how much of a bad value an error line shows
+SHOWN = 60
 
+
+def _shown(text: str) -> str:
+    """``repr(text)``, cut to :data:`SHOWN` characters (a 5,000-digit value stays one line);
+    credentials are masked before the cut, which would hide the URL they belong to."""
+    shown = repr(logs.scrub(text))
+    return shown if len(shown) <= SHOWN else shown[: SHOWN - 4] + "...'"
+
+
+_T = TypeVar("_T")
+
+
+def _argument_type(func: Callable[[str], _T]) -> Callable[[str], _T]:
+    """``func`` as an argparse type whose every failure is a usage error naming the value.
+
+    argparse turns only ``ArgumentTypeError``, ``TypeError`` and ``ValueError`` into usage
+    errors; anything else (an ``OverflowError`` from a huge duration, a ``RecursionError`` from
+    deeply nested JSON, a ``TickkitError``) would escape as a traceback.
+    """
+
+    @functools.wraps(func)
+    def checked(text: str) -> _T:
+        try:
+            return func(text)
+        except argparse.ArgumentTypeError:
+            raise
+        except Exception as exc:
+            reason = " ".join(logs.scrub(str(exc)).split()) or type(exc).__name__
+            raise argparse.ArgumentTypeError(f"bad value {_shown(text)}: {reason[:200]}") from None
+
+    return checked
+
+
+@_argument_type
 def _duration(text: str) -> timedelta:
     from tickkit.plugins.schedules import parse_duration
 
     parsed = parse_duration(text)
     if parsed is None or parsed <= timedelta(0):
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 45s, 10m, 1h30m, 2d)")
+        raise argparse.ArgumentTypeError(
+            f"not a duration: {_shown(text)} (use e.g. 45s, 10m, 1h30m, 2d)"
+        )
     return parsed
 
 
+@_argument_type
 def _datetime(text: str) -> datetime:
     try:
         return datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"not an ISO 8601 time: {text!r} (use e.g. 2026-12-24T18:00 or "
+            f"not an ISO 8601 time: {_shown(text)} (use e.g. 2026-12-24T18:00 or "
             "2026-12-24T18:00:00+01:00)"
         ) from None
 
 
+@_argument_type
 def _zone(text: str) -> str:
-    from tickkit.plugins.schedules.cron import get_zone
+    from tickkit.plugins.schedules.zones import get_zone
 
     try:
         get_zone(text)
@@ -65,41 +105,71 @@ def _zone(text: str) -> str:
     return text
 
 
+@_argument_type
 def _json(text: str) -> Any:
     try:
         return json.loads(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not JSON: {text!r} ({exc})") from None
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise argparse.ArgumentTypeError(f"not JSON: {_shown(text)} ({reason})") from None
 
 
+@_argument_type
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {_shown(text)}")
     return value
 
 
+#: the most run times ``tickkit next`` prints
+MAX_COUNT = 1000
+
+
+@_argument_type
+def _count(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_COUNT}, got {_shown(text)}")
+    return value
+
+
+@_argument_type
 def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         value = -1.0
     if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {_shown(text)}")
     return value
 
 
+@_argument_type
 def _port(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         value = -1
     if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a TCP port (0 to 65535), got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a TCP port (0 to 65535), got {_shown(text)}")
     return value
+
+
+@_argument_type
+def _address(text: str) -> str:
+    """A host name or IP address to bind (``[::1]`` as in a URL is accepted)."""
+    addr = text.strip()
+    if addr.startswith("[") and addr.endswith("]"):
+        addr = addr[1:-1]
+    if not addr or any(c.isspace() or c in "/[]@" for c in addr):
+        raise argparse.ArgumentTypeError(
+            f"expected a host name or IP address (e.g. 127.0.0.1, ::1, 0.0.0.0), got {_shown(text)}"
+        )
+    return addr
 
 
 # --- the parser ---------------------------------------------------------------------------------
@@ -199,6 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve Prometheus metrics on this port (the prometheus plugin)",
     )
     p.add_argument(
+        "--metrics-addr",
+        type=_address,
+        metavar="ADDR",
+        help="the address the metrics server binds (default 127.0.0.1: this machine only; "
+        "0.0.0.0 or :: for every interface; IPv6 such as ::1 works)",
+    )
+    p.add_argument(
         "--for",
         dest="run_for",
         type=_seconds,
@@ -282,7 +359,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("expression", metavar="EXPR", help='e.g. "0 9 * * 1-5" or "*/10 * * * * *"')
     p.add_argument("--tz", type=_zone, metavar="ZONE", help="IANA time zone (default UTC)")
-    p.add_argument("-n", "--count", type=_positive_int, default=5, metavar="N", help="how many (5)")
+    p.add_argument(
+        "-n",
+        "--count",
+        type=_count,
+        default=5,
+        metavar="N",
+        help=f"how many (5, at most {MAX_COUNT})",
+    )
     p.add_argument(
         "--after", type=_datetime, metavar="TIME", help="start after this ISO 8601 time (now)"
     )
@@ -305,6 +389,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def _cmd_run(args: argparse.Namespace) -> int:
+    if args.metrics_addr is not None and args.metrics_port is None:
+        raise commands.UsageError("--metrics-addr needs --metrics-port")
+    if args.metrics_port is not None:
+        # fail the command, not only the metrics server, when the address cannot be served
+        await anyio.to_thread.run_sync(
+            worker.check_metrics_address, args.metrics_addr, args.metrics_port
+        )
     kernel = worker.build_kernel(
         driver=commands.driver_url(args),
         tasks_dir=commands.tasks_dir(args),
@@ -312,6 +403,7 @@ async def _cmd_run(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         shutdown_timeout=args.shutdown_timeout,
         metrics_port=args.metrics_port,
+        metrics_addr=args.metrics_addr,
     )
     await worker.serve(kernel, args.run_for)
     return 0
@@ -329,20 +421,52 @@ def _leaf(exc: BaseException) -> BaseException:
         exc = inner[0]
 
 
+def _text(exc: BaseException) -> str:
+    """``str(exc)``, which never fails here (a broken ``__str__`` gives the type's name)."""
+    try:
+        return str(exc)
+    except Exception:
+        return ""
+
+
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    """The error line of ``exc``, with every credential masked (see :func:`logs.scrub`)."""
+    text = " ".join(_text(exc).split())
     if isinstance(exc, (TickkitError, commands.UsageError)):
-        return text or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        line = text or type(exc).__name__
+    else:
+        line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return logs.scrub(line)
+
+
+def _is_text(arg: object) -> bool:
+    if not isinstance(arg, str):
+        return False
+    try:
+        arg.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``tickkit`` command; return its exit code."""
     parser = build_parser()
+    for arg in sys.argv[1:] if argv is None else argv:
+        if not _is_text(arg):
+            # bytes that are not UTF-8 reach Python as lone surrogates, which no store can keep
+            sys.stderr.write(
+                f"tickkit: error: argument {_shown(arg)} is not valid UTF-8 text "
+                "(see `tickkit --help`)\n"
+            )
+            return 2
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else 0
+    except Exception as err:  # never a traceback for a command line, whatever it holds
+        sys.stderr.write(f"tickkit: error: {_one_line(err)} (see `tickkit --help`)\n")
+        return 2
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
@@ -350,6 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "debug" if args.debug else "info" if args.command == "run" else "warning"
     )
     logs.configure(level, args.log_format)
+    # the store URL's password never reaches a log line, an error line or the output
+    logs.add_secrets_of(commands.driver_url(args))
     func: Command = args.func
     try:
         return anyio.run(func, args)
@@ -364,7 +490,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write("tickkit: interrupted\n")
             return 130
         if args.debug:
-            traceback.print_exception(type(raw), raw, raw.__traceback__, file=sys.stderr)
+            text = "".join(traceback.format_exception(type(raw), raw, raw.__traceback__))
+            sys.stderr.write(logs.scrub(text))
         hint = (
             ""
             if args.debug or isinstance(exc, (TickkitError, commands.UsageError))

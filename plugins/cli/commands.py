@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import anyio
 
 import tickkit
-from tickkit import JobNotFoundError, Kernel, UnknownTaskError
+from tickkit import DriverError, JobNotFoundError, Kernel, UnknownTaskError, redact_url
 from tickkit.manager import list_drivers, list_plugins
 
 from . import output
+from .logs import scrub
 
 UTC = timezone.utc
 DEFAULT_DRIVER = "memory://"
@@ -44,23 +48,44 @@ def tasks_dir(args: argparse.Namespace) -> str | None:
     return DEFAULT_TASKS_DIR if os.path.isdir(DEFAULT_TASKS_DIR) else None
 
 
+def sqlite_file(url: str) -> str | None:
+    """The file of a ``sqlite:`` URL (as the SQLite driver reads it), else None."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme.lower() != "sqlite" or parts.netloc not in ("", "localhost"):
+        return None
+    path = unquote(parts.path)
+    return path[1:] if path.startswith("/") else path or None
+
+
 @asynccontextmanager
 async def open_store(
-    args: argparse.Namespace, *, load_tasks: bool = False
+    args: argparse.Namespace, *, load_tasks: bool = False, create: bool = False
 ) -> AsyncIterator[Kernel]:
-    """A kernel with its driver open but not dispatching, for managing the store."""
+    """A kernel with its driver open but not dispatching, for managing the store.
+
+    A SQLite file that does not exist is an error unless ``create`` (``add``): a command that
+    reads or changes jobs must not create an empty store where a path was mistyped.
+    """
     url = driver_url(args)
     if url.split("://", 1)[0].lower() == "memory":
         raise UsageError(
             f"`tickkit {args.command}` needs a persistent store: the memory store lives only "
             "inside a running worker; pass e.g. --driver sqlite:///tasks.db (or set TICKKIT_DRIVER)"
         )
+    path = sqlite_file(url)
+    if path is not None and not create and not await anyio.Path(path).exists():
+        raise DriverError(
+            f"no SQLite store at {path!r} ({redact_url(url)}): check --driver or "
+            "TICKKIT_DRIVER (`tickkit run` and `tickkit add` create a new store)"
+        )
     folder = tasks_dir(args) if load_tasks else None
     settings: dict[str, Any] = {"reload": False}
     if folder is not None:
         settings["tasks_dir"] = folder
-    kernel = Kernel(url, settings=settings)
-    await kernel.open()
+    kernel = await _open(url, settings)
     try:
         if load_tasks:
             assert kernel.hooks is not None
@@ -69,6 +94,32 @@ async def open_store(
         yield kernel
     finally:
         await kernel.stop()
+
+
+async def _open(url: str, settings: dict[str, Any]) -> Kernel:
+    """A kernel on ``url`` with its driver open. A failure is one error naming the store (its
+    password masked): a tickkit error as it is, anything else (a refused connection, an option
+    redis-py does not know) as a :class:`~tickkit.DriverError`."""
+    kernel: Kernel | None = None
+    try:
+        kernel = Kernel(url, settings=settings)
+        await kernel.open()
+        return kernel
+    except BaseException as exc:
+        if kernel is not None and kernel.driver is not None:
+            # a driver that failed half way through its start may hold connections
+            with anyio.CancelScope(shield=True):
+                try:
+                    await kernel.driver.stop()
+                except Exception:
+                    pass
+        if isinstance(exc, tickkit.TickkitError) or not isinstance(exc, Exception):
+            raise
+        reason = " ".join(str(exc).split())
+        raise DriverError(
+            f"cannot open the store {redact_url(url)}: {type(exc).__name__}"
+            + (f": {reason}" if reason else "")
+        ) from exc
 
 
 # --- store commands ---------------------------------------------------------------------------
@@ -82,9 +133,9 @@ async def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         output.emit_json([output.job_to_dict(job) for job in jobs])
     elif not jobs:
-        print("no jobs")
+        output.echo("no jobs")
     else:
-        print(output.jobs_table(jobs, now))
+        output.echo(output.jobs_table(jobs, now))
     return 0
 
 
@@ -140,7 +191,7 @@ async def cmd_show(args: argparse.Namespace) -> int:
         rows.append(("meta", ", ".join(f"{k}={v}" for k, v in sorted(job.meta.items()))))
     width = max(len(key) for key, _ in rows)
     for key, value in rows:
-        print(f"{key + ':':<{width + 1}} {value}")
+        output.echo(f"{key + ':':<{width + 1}} {value}")
     return 0
 
 
@@ -160,7 +211,7 @@ def _schedule_from(args: argparse.Namespace) -> object:
         at: datetime = args.at
         if at.tzinfo is None:
             if args.tz is not None:
-                from tickkit.plugins.schedules.cron import get_zone
+                from tickkit.plugins.schedules.zones import get_zone
 
                 return at.replace(tzinfo=get_zone(args.tz))
             return at.astimezone()  # naive: this machine's local time
@@ -168,15 +219,59 @@ def _schedule_from(args: argparse.Namespace) -> object:
     return None
 
 
+def _given(args: argparse.Namespace) -> str:
+    """The options of ``add`` that shape the job, as typed (for an error line)."""
+    shown = []
+    for option, value in (
+        ("--in", args.in_),
+        ("--at", args.at),
+        ("--cron", args.cron),
+        ("--every", args.every),
+        ("--tz", args.tz),
+        ("--id", args.id),
+    ):
+        if value is not None:
+            text = value.isoformat() if isinstance(value, datetime) else str(value)
+            shown.append(f"{option} {text!r}")
+    if args.data is not None:
+        shown.append("--data " + _short_json(args.data))
+    return ", ".join(shown) or "no schedule"
+
+
+@contextmanager
+def _refused(args: argparse.Namespace) -> Iterator[None]:
+    """Turn a plain ``ValueError``/``OverflowError``... raised for a value ``add`` was given (the
+    kernel should refuse it with a TickkitError) into one error line that names the values."""
+    try:
+        yield
+    except (ValueError, TypeError, ArithmeticError, RecursionError) as exc:
+        if isinstance(exc, tickkit.TickkitError):
+            raise
+        raise tickkit.TickkitError(
+            f"cannot add a job of task {args.name!r} with {_given(args)}: "
+            f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        ) from exc
+
+
+def _short_json(value: Any) -> str:
+    try:
+        text = scrub(output.compact_json(value))
+    except (ValueError, RecursionError):
+        text = "..."
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 async def cmd_add(args: argparse.Namespace) -> int:
-    schedule = _schedule_from(args)
     if args.tz is not None and args.cron is None and args.at is None:
         raise UsageError("--tz applies to --cron and --at only")
-    async with open_store(args, load_tasks=True) as kernel:
+    with _refused(args):
+        schedule = _schedule_from(args)
+    async with open_store(args, load_tasks=True, create=True) as kernel:
         try:
-            job_id = await kernel.create_task(
-                args.name, args.data, schedule, id=args.id, replace=args.replace
-            )
+            with _refused(args):
+                job_id = await kernel.create_task(
+                    args.name, args.data, schedule, id=args.id, replace=args.replace
+                )
         except UnknownTaskError as exc:
             if tasks_dir(args) is None:
                 raise UnknownTaskError(
@@ -189,12 +284,12 @@ async def cmd_add(args: argparse.Namespace) -> int:
     if args.json:
         output.emit_json(output.job_to_dict(job) if job is not None else {"id": job_id})
     elif job is not None and job.next_run_at is not None:
-        print(
+        output.echo(
             f"added job {job_id} (task {args.name}): next run "
             f"{output.local_time(job.next_run_at)} ({output.relative(job.next_run_at, now)})"
         )
     else:
-        print(f"added job {job_id} (task {args.name})")
+        output.echo(f"added job {job_id} (task {args.name})")
     return 0
 
 
@@ -207,7 +302,7 @@ async def cmd_delete(args: argparse.Namespace) -> int:
             if args.json:
                 output.emit_json({"task": args.task, "deleted": count})
             else:
-                print(f"deleted {count} dynamic job(s) of task {args.task}")
+                output.echo(f"deleted {count} dynamic job(s) of task {args.task}")
             return 0
         existed = await kernel.delete_task(args.id)
     if not existed:
@@ -215,7 +310,7 @@ async def cmd_delete(args: argparse.Namespace) -> int:
     if args.json:
         output.emit_json({"id": args.id, "deleted": True})
     else:
-        print(f"deleted job {args.id}")
+        output.echo(f"deleted job {args.id}")
     return 0
 
 
@@ -229,9 +324,9 @@ async def cmd_pause(args: argparse.Namespace) -> int:
     if args.json:
         output.emit_json(output.job_to_dict(job))
     elif args.command == "pause":
-        print(f"paused job {job.id} (task {job.name})")
+        output.echo(f"paused job {job.id} (task {job.name})")
     else:
-        print(
+        output.echo(
             f"resumed job {job.id} (task {job.name}): next run "
             f"{output.local_time(job.next_run_at)} ({output.relative(job.next_run_at, now)})"
         )
@@ -244,9 +339,9 @@ async def cmd_run_now(args: argparse.Namespace) -> int:
     if args.json:
         output.emit_json({"id": args.id, "run_id": run_id})
     elif run_id == args.id:
-        print(f"job {args.id} runs now")
+        output.echo(f"job {args.id} runs now")
     else:
-        print(f"job {args.id} runs now as the extra one-off job {run_id}")
+        output.echo(f"job {args.id} runs now as the extra one-off job {run_id}")
     return 0
 
 
@@ -254,18 +349,30 @@ async def cmd_run_now(args: argparse.Namespace) -> int:
 
 
 async def cmd_next(args: argparse.Namespace) -> int:
-    after: datetime = args.after or datetime.now(UTC)
-    if after.tzinfo is None:
-        if args.tz is not None:
-            from tickkit.plugins.schedules.cron import get_zone
+    try:
+        after: datetime = args.after or datetime.now(UTC)
+        if after.tzinfo is None:
+            if args.tz is not None:
+                from tickkit.plugins.schedules.zones import get_zone
 
-            after = after.replace(tzinfo=get_zone(args.tz))
-        else:
-            after = after.astimezone()
-    schedule = tickkit.parse_schedule(args.expression, args.tz)
-    if args.key is not None:
-        schedule = schedule.keyed(args.key)
-    times = tickkit.next_runs(schedule.to_spec(), after=after, count=args.count, timezone=args.tz)
+                after = after.replace(tzinfo=get_zone(args.tz))
+            else:
+                after = after.astimezone()
+        schedule = tickkit.parse_schedule(args.expression, args.tz)
+        if args.key is not None:
+            schedule = schedule.keyed(args.key)
+        times = tickkit.next_runs(
+            schedule.to_spec(), after=after, count=args.count, timezone=args.tz
+        )
+    except (ValueError, TypeError, ArithmeticError, RecursionError) as exc:
+        if isinstance(exc, tickkit.TickkitError):
+            raise
+        # a value the schedules should have refused with a TickkitError: one line naming it
+        since = f" after {args.after.isoformat()!r}" if args.after is not None else ""
+        raise tickkit.TickkitError(
+            f"cannot compute the runs of {args.expression!r}{since}: "
+            f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        ) from exc
     dst_note = getattr(schedule, "dst_note", None)
     notes = [dst_note(t) if dst_note is not None else None for t in times]
     if args.json:
@@ -282,15 +389,15 @@ async def cmd_next(args: argparse.Namespace) -> int:
             }
         )
         return 0
-    print(f"{schedule.describe()}: next {len(times)} run(s) after {after.isoformat()}")
+    output.echo(f"{schedule.describe()}: next {len(times)} run(s) after {after.isoformat()}")
     if not times:
-        print("no run time is left")
+        output.echo("no run time is left")
     for t, note in zip(times, notes, strict=True):
         line = (
             f"  {t.strftime('%a %Y-%m-%d %H:%M:%S')} {t.tzname() or ''} ({t.strftime('%z')})  "
             f"{output.relative(t, after)}"
         )
-        print(line + (f"  note: {note}" if note else ""))
+        output.echo(line + (f"  note: {note}" if note else ""))
     return 0
 
 
@@ -299,7 +406,7 @@ async def cmd_entry_points(args: argparse.Namespace) -> int:
     if args.json:
         output.emit_json([output.entry_point_to_dict(info) for info in found])
     elif not found:
-        print(f"no {args.command} found")
+        output.echo(f"no {args.command} found")
     else:
-        print(output.entry_points_table(found))
+        output.echo(output.entry_points_table(found))
     return 0

@@ -13,6 +13,10 @@ import logging
 import sys
 from datetime import datetime, timezone
 from typing import Any, TextIO
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from tickkit import redact
+from tickkit.redact import MASK, SECRET_PARAMS
 
 #: record attributes that identify a run
 RUN_FIELDS = ("task", "job_id", "attempt")
@@ -20,6 +24,60 @@ FORMATS = ("text", "json")
 LEVELS = ("debug", "info", "warning", "error", "critical")
 
 _HANDLER_NAME = "tickkit-cli"
+
+#: secrets shorter than this are masked only where :func:`tickkit.redact` finds them (in a
+#: URL's userinfo or a secret query parameter): masking every "ab" in every line would garble
+#: the output without protecting anything worth the name
+MIN_SECRET_LENGTH = 4
+
+#: the secrets of the URLs this command was given (see :func:`add_secrets_of`)
+_secrets: set[str] = set()
+
+
+def secrets_of(url: str) -> set[str]:
+    """The secrets in ``url``: its password (or lone userinfo token) and the values of secret
+    query parameters, each as written and percent-decoded."""
+    found: set[str] = set()
+    try:
+        parts = urlsplit(url)
+        userinfo, at, _host = parts.netloc.rpartition("@")
+        if at and userinfo:
+            user, colon, password = userinfo.partition(":")
+            found.add(password if colon else user)
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if key.lower() in SECRET_PARAMS:
+                found.add(value)
+    except ValueError:
+        pass
+    found |= {unquote(s) for s in found}
+    return {s for s in found if len(s) >= MIN_SECRET_LENGTH and s != MASK}
+
+
+def add_secrets_of(url: str) -> None:
+    """Mask the secrets of ``url`` wherever this command prints them (logs, errors, output),
+    also where a message shows them outside a URL (``names a host ('user:pw@host')``)."""
+    _secrets.update(secrets_of(url))
+
+
+def scrub(text: str) -> str:
+    """``text`` safe to print: URL credentials masked (:func:`tickkit.redact`) and every known
+    secret of this command's URLs replaced by ``***``."""
+    text = redact(text)
+    for secret in sorted(_secrets, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
+
+
+def _scrub_value(value: Any) -> Any:
+    return scrub(value) if isinstance(value, str) else value
+
+
+def _message(record: logging.LogRecord) -> str:
+    """The record's message; a message whose arguments do not format says so (never raises)."""
+    try:
+        return record.getMessage()
+    except Exception as exc:
+        return f"{record.msg!r} (bad log arguments: {type(exc).__name__})"
 
 
 class TextFormatter(logging.Formatter):
@@ -29,7 +87,7 @@ class TextFormatter(logging.Formatter):
         stamp = datetime.fromtimestamp(record.created).astimezone()
         line = (
             f"{stamp.strftime('%Y-%m-%d %H:%M:%S')}.{int(record.msecs):03d} "
-            f"{record.levelname:<7} {record.name}: {record.getMessage()}"
+            f"{record.levelname:<7} {record.name}: {_message(record)}"
         )
         run = [
             f"{key}={getattr(record, key)}"
@@ -42,7 +100,8 @@ class TextFormatter(logging.Formatter):
             line += "\n" + self.formatException(record.exc_info)
         elif record.exc_text:
             line += "\n" + record.exc_text
-        return line
+        # credentials never reach a log line (a driver URL, a connection error, a traceback)
+        return scrub(line)
 
 
 class JSONFormatter(logging.Formatter):
@@ -55,16 +114,17 @@ class JSONFormatter(logging.Formatter):
             ),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": _message(record),
         }
         for key in RUN_FIELDS:
             value = getattr(record, key, None)
             if value is not None:
-                out[key] = value
+                out[key] = _scrub_value(value)
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         elif record.exc_text:
             out["exc"] = record.exc_text
+        out = {key: _scrub_value(value) for key, value in out.items()}
         return json.dumps(out, default=str, ensure_ascii=False)
 
 

@@ -11,11 +11,20 @@ from typing import Any, TextIO
 from tickkit import Job
 from tickkit.manager import EntryPointInfo
 
+from .logs import scrub
+
+
+def echo(text: str, stream: TextIO | None = None) -> None:
+    """Print one line (or several), credentials masked (see :func:`logs.scrub`)."""
+    out = stream or sys.stdout
+    out.write(scrub(text) + "\n")
+
 
 def emit_json(value: Any, stream: TextIO | None = None) -> None:
-    """Print ``value`` as one indented JSON document."""
+    """Print ``value`` as one indented JSON document, credentials masked."""
     out = stream or sys.stdout
-    out.write(json.dumps(value, indent=2, sort_keys=False, default=str, ensure_ascii=False))
+    text = json.dumps(value, indent=2, sort_keys=False, default=str, ensure_ascii=False)
+    out.write(scrub(text))
     out.write("\n")
 
 
@@ -72,10 +81,11 @@ def span(seconds: int) -> str:
 
 
 def short(text: str | None, width: int = 48) -> str:
-    """One line of at most ``width`` characters (``-`` for nothing)."""
+    """One line of at most ``width`` characters (``-`` for nothing), credentials masked before
+    it is cut (a cut URL would no longer be recognised as one)."""
     if not text:
         return "-"
-    line = " ".join(text.split())
+    line = " ".join(scrub(text).split())
     return line if len(line) <= width else line[: width - 1] + "…"
 
 

@@ -7,6 +7,7 @@ import importlib.util
 import logging
 import os
 import signal
+import socket
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -14,11 +15,13 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from tickkit import Kernel, Outcome, TaskContext, TickkitError, hookimpl
+from tickkit import Kernel, Outcome, TaskContext, TickkitError, hookimpl, redact_url
 
 log = logging.getLogger("tickkit.worker")
 
 PROMETHEUS_PLUGIN = "tickkit.plugins.prometheus"
+#: the metrics server's address without --metrics-addr (the prometheus plugin's default)
+DEFAULT_METRICS_ADDR = "127.0.0.1"
 
 
 class WorkerLog:
@@ -26,7 +29,8 @@ class WorkerLog:
     attempt)."""
 
     def __init__(self, driver_url: str) -> None:
-        self.driver_url = driver_url
+        #: the store URL as logged: its password masked
+        self.driver_url = redact_url(driver_url)
 
     @staticmethod
     def _extra(ctx: TaskContext) -> dict[str, Any]:
@@ -83,6 +87,7 @@ def build_kernel(
     concurrency: int,
     shutdown_timeout: float,
     metrics_port: int | None,
+    metrics_addr: str | None = None,
 ) -> Kernel:
     """The worker's kernel, with the settings the folder, reload and Prometheus plugins read."""
     settings: dict[str, Any] = {"reload": reload}
@@ -96,6 +101,8 @@ def build_kernel(
                 "installed with this tickkit"
             )
         settings["metrics_port"] = metrics_port
+        if metrics_addr is not None:
+            settings["metrics_addr"] = metrics_addr
         plugins.append(PROMETHEUS_PLUGIN)
     return Kernel(
         driver,
@@ -104,6 +111,25 @@ def build_kernel(
         shutdown_timeout=shutdown_timeout,
         settings=settings,
     )
+
+
+def check_metrics_address(addr: str | None, port: int) -> None:
+    """Raise a :class:`~tickkit.TickkitError` naming ``addr`` and ``port`` when the metrics server
+    could not listen there (a host that does not resolve, an address of no interface here, a port
+    in use), so that ``tickkit run`` fails at once instead of running without its metrics."""
+    host = addr if addr is not None else DEFAULT_METRICS_ADDR
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        family, kind, proto, _name, sockaddr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(sockaddr)
+    except (OSError, UnicodeError, ValueError) as exc:
+        raise TickkitError(
+            f"cannot serve metrics on {shown}: {exc} (check --metrics-addr and --metrics-port)"
+        ) from None
 
 
 @contextmanager
