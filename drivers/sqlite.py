@@ -61,6 +61,7 @@ from tickkit import (
 )
 from tickkit.errors import short
 from tickkit.models import MAX_DURATION, from_millis, to_millis
+from tickkit.redact import redact_url
 
 try:
     import aiosqlite
@@ -425,40 +426,42 @@ class SQLiteDriver(Driver):
         may set ``poll_interval``, ``lease_duration``, ``busy_timeout`` (seconds),
         ``synchronous`` and ``keep_failed`` (true/false); keyword options win over it."""
         parts = urlsplit(url)
+        # errors name the URL with its credentials masked (a host part may carry a password)
+        shown = redact_url(url)
         if parts.scheme.lower() != "sqlite":
-            raise DriverError(f"not a sqlite URL: {url!r}")
+            raise DriverError(f"not a sqlite URL: {shown!r}")
         if parts.netloc not in ("", "localhost"):
             raise DriverError(
-                f"sqlite URL {url!r} names a host ({parts.netloc!r}); write sqlite:///relative.db "
-                "or sqlite:////absolute/path.db"
+                f"sqlite URL {shown!r} names a host ({urlsplit(shown).netloc!r}); "
+                "write sqlite:///relative.db or sqlite:////absolute/path.db"
             )
         path = unquote(parts.path)
         if path.startswith("/"):
             path = path[1:]
         if not path:
             raise DriverError(
-                f"sqlite URL {url!r} has no file path; write sqlite:///tasks.db (relative) or "
+                f"sqlite URL {shown!r} has no file path; write sqlite:///tasks.db (relative) or "
                 "sqlite:////var/lib/bot/tasks.db (absolute)"
             )
         from_query: dict[str, Any] = {}
         for key, value in parse_qsl(parts.query, keep_blank_values=True):
             if key not in _URL_OPTIONS:
                 raise DriverError(
-                    f"unknown option {key!r} in sqlite URL {url!r} "
+                    f"unknown option {key!r} in sqlite URL {shown!r} "
                     f"(known: {', '.join(sorted(_URL_OPTIONS))})"
                 )
             if key == "synchronous":
                 from_query[key] = value
             elif key == "keep_failed":
                 if value.lower() not in ("true", "false", "1", "0"):
-                    raise DriverError(f"keep_failed in sqlite URL {url!r} must be true or false")
+                    raise DriverError(f"keep_failed in sqlite URL {shown!r} must be true or false")
                 from_query[key] = value.lower() in ("true", "1")
             else:
                 try:
                     from_query[key] = float(value)
                 except ValueError:
                     raise DriverError(
-                        f"{key} in sqlite URL {url!r} must be a number of seconds, got {value!r}"
+                        f"{key} in sqlite URL {shown!r} must be a number of seconds, got {value!r}"
                     ) from None
         return cls(path, **{**from_query, **options})
 

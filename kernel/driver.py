@@ -28,6 +28,7 @@ import attrs
 from .clock import Clock
 from .codec import Codec
 from .models import Acquired, Claim, Job, JobState, Plan, RunResult
+from .redact import redact_url
 from .schedule import Schedule
 
 
@@ -97,7 +98,9 @@ class Driver(abc.ABC):
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Driver:
         """Create a driver from a store URL (``scheme://...``) and keyword options."""
-        raise NotImplementedError(f"{cls.__name__} cannot be created from a URL ({url!r})")
+        raise NotImplementedError(
+            f"{cls.__name__} cannot be created from a URL ({redact_url(url)!r})"
+        )
 
     # --- lifecycle --------------------------------------------------------------------------
 

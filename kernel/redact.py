@@ -52,7 +52,15 @@ def redact_url(url: str) -> str:
                 )
         if not changed:
             return url
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        if "//" not in url:
+            return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        # urlunsplit drops an empty authority (sqlite:///x.db would become sqlite:/x.db)
+        rebuilt = f"{parts.scheme}://{netloc}{parts.path}"
+        if query:
+            rebuilt += f"?{query}"
+        if parts.fragment:
+            rebuilt += f"#{parts.fragment}"
+        return rebuilt
     except ValueError:
         return redact(url)
 
