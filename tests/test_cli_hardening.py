@@ -192,7 +192,7 @@ def test_driver_errors_that_show_the_url_are_masked(tmp_path: Path) -> None:
         ),
         (
             ["list", "--driver", f"redis://:{PASSWORD}@127.0.0.1:{closed}/0"],
-            f"cannot open the store redis://:***@127.0.0.1:{closed}/0",
+            f"redis://:***@127.0.0.1:{closed}/0",
         ),
         (
             ["list", "--driver", f"redis://:{PASSWORD}@127.0.0.1:{closed}/0?bogus=1"],

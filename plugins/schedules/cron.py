@@ -318,7 +318,13 @@ class CronSchedule(Schedule):
         self.timezone = zone_name(self.zone)
         self.source = text
         self.key = key
-        self.expression, fields, expanded = _compile(text, key)
+        try:
+            self.expression, fields, expanded = _compile(text, key)
+        except InvalidCronError as exc:
+            if text == expression:
+                raise
+            # the message names what the caller wrote, not only its whitespace-folded form
+            raise InvalidCronError(f"{exc} (given as {short(expression)})") from None
         self._cron_text = _croniter_text(fields)
         self._hours = sorted(expanded[_HOUR]) if expanded[_HOUR] != ["*"] else list(range(24))
         self._minutes = sorted(expanded[_MIN]) if expanded[_MIN] != ["*"] else list(range(60))
