@@ -169,8 +169,8 @@ class Kernel:
             self._state = "stopped"
             raise DriverError(
                 f"the {type(driver).__name__} driver ({_describe(self._driver_spec)}) does not "
-                "support trio: run this kernel on asyncio, or use a driver that supports trio "
-                "(memory://)"
+                "support trio (it runs on asyncio only): run this kernel on asyncio, or use a "
+                "driver that supports trio (memory://)"
             )
         ctx = DriverContext(
             clock=self.clock,
@@ -1347,7 +1347,8 @@ def _running_trio() -> bool:
 
 
 def _describe(spec: object) -> str:
-    return redact(spec) if isinstance(spec, str) else type(spec).__name__
+    """A driver URL or object for a message, without credentials."""
+    return redact(spec if isinstance(spec, str) else _safe_repr(spec))
 
 
 def _leaves(exc: BaseException) -> Iterator[BaseException]:
