@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import inspect
 import json
 import logging
+import math
 import os
 import socket
 import traceback
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,10 +22,11 @@ import anyio
 import anyio.abc
 
 from .clock import Clock, SystemClock
-from .codec import Codec
+from .codec import MAX_DEPTH, Codec, check_json
 from .context import TaskContext
 from .driver import Driver, DriverContext
 from .errors import (
+    DriverError,
     InvalidArgumentError,
     InvalidDataError,
     InvalidTaskError,
@@ -35,6 +39,7 @@ from .errors import (
 )
 from .manager import Hooks, create_plugin_manager, load_driver_class
 from .models import Claim, Job, JobState, Outcome, Plan, RunResult, check_time
+from .redact import redact
 from .registry import (
     TaskDefinition,
     TaskRegistry,
@@ -81,6 +86,9 @@ class Kernel:
         clock: the time source (default :class:`SystemClock`; tests pass a VirtualClock).
         concurrency: runs at once in this kernel.
         shutdown_timeout: seconds running tasks get to finish at shutdown before cancellation.
+        cancel_grace: seconds a cancelled run (at shutdown, or past its task's ``timeout``) gets
+            to end; one that ignores its cancellation longer is abandoned: its claim is released
+            (shutdown) or recorded as timed out, and the kernel stops waiting for it.
         driver_options: keyword options for a driver given as a URL.
         entry_points: load plugins from the ``tickkit.plugins`` entry-point group.
         settings: settings for plugins, read as ``kernel.settings`` (for example
@@ -97,6 +105,7 @@ class Kernel:
         clock: Clock | None = None,
         concurrency: int = 64,
         shutdown_timeout: float = 30.0,
+        cancel_grace: float = 5.0,
         driver_options: Mapping[str, Any] | None = None,
         entry_points: bool = True,
         settings: Mapping[str, Any] | None = None,
@@ -118,6 +127,7 @@ class Kernel:
         self.clock: Clock = clock or SystemClock()
         self.concurrency = concurrency
         self.shutdown_timeout = shutdown_timeout
+        self.cancel_grace = cancel_grace
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.hooks: Hooks | None = None
         self.driver: Driver | None = None
@@ -128,7 +138,6 @@ class Kernel:
         self._inflight: set[Claim] = set()
         self._queue: deque[Claim] = deque()
         self._idle: list[anyio.Event] = []
-        self._workers = 0
         self._running_by_name: dict[str, int] = {}
         self._limits: dict[str, tuple[int, anyio.Semaphore]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
@@ -140,6 +149,12 @@ class Kernel:
         self._scopes: set[anyio.CancelScope] = set()
         self._all_done: anyio.Event | None = None
         self._owner: int | None = None
+        #: the worker tasks that run tasks (see _Worker); abandoned ones are not in it
+        self._pool: set[_Worker] = set()
+        self._pool_changed: anyio.Event | None = None
+        #: strong references to detached asyncio tasks (the event loop keeps weak ones)
+        self._detached: set[asyncio.Task[None]] = set()
+        self._trio = False
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -159,21 +174,60 @@ class Kernel:
         self.hooks = Hooks(create_plugin_manager(self._plugins, entry_points=self._entry_points))
         self.hooks.refresh()
         self.codec = self.hooks.data_codec()
-        self.driver = self._resolve_driver(self._driver_spec)
-        await self.driver.start(
-            DriverContext(
-                clock=self.clock,
-                codec=self.codec,
-                parse_schedule=self.hooks.parse_spec,
-                plan=self._plan,
-                notify=self.wakeup,
-                owner=self.id,
+        driver = self.driver = self._resolve_driver(self._driver_spec)
+        self._trio = _running_trio()
+        if self._trio and not driver.supports_trio:
+            self._state = "stopped"
+            raise DriverError(
+                f"the {type(driver).__name__} driver ({_describe(self._driver_spec)}) does not "
+                "support trio (it runs on asyncio only): run this kernel on asyncio, or use a "
+                "driver that supports trio (memory://)"
             )
+        ctx = DriverContext(
+            clock=self.clock,
+            codec=self.codec,
+            parse_schedule=self.hooks.parse_spec,
+            plan=self._plan,
+            notify=self.wakeup,
+            owner=self.id,
         )
+        try:
+            await self._to_the_end(lambda: driver.start(ctx))
+        except BaseException:
+            # a driver that failed half way may hold a connection (a thread, a socket)
+            with anyio.CancelScope(shield=True):
+                try:
+                    await driver.stop()
+                except Exception:
+                    log.debug("closing driver %s after its failed start", driver, exc_info=True)
+            self._state = "stopped"
+            raise
         attach = getattr(self.clock, "attach", None)
         if attach is not None:
             attach(self)
         self._state = "open"
+
+    async def _to_the_end(self, call: Callable[[], Awaitable[None]]) -> None:
+        """Await a store call to its end even when this task is cancelled meanwhile, then
+        raise the cancellation: a driver's start cut short (``asyncio.run`` cancels every task
+        as it exits) can leave a connection thread that nothing closes."""
+        if self._trio:
+            with anyio.CancelScope(shield=True):  # trio cancels only through scopes
+                await call()
+            return
+        inner = asyncio.get_running_loop().create_task(_awaited(call))
+        try:
+            await asyncio.shield(inner)
+        except asyncio.CancelledError:
+            with anyio.CancelScope(shield=True):
+                while not inner.done():
+                    try:
+                        await asyncio.wait([inner])
+                    except asyncio.CancelledError:
+                        continue
+            if not inner.cancelled():
+                inner.exception()  # retrieved: the cancellation is what the caller sees
+            raise
 
     def _reset(self) -> None:
         """Make a stopped kernel startable again (a fresh driver context, fresh events)."""
@@ -188,7 +242,12 @@ class Kernel:
         self._limits.clear()
         self._queue.clear()
         self._idle.clear()
-        self._workers = 0
+        self._pool.clear()
+        self._pool_changed = None
+        self._inflight.clear()
+        self._running_by_name.clear()
+        self._scopes.clear()
+        self._alive = 0
 
     def _resolve_driver(self, spec: Driver | str) -> Driver:
         if isinstance(spec, Driver):
@@ -210,21 +269,26 @@ class Kernel:
             return
         await self.open()
         assert self.hooks is not None and self.driver is not None
-        for definition in self.hooks.load_tasks(self):
-            self.tasks.add(definition)
-        await self.sync_static()
-        self._exit = AsyncExitStack()
-        self._tg = await self._exit.enter_async_context(anyio.create_task_group())
-        self._owner = anyio.get_current_task().id
-        self._state = "running"
-        _running.append(self)
-        self._spawn(self._dispatch)
-        if self.driver.lease_duration:
-            self._spawn(self._renew_leases, self.driver.lease_duration)
-        for service in self.hooks.kernel_services(self):
-            self._spawn(self._service, service)
-        self._run_immediate()
-        self.hooks.kernel_started(self)
+        try:
+            for definition in self.hooks.load_tasks(self):
+                self.tasks.add(definition)
+            await self.sync_static()
+            self._owner = anyio.get_current_task().id
+            self._exit = AsyncExitStack()
+            self._tg = await self._exit.enter_async_context(anyio.create_task_group())
+            self._state = "running"
+            _running.append(self)
+            self._spawn(self._dispatch)
+            if self.driver.lease_duration:
+                self._spawn(self._renew_leases, self.driver.lease_duration)
+            for service in self.hooks.kernel_services(self):
+                self._spawn(self._service, service)
+            self._run_immediate()
+            self.hooks.kernel_started(self)
+        except BaseException:
+            # close whatever this start opened (task group, services, driver), then re-raise
+            await self._close(grace=0.0, notify=False)
+            raise
 
     async def stop(self) -> None:
         """Stop taking jobs, wait ``shutdown_timeout`` (on the kernel's clock) for running ones,
@@ -236,38 +300,65 @@ class Kernel:
         """
         if self._state == "open":
             assert self.driver is not None
-            await self.driver.stop()
             self._state = "stopped"
+            with anyio.CancelScope(shield=True):
+                await self.driver.stop()
             return
         if self._state == "running":
-            await self._shutdown()
+            await self._close(grace=self.shutdown_timeout, notify=True)
         elif self._state == "stopping":
             await self._closed.wait()
         if self._exit is not None and anyio.get_current_task().id == self._owner:
-            exit_stack, self._exit = self._exit, None
+            await self._exit_task_group()
+
+    async def _exit_task_group(self) -> None:
+        exit_stack, self._exit = self._exit, None
+        if exit_stack is not None:
             await exit_stack.aclose()
 
-    async def _shutdown(self) -> None:
-        assert self.hooks is not None and self._tg is not None
+    async def _close(self, *, grace: float, notify: bool) -> None:
+        """Shut down: stop taking jobs, give running tasks ``grace`` seconds, cancel them,
+        abandon those that ignore it, release every claim not finished, close the driver.
+
+        Also undoes a start that failed half way (``notify`` False: no stopping hook)."""
+        assert self.hooks is not None and self.driver is not None
+        if self._state == "running" and notify:
+            self._state = "stopping"
+            self.hooks.kernel_stopping(self)
         self._state = "stopping"
-        self.hooks.kernel_stopping(self)
         if self._dispatch_scope is not None:
             self._dispatch_scope.cancel()
         self._wakeup.set()
-        with anyio.CancelScope(shield=True):
-            # the grace period is measured on the kernel's clock (virtual in tests)
-            deadline = self.clock.now() + timedelta(seconds=self.shutdown_timeout)
-            while self._inflight and self.clock.now() < deadline:
-                done = anyio.Event()
-                self._drained = done
-                await self.clock.wait_until(deadline, done)
-            for internal in list(self._scopes):
-                internal.cancel()
-            while self._alive:
-                done = anyio.Event()
-                self._all_done = done
-                await done.wait()
-            # claims handed to the pool that no worker had started yet go back to the store
+        try:
+            with anyio.CancelScope(shield=True):
+                # the grace period is measured on the kernel's clock (virtual in tests)
+                deadline = self.clock.now() + timedelta(seconds=grace)
+                while self._inflight and self.clock.now() < deadline:
+                    done = anyio.Event()
+                    self._drained = done
+                    await self.clock.wait_until(deadline, done)
+                await self._stop_workers()
+                for internal in list(self._scopes):
+                    internal.cancel()
+                if anyio.get_current_task().id != self._owner:
+                    while self._alive:
+                        done = anyio.Event()
+                        self._all_done = done
+                        await done.wait()
+        finally:
+            try:
+                if anyio.get_current_task().id == self._owner:
+                    # the task that opened the task group closes it: this also waits for
+                    # internal tasks that were cancelled before they first ran (asyncio.run
+                    # cancelling every task at exit), which no counter can see
+                    await self._exit_task_group()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self._close_store()
+
+    async def _close_store(self) -> None:
+        # claims handed to the pool that no worker had started yet go back to the store
+        try:
             while self._queue:
                 claim = self._queue.popleft()
                 self._inflight.discard(claim)
@@ -276,11 +367,39 @@ class Kernel:
             if self in _running:
                 _running.remove(self)
             assert self.driver is not None
-            try:
-                await self.driver.stop()
-            finally:
-                self._state = "stopped"
-                self._closed.set()
+            await self.driver.stop()
+        finally:
+            self._state = "stopped"
+            self._closed.set()
+
+    async def _stop_workers(self) -> None:
+        """Cancel the workers; abandon those whose run ignores it for ``cancel_grace``.
+
+        A worker inside a store call is not cancelled (a claim taken by a call cut short would
+        stay claimed until its lease expires): it ends when the call returns."""
+        for worker in list(self._pool):
+            if worker.in_store:
+                worker.retire = True
+            else:
+                worker.scope.cancel()
+        deadline = self.clock.now() + timedelta(seconds=self.cancel_grace)
+        while self._pool and self.clock.now() < deadline:
+            changed = anyio.Event()
+            self._pool_changed = changed
+            await self.clock.wait_until(deadline, changed)
+        for worker in list(self._pool):
+            claim = self._abandon(worker)
+            if claim is None:
+                continue
+            log.error(
+                "job %s (task %s) ignored its cancellation at shutdown for %ss: abandoned; its "
+                "claim is released for another worker and the run is left to end on its own",
+                claim.job.id,
+                claim.job.name,
+                self.cancel_grace,
+            )
+            if not claim.local:
+                await self._release(claim)
 
     def _spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Start a kernel-internal task, counted so that shutdown can wait for all of them.
@@ -318,10 +437,16 @@ class Kernel:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    async def serve(self) -> None:
-        """Start, run until :meth:`request_stop` is called (or the caller is cancelled), stop."""
+    async def serve(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Start, run until :meth:`request_stop` is called (or the caller is cancelled), stop.
+
+        ``await task_group.start(kernel.serve)`` returns once the kernel runs (static schedules
+        stored, ``create_task`` works); a failed start raises there."""
         await self.start()
         try:
+            task_status.started()
             await self._stop_requested.wait()
         finally:
             await self.stop()
@@ -597,7 +722,12 @@ class Kernel:
                 deadline: datetime | None = None
                 if free > 0:
                     try:
-                        acquired = await driver.acquire(now=now, limit=free, exclude=self._capped())
+                        # never cut a claiming call short: the store would hold claims the
+                        # kernel never saw until their leases expire
+                        with anyio.CancelScope(shield=True):
+                            acquired = await driver.acquire(
+                                now=now, limit=free, exclude=self._capped()
+                            )
                     except Exception as exc:
                         failures += 1
                         delay = min(0.5 * 2 ** min(failures, 6), 30.0)
@@ -605,6 +735,9 @@ class Kernel:
                         await self.clock.wait_until(now + timedelta(seconds=delay), anyio.Event())
                         continue
                     failures = 0
+                    if self._state != "running":
+                        await self._give_back(acquired.claims)
+                        break
                     for claim in acquired.claims:
                         self._submit(claim)
                     if len(acquired.claims) >= free:
@@ -623,6 +756,21 @@ class Kernel:
                 await self.clock.wait_until(deadline, self._wakeup)
         self._dispatch_scope = None
 
+    async def _give_back(self, claims: Sequence[Claim]) -> None:
+        """Release claims taken after the kernel began stopping: another worker runs them."""
+        held = [c for c in claims if not c.local]
+        if not held:
+            return
+        assert self.driver is not None
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.driver.release(held)
+            except Exception:
+                log.exception(
+                    "could not release %d job(s) claimed while stopping; their leases will expire",
+                    len(held),
+                )
+
     async def _renew_leases(self, lease: float) -> None:
         assert self.driver is not None
         every = timedelta(seconds=lease / 3)
@@ -632,12 +780,21 @@ class Kernel:
             if not claims:
                 continue
             try:
-                lost = await self.driver.renew(claims, self.clock.now())
+                with anyio.CancelScope(shield=True):
+                    lost = await self.driver.renew(claims, self.clock.now())
             except Exception as exc:
                 log.warning("renewing %d lease(s) failed: %s", len(claims), exc)
                 continue
+            if not lost:
+                continue
+            # a run that finished while the renewal was in flight gave its claim up itself:
+            # only a claim this kernel still holds, and is not recording, was taken over
+            finishing = {w.claim for w in self._pool if w.in_store}
             for claim in lost:
-                log.warning("lost the lease on job %s (another worker may run it)", claim.job.id)
+                if claim in self._inflight and claim not in finishing:
+                    log.warning(
+                        "lost the lease on job %s (another worker may run it)", claim.job.id
+                    )
 
     async def _service(self, service: Any) -> None:
         try:
@@ -655,111 +812,225 @@ class Kernel:
         self._queue.append(claim)
         if self._idle:
             self._idle.pop().set()
-        elif self._workers < self.concurrency:
-            self._workers += 1
-            self._spawn(self._worker)
+        elif len(self._pool) < self.concurrency:
+            self._start_worker()
 
-    async def _worker(self) -> None:
+    def _start_worker(self) -> None:
+        """Start a worker in a task of its own that the kernel does not have to await.
+
+        Structured concurrency forbids leaving a child behind, and a task that ignores its
+        cancellation must not keep the kernel from stopping: workers run in a plain asyncio
+        task (trio: a system task), and the kernel tracks them itself (see _Worker)."""
+        worker = _Worker()
+        self._pool.add(worker)
+        if self._trio:
+            import trio
+
+            trio.lowlevel.spawn_system_task(
+                self._worker_trio, worker, name="tickkit worker", context=contextvars.copy_context()
+            )
+        else:
+            task = asyncio.get_running_loop().create_task(self._worker(worker))
+            self._detached.add(task)
+            # a done callback, not a finally: it also runs for a task cancelled before it ran
+            task.add_done_callback(lambda t: self._worker_done(worker, t))
+
+    def _worker_done(self, worker: _Worker, task: asyncio.Task[None]) -> None:
+        self._detached.discard(task)
+        self._worker_ended(worker)
+        if not task.cancelled():
+            exc = task.exception()
+            if exc is not None:
+                log.error("tickkit worker failed", exc_info=exc)
+
+    async def _worker_trio(self, worker: _Worker) -> None:
+        # a system task must never raise: trio would end the whole run
+        try:
+            await self._worker(worker)
+        except BaseException as exc:
+            if not isinstance(exc, anyio.get_cancelled_exc_class()):
+                log.error("tickkit worker failed", exc_info=exc)
+        finally:
+            self._worker_ended(worker)
+
+    def _worker_ended(self, worker: _Worker) -> None:
+        if worker in self._pool:
+            self._pool.discard(worker)
+            if self._pool_changed is not None:
+                self._pool_changed.set()
+            if (
+                self._state == "running"
+                and self._queue
+                and not self._idle
+                and len(self._pool) < self.concurrency
+            ):
+                self._start_worker()  # claims still queued: a worker takes its place
+
+    async def _worker(self, worker: _Worker) -> None:
         queue = self._queue
         try:
-            while True:
-                if not queue:
-                    idle = anyio.Event()
-                    self._idle.append(idle)
-                    await idle.wait()
-                    continue
-                await self._run_claim(queue.popleft())
+            with worker.scope:
+                while True:
+                    if not queue:
+                        idle = anyio.Event()
+                        self._idle.append(idle)
+                        try:
+                            await idle.wait()
+                        finally:
+                            if not idle.is_set():
+                                self._idle.remove(idle)
+                        continue
+                    claim = queue.popleft()
+                    worker.claim = claim
+                    await self._run_claim(claim, worker)
+                    if worker.abandoned:
+                        return
+                    worker.claim = None
+                    if worker.retire or worker.scope.cancel_called:
+                        return
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt) or _contains(exc, KeyboardInterrupt):
+                self._raise_in_kernel(exc)
+                return
+            raise
         finally:
-            self._workers -= 1
+            if not worker.abandoned:
+                self._worker_ended(worker)
 
-    async def _run_claim(self, claim: Claim) -> None:
+    def _raise_in_kernel(self, exc: BaseException) -> None:
+        """Ctrl-C (KeyboardInterrupt) raised in a task stops the program, as it would without
+        tickkit: it is raised again in the kernel's task group, which ends the ``async with``
+        (or ``serve``) around the kernel; on asyncio it also stops the event loop."""
+        tg = self._tg
+        if tg is None:
+            return
+
+        async def reraise() -> None:
+            raise exc
+
+        tg.start_soon(reraise)
+
+    def _abandon(self, worker: _Worker) -> Claim | None:
+        """Stop waiting for a worker whose run ignores its cancellation: it leaves the pool
+        and the run's bookkeeping ends now. Return the claim it held (None if it held none or
+        was abandoned already); the caller records or releases it."""
+        if worker.abandoned:
+            return None
+        worker.abandoned = True
+        self._worker_ended(worker)
+        claim = worker.claim
+        if claim is None:
+            return None
+        self._run_ended(claim, refilled=False)
+        return claim
+
+    def _run_ended(self, claim: Claim, *, refilled: bool) -> None:
+        name = claim.job.name
+        self._inflight.discard(claim)
+        left = self._running_by_name.get(name, 1) - 1
+        if left:
+            self._running_by_name[name] = left
+        else:
+            self._running_by_name.pop(name, None)
+        if not refilled:
+            # a slot is free, or a max_instances cap may have lifted
+            self._wakeup.set()
+        if self._drained is not None and not self._inflight:
+            self._drained.set()
+
+    async def _run_claim(self, claim: Claim, worker: _Worker) -> None:
         name = claim.job.name
         self._running_by_name[name] = self._running_by_name.get(name, 0) + 1
         settled = False
         refilled = False
         try:
             try:
-                refilled = await self._execute(claim)
+                refilled = await self._execute(claim, worker)
             except Exception:
                 # a bug in a plugin or driver: never let it stop the kernel; the claim is
                 # released so that the job is not lost
                 log.exception("internal error while running job %s", claim.job.id)
-                if not claim.local:
+                if not claim.local and not worker.abandoned:
                     await self._release(claim)
             settled = True
         finally:
-            # cancelled (shutdown, past the grace period): release the claim for another worker
-            if not settled and not claim.local:
-                with anyio.CancelScope(shield=True):
-                    await self._release(claim)
-            self._inflight.discard(claim)
-            left = self._running_by_name.get(name, 1) - 1
-            if left:
-                self._running_by_name[name] = left
-            else:
-                self._running_by_name.pop(name, None)
-            if not refilled:
-                # a slot is free, or a max_instances cap may have lifted
-                self._wakeup.set()
-            if self._drained is not None and not self._inflight:
-                self._drained.set()
+            if not worker.abandoned:
+                # cancelled (shutdown, past the grace period): release the claim for another
+                # worker
+                if not settled and not claim.local:
+                    with anyio.CancelScope(shield=True):
+                        await self._release(claim)
+                self._run_ended(claim, refilled=refilled)
 
     async def _release(self, claim: Claim) -> None:
         assert self.driver is not None
         try:
-            await self.driver.release([claim])
+            with anyio.CancelScope(shield=True):
+                await self.driver.release([claim])
         except Exception:
             log.exception("could not release job %s; its lease will expire", claim.job.id)
 
-    async def _complete(self, claim: Claim, result: RunResult) -> bool:
+    async def _complete(self, claim: Claim, result: RunResult, worker: _Worker) -> bool:
         """Record the outcome. Return True when the driver refilled this worker's slot with
-        new claims in the same call (the dispatcher then has nothing to do)."""
-        if claim.local:
+        new claims in the same call (the dispatcher then has nothing to do).
+
+        The worker is marked as inside a store call meanwhile: shutdown does not cancel it
+        then (a claim taken by a cut-short call would stay claimed)."""
+        if claim.local or worker.abandoned:
             return False
         assert self.driver is not None
         driver = self.driver
-        if driver.fetches_on_complete and self._state == "running":
-            # the finishing claim's slot counts as free
-            free = self.concurrency - len(self._inflight) + 1
+        worker.in_store = True
+        try:
+            if driver.fetches_on_complete and self._state == "running":
+                # the finishing claim's slot counts as free
+                free = self.concurrency - len(self._inflight) + 1
+                try:
+                    acquired = await driver.complete_and_acquire(
+                        claim,
+                        result,
+                        now=self.clock.now(),
+                        limit=free,
+                        exclude=self._capped(finishing=claim.job.name),
+                    )
+                except Exception:
+                    log.exception(
+                        "could not record the outcome of job %s; its lease will expire and it "
+                        "runs again",
+                        claim.job.id,
+                    )
+                    return False
+                if self._state != "running":
+                    # taken after stop began: back to the store for another worker
+                    await self._give_back(acquired.claims)
+                    return False
+                for new in acquired.claims:
+                    self._submit(new)
+                return len(acquired.claims) >= free
             try:
-                acquired = await driver.complete_and_acquire(
-                    claim,
-                    result,
-                    now=self.clock.now(),
-                    limit=free,
-                    exclude=self._capped(finishing=claim.job.name),
-                )
+                if self._state != "running" or worker.scope.cancel_called:
+                    with anyio.CancelScope(shield=True):
+                        await driver.complete(claim, result)
+                else:
+                    await driver.complete(claim, result)
             except Exception:
                 log.exception(
                     "could not record the outcome of job %s; its lease will expire and it runs "
                     "again",
                     claim.job.id,
                 )
-                return False
-            for new in acquired.claims:
-                self._submit(new)
-            return len(acquired.claims) >= free
-        try:
-            if self._state == "stopping":
-                with anyio.CancelScope(shield=True):
-                    await self.driver.complete(claim, result)
-            else:
-                await self.driver.complete(claim, result)
-        except Exception:
-            log.exception(
-                "could not record the outcome of job %s; its lease will expire and it runs again",
-                claim.job.id,
-            )
-        return False
+            return False
+        finally:
+            worker.in_store = False
 
-    async def _execute(self, claim: Claim) -> bool:
+    async def _execute(self, claim: Claim, worker: _Worker) -> bool:
         """Run one claim; return what :meth:`_complete` returned."""
         assert self.hooks is not None
         hooks = self.hooks
         job = claim.job
         now = self.clock.now()
         if job.defect is not None:
-            return await self._fail_unreadable(claim, job.defect, now)
+            return await self._fail_unreadable(claim, job.defect, now, worker)
         definition = self.tasks.get(job.name)
         if definition is None:
             refilled = await self._complete(
@@ -769,6 +1040,7 @@ class Kernel:
                     now,
                     error=f"no task named {job.name!r} is loaded in worker {self.id}",
                 ),
+                worker,
             )
             log.error("job %s: no task named %r is loaded", job.id, job.name)
             return refilled
@@ -778,28 +1050,32 @@ class Kernel:
             # a stored schedule no plugin can read (a bad cron, an unknown zone, a schedule type
             # whose plugin was removed): fail this job once, never claim it in a loop
             return await self._fail_unreadable(
-                claim, f"stored schedule {job.schedule!r} cannot be read: {exc}", now
+                claim, f"stored schedule {job.schedule!r} cannot be read: {exc}", now, worker
             )
         if not plan.run:
             hooks.run_missed(job, plan.scheduled_at, plan.missed, now)
             return await self._complete(
-                claim, RunResult(Outcome.MISSED, now, next_run_at=plan.next_run_at)
+                claim, RunResult(Outcome.MISSED, now, next_run_at=plan.next_run_at), worker
             )
         if plan.missed:
             hooks.run_missed(job, plan.scheduled_at, plan.missed, now)
         limit = self._limit(definition)
         if limit is not None:
             async with limit:
-                result = await self._invoke(definition, claim, plan)
+                result = await self._invoke(definition, claim, plan, worker)
         else:
-            result = await self._invoke(definition, claim, plan)
-        return await self._complete(claim, result)
+            result = await self._invoke(definition, claim, plan, worker)
+        if result is None:  # abandoned: recorded by whoever abandoned it
+            return False
+        return await self._complete(claim, result, worker)
 
-    async def _fail_unreadable(self, claim: Claim, reason: str, now: datetime) -> bool:
+    async def _fail_unreadable(
+        self, claim: Claim, reason: str, now: datetime, worker: _Worker
+    ) -> bool:
         """Complete a claim whose stored record cannot be read as FAILED, once, with no retry
         and no next occurrence: the job ends in the dead-letter view with ``reason``."""
         log.error("job %s cannot be run and is failed: %s", claim.job.id, reason)
-        return await self._complete(claim, RunResult(Outcome.FAILED, now, error=reason))
+        return await self._complete(claim, RunResult(Outcome.FAILED, now, error=reason), worker)
 
     def _limit(self, definition: TaskDefinition) -> anyio.Semaphore | None:
         if definition.max_instances is None:
@@ -812,7 +1088,23 @@ class Kernel:
             )
         return entry[1]
 
-    async def _invoke(self, definition: TaskDefinition, claim: Claim, plan: Plan) -> RunResult:
+    def _cancelled_by_kernel(self) -> bool:
+        """Whether a cancellation that reached the run now comes from outside the task: the
+        kernel's shutdown (the worker's cancel scope), or the host task's cancellation
+        (asyncio.run ending, trio's system nursery closing). A cancellation the task raised or
+        leaked itself is a failure of that run."""
+        if anyio.current_effective_deadline() == -math.inf:
+            return True
+        if not self._trio:
+            task = asyncio.current_task()
+            cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+            if cancelling is not None and cancelling():
+                return True
+        return False
+
+    async def _invoke(
+        self, definition: TaskDefinition, claim: Claim, plan: Plan, worker: _Worker
+    ) -> RunResult | None:
         assert self.hooks is not None
         hooks = self.hooks
         clock = self.clock
@@ -839,96 +1131,189 @@ class Kernel:
                         except Exception:
                             log.exception("a tickkit_wrap_run manager failed to enter")
                     hooks.run_started(ctx)
-                    outcome, value = await self._call(definition, ctx)
+                    outcome, value = await self._call(definition, ctx, claim, plan, worker)
             else:
                 hooks.run_started(ctx)
-                outcome, value = await self._call(definition, ctx)
+                outcome, value = await self._call(definition, ctx, claim, plan, worker)
         except Exception as exc:
             error = exc
             outcome = Outcome.FAILED
+        except BaseException as exc:
+            # CancelledError, a BaseExceptionGroup, SystemExit, GeneratorExit...: a failure of
+            # this run, unless it is the kernel's own cancellation or Ctrl-C
+            if worker.abandoned:
+                raise
+            if isinstance(exc, KeyboardInterrupt) or _contains(exc, KeyboardInterrupt):
+                raise
+            if _only_cancellations(exc) and self._cancelled_by_kernel():
+                raise
+            error = exc
+            outcome = Outcome.FAILED
+            if isinstance(exc, anyio.get_cancelled_exc_class()) and not self._trio:
+                # on Python 3.10 a cancellation of the host task looks like this too: the worker
+                # retires after recording the run, so an event loop that is closing never waits
+                # for it
+                worker.retire = True
+        if worker.abandoned:
+            log.warning(
+                "the abandoned run of job %s (task %s) ended after %.1fs",
+                claim.job.id,
+                definition.name,
+                (clock.now() - started).total_seconds(),
+            )
+            return None
+        if worker.timed_out and outcome is not Outcome.SKIPPED:
+            outcome, error = Outcome.TIMED_OUT, None
         finished = clock.now()
         duration = (finished - started).total_seconds()
-        job = claim.job
-        retry_at: datetime | None = None
         if error is not None or outcome is Outcome.TIMED_OUT:
-            attempts = job.max_attempts or definition.max_attempts
-            if claim.attempt < attempts and not isinstance(error, PrepareResultError):
-                backoff = job.backoff or definition.backoff
-                retry_at = finished + timedelta(seconds=backoff.delay_for(claim.attempt))
-            if outcome is Outcome.TIMED_OUT:
-                assert definition.timeout is not None
-                ctx.logger.warning(
-                    "task %s timed out after %ss (attempt %d)%s",
-                    definition.name,
-                    definition.timeout,
-                    claim.attempt,
-                    f"; retry at {retry_at.isoformat()}" if retry_at else "",
-                )
-                hooks.run_timed_out(ctx, definition.timeout, retry_at)
-                message = f"timed out after {definition.timeout}s"
-                tb = None
-            else:
-                assert error is not None
-                ctx.logger.error(
-                    "task %s failed (attempt %d)%s",
-                    definition.name,
-                    claim.attempt,
-                    f"; retry at {retry_at.isoformat()}" if retry_at else "",
-                    exc_info=error,
-                )
-                hooks.run_failed(ctx, error, retry_at, duration)
-                message = f"{type(error).__name__}: {error}"
-                tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-            hooks.run_finished(ctx, outcome, duration)
-            return RunResult(
-                outcome,
-                finished,
-                retry_at=retry_at,
-                next_run_at=None if retry_at else plan.next_run_at,
-                error=message,
-                traceback=tb,
-                started_at=started,
-            )
+            return self._failed(definition, ctx, claim, plan, error, started, finished)
         if outcome is Outcome.SKIPPED:
             hooks.run_skipped(ctx)
         else:
             hooks.run_succeeded(ctx, value, duration)
         hooks.run_finished(ctx, outcome, duration)
+        stored = None
+        if value is not None:
+            stored, problem = portable_value(value)
+            if problem is not None:
+                ctx.logger.warning(
+                    "task %s returned %s, which is not portable JSON (%s): stored as None",
+                    definition.name,
+                    _type_name(value),
+                    problem,
+                )
         return RunResult(
             outcome,
             finished,
             next_run_at=plan.next_run_at,
-            return_value=_jsonable(value),
+            return_value=stored,
             started_at=started,
         )
 
-    async def _call(self, definition: TaskDefinition, ctx: TaskContext) -> tuple[Outcome, Any]:
+    def _failed(
+        self,
+        definition: TaskDefinition,
+        ctx: TaskContext,
+        claim: Claim,
+        plan: Plan,
+        error: BaseException | None,
+        started: datetime,
+        finished: datetime,
+    ) -> RunResult:
+        """The result of a failed run (``error``) or of a timed-out one (``error`` None), with
+        a retry when attempts are left; reports it to the hooks."""
+        assert self.hooks is not None
+        hooks = self.hooks
+        job = claim.job
+        duration = (finished - started).total_seconds()
+        outcome = Outcome.FAILED if error is not None else Outcome.TIMED_OUT
+        retry_at: datetime | None = None
+        attempts = job.max_attempts or definition.max_attempts
+        if claim.attempt < attempts and not isinstance(error, PrepareResultError):
+            backoff = job.backoff or definition.backoff
+            retry_at = finished + timedelta(seconds=backoff.delay_for(claim.attempt))
+        retry_note = f"; retry at {retry_at.isoformat()}" if retry_at else ""
+        if error is None:
+            assert definition.timeout is not None
+            ctx.logger.warning(
+                "task %s timed out after %ss (attempt %d)%s",
+                definition.name,
+                definition.timeout,
+                claim.attempt,
+                retry_note,
+            )
+            hooks.run_timed_out(ctx, definition.timeout, retry_at)
+            message = f"timed out after {definition.timeout}s"
+            tb = None
+        else:
+            ctx.logger.error(
+                "task %s failed (attempt %d)%s",
+                definition.name,
+                claim.attempt,
+                retry_note,
+                exc_info=error,
+            )
+            hooks.run_failed(ctx, error, retry_at, duration)
+            message = _error_text(error)
+            tb = _traceback_text(error)
+        hooks.run_finished(ctx, outcome, duration)
+        return RunResult(
+            outcome,
+            finished,
+            retry_at=retry_at,
+            next_run_at=None if retry_at else plan.next_run_at,
+            error=message,
+            traceback=tb,
+            started_at=started,
+        )
+
+    async def _call(
+        self,
+        definition: TaskDefinition,
+        ctx: TaskContext,
+        claim: Claim,
+        plan: Plan,
+        worker: _Worker,
+    ) -> tuple[Outcome, Any]:
+        worker.timed_out = False
         if definition.timeout is None:
             return await self._call_inner(definition, ctx)
         deadline = ctx.started_at + timedelta(seconds=definition.timeout)
-        timed_out = False
-        caught: Exception | None = None
-        result: tuple[Outcome, Any] = (Outcome.SUCCEEDED, None)
-        async with anyio.create_task_group() as tg:
-            with anyio.CancelScope() as inner:
+        done = _RunEnd()
+        with anyio.CancelScope() as inner:
+            # the watchdog is a kernel task, not a child of this run: it can record the run and
+            # stop waiting for it when the task ignores the timeout's cancellation
+            self._spawn(self._watchdog, worker, claim, inner, deadline, done, definition, ctx, plan)
+            try:
+                return await self._call_inner(definition, ctx)
+            finally:
+                done.set()
+        return Outcome.TIMED_OUT, None  # the scope caught the watchdog's cancellation
 
-                async def watchdog() -> None:
-                    nonlocal timed_out
-                    await self.clock.sleep_until(deadline)
-                    timed_out = True
-                    inner.cancel()
-
-                tg.start_soon(watchdog)
-                try:
-                    result = await self._call_inner(definition, ctx)
-                except Exception as exc:
-                    caught = exc
-            tg.cancel_scope.cancel()
-        if timed_out and inner.cancelled_caught:
-            return Outcome.TIMED_OUT, None
-        if caught is not None:
-            raise caught
-        return result
+    async def _watchdog(
+        self,
+        worker: _Worker,
+        claim: Claim,
+        inner: anyio.CancelScope,
+        deadline: datetime,
+        done: _RunEnd,
+        definition: TaskDefinition,
+        ctx: TaskContext,
+        plan: Plan,
+    ) -> None:
+        await self.clock.wait_until(deadline, done.event)
+        if done.ended:
+            return
+        worker.timed_out = True
+        inner.cancel()
+        done.event = anyio.Event()
+        await self.clock.wait_until(deadline + timedelta(seconds=self.cancel_grace), done.event)
+        if done.ended or worker.claim is not claim:
+            return
+        # the task ignored the timeout's cancellation: record the run as timed out and stop
+        # waiting for it (its worker leaves the pool; a new one takes its place)
+        if self._abandon(worker) is None:
+            return
+        log.error(
+            "job %s (task %s) ignored its cancellation %ss after its timeout: abandoned; the run "
+            "is recorded as timed out and left to end on its own",
+            claim.job.id,
+            definition.name,
+            self.cancel_grace,
+        )
+        result = self._failed(definition, ctx, claim, plan, None, ctx.started_at, self.clock.now())
+        if claim.local:
+            return
+        assert self.driver is not None
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.driver.complete(claim, result)
+            except Exception:
+                log.exception(
+                    "could not record the outcome of job %s; its lease will expire",
+                    claim.job.id,
+                )
 
     @staticmethod
     async def _call_inner(definition: TaskDefinition, ctx: TaskContext) -> tuple[Outcome, Any]:
@@ -938,7 +1323,7 @@ class Kernel:
                 ok = await ok
             if not isinstance(ok, bool):
                 raise PrepareResultError(
-                    f"prepare of task {definition.name!r} returned {ok!r}; "
+                    f"prepare of task {definition.name!r} returned {short(ok)}; "
                     "it must return True or False"
                 )
             if not ok:
@@ -946,14 +1331,128 @@ class Kernel:
         return Outcome.SUCCEEDED, await definition.execute(ctx)
 
 
-def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
+class _RunEnd:
+    """Tells a watchdog that its run ended (a clock may set the event at its deadline)."""
+
+    __slots__ = ("ended", "event")
+
+    def __init__(self) -> None:
+        self.ended = False
+        self.event = anyio.Event()
+
+    def set(self) -> None:
+        self.ended = True
+        self.event.set()
+
+
+class _Worker:
+    """One worker of the pool: a long-lived task that runs claims one after another.
+
+    ``scope`` cancels it at shutdown. ``in_store`` is True while it records an outcome (a store
+    call that shutdown never cuts short: ``retire`` asks it to end after the call).
+    ``abandoned``: its run ignored its cancellation and the kernel stopped waiting for it.
+    ``timed_out``: the current run passed its task's timeout."""
+
+    __slots__ = ("abandoned", "claim", "in_store", "retire", "scope", "timed_out")
+
+    def __init__(self) -> None:
+        self.scope = anyio.CancelScope()
+        self.claim: Claim | None = None
+        self.in_store = False
+        self.retire = False
+        self.abandoned = False
+        self.timed_out = False
+
+
+async def _awaited(call: Callable[[], Awaitable[None]]) -> None:
+    await call()
+
+
+def _running_trio() -> bool:
     try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return True
+    return False
+
+
+def _describe(spec: object) -> str:
+    """A driver URL or object for a message, without credentials."""
+    return redact(spec if isinstance(spec, str) else short(spec))
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    """The exceptions inside a (Base)ExceptionGroup, recursively (the builtin one on 3.11+,
+    the backport anyio uses on 3.10), or ``exc`` itself."""
+    inner = getattr(exc, "exceptions", None)
+    if isinstance(inner, tuple) and any(
+        c.__name__ == "BaseExceptionGroup" for c in type(exc).__mro__
+    ):
+        for sub in inner:
+            yield from _leaves(sub)
+    else:
+        yield exc
+
+
+def _contains(exc: BaseException, kind: type[BaseException]) -> bool:
+    return any(isinstance(leaf, kind) for leaf in _leaves(exc))
+
+
+def _only_cancellations(exc: BaseException) -> bool:
+    cancelled = anyio.get_cancelled_exc_class()
+    return all(isinstance(leaf, cancelled) for leaf in _leaves(exc))
+
+
+#: the deepest nesting of lists and objects a stored return value may have (task data's)
+MAX_RESULT_DEPTH = MAX_DEPTH
+
+
+def portable_value(value: Any) -> tuple[Any, str | None]:
+    """The return value a driver stores for ``value``: strict JSON that every store and every
+    JSON reader (Node's ``JSON.parse``, Lua's cjson, SQLite) reads back alike, or None.
+
+    Portable means what task data may be (:func:`tickkit.codec.check_json`: finite floats, ints
+    within signed 64 bits, no lone surrogates, str keys, at most ``MAX_DEPTH`` deep). Returns
+    ``(value, None)`` (tuples as lists) or ``(None, why)``."""
+    problem = check_json(value)
+    if problem is not None:
+        where, why = problem
+        return None, f"{why}{f' at {where}' if where else ''}"
+    if value is None or type(value) in (bool, str, int, float):
+        return value, None
+    # containers come back as plain JSON (tuples as lists, subclasses as their base)
+    return json.loads(json.dumps(value, allow_nan=False)), None
+
+
+def _type_name(value: object) -> str:
+    kind = type(value)
+    if kind.__module__ == "builtins":
+        return kind.__qualname__
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _printable(text: str) -> str:
+    """``text`` with lone surrogates escaped, so every store can hold it."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _error_text(error: BaseException, limit: int = 2000) -> str:
+    try:
+        detail = str(error)
+    except Exception:
+        detail = "<str() of the exception failed>"
+    text = _printable(f"{type(error).__name__}: {detail}")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _traceback_text(error: BaseException) -> str | None:
+    try:
+        text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    except Exception:
         return None
-    return value
+    return _printable(text)
 
 
 def running_kernels() -> Sequence[Kernel]:

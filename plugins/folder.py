@@ -368,6 +368,11 @@ def tickkit_load_tasks(kernel: Kernel) -> list[TaskDefinition] | None:
     if root is None:
         return None
     folder = TaskFolder(root)
+    if kernel.settings.get("tasks_dir") is None:
+        # a script that happens to run beside such a folder gets its tasks too: say so
+        log.info(
+            "settings['tasks_dir'] is not set: loading the default tasks folder %s", folder.root
+        )
 
     def outside(name: str) -> str | None:
         found = kernel.tasks.get(name)

@@ -359,7 +359,7 @@ async def test_bad_settings_fail_the_start(
     )
     with pytest.raises(PluginError, match=message):
         await kernel.start()
-    assert kernel.state == "open"  # it never started dispatching
+    assert kernel.state == "stopped"  # a failed start closes what it opened (issue 11)
     await kernel.stop()
 
 
