@@ -295,7 +295,9 @@ async def test_a_lock_refused_at_once_is_not_called_a_timeout(
             await d.add_job(one_off("during"))
         assert time.monotonic() - started < 2
         message = str(info.value)
-        assert "stayed locked" not in message and "SQLITE_BUSY_SNAPSHOT" in message
+        assert "stayed locked" not in message and "refused the change at once" in message
+        if sys.version_info >= (3, 11):  # sqlite3 errors carry their code name from 3.11 on
+            assert "SQLITE_BUSY_SNAPSHOT" in message
         assert str(path) in message
         await d._exec("ROLLBACK")
         await d.add_job(one_off("after"))
