@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import os
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -52,3 +55,37 @@ def redis_server() -> Iterator[tuple[str, RedisServer | None]]:
 @pytest.fixture
 def redis_url(redis_server: tuple[str, RedisServer | None]) -> str:
     return redis_server[0]
+
+
+# --- no test run may hang at exit -------------------------------------------------------------
+# A test that fails before it stops a store (an aiosqlite connection's thread, say) leaves a
+# non-daemon thread behind, and the interpreter then waits for it forever after the summary:
+# CI would hang until its time limit. Such a thread fails the run instead, naming it.
+_LEFT_BEHIND: list[str] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    deadline = time.monotonic() + 5
+    while True:
+        alive = [
+            t
+            for t in threading.enumerate()
+            if t is not threading.main_thread() and not t.daemon and t.is_alive()
+        ]
+        if not alive or time.monotonic() > deadline:
+            break
+        alive[0].join(0.1)
+    if alive:
+        _LEFT_BEHIND.extend(t.name for t in alive)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _LEFT_BEHIND:
+        sys.stdout.flush()
+        sys.stderr.write(
+            f"\nthreads still running after the tests: {', '.join(_LEFT_BEHIND)}; a test did not "
+            "close what it opened (the run fails instead of hanging)\n"
+        )
+        sys.stderr.flush()
+        os._exit(int(pytest.ExitCode.TESTS_FAILED))

@@ -150,54 +150,62 @@ async def test_three_processes_run_each_of_1000_jobs_once(workers: Workers) -> N
 async def test_sigkill_mid_run_runs_again_and_store_is_intact(workers: Workers) -> None:
     admin = Kernel(SQLiteDriver(workers.db, keep_completed=True), tasks=registry())
     await admin.open()
-    driver = admin.driver
-    assert isinstance(driver, SQLiteDriver)
-    first = workers.start("first", "--lease", "1.5", "--poll", "0.2", "--keep-completed")
-    now = admin.clock.now()
-    # many quick jobs keep the first worker writing while it is killed
-    await driver.add_jobs(
-        [Job(id="slow-1", name="slow", next_run_at=now, scheduled_at=now, created_at=now)]
-        + [
-            Job(id=f"quick-{i}", name="record", next_run_at=now, scheduled_at=now, created_at=now)
-            for i in range(300)
-        ]
-    )
-    await anyio.to_thread.run_sync(
-        wait_for, lambda: ["start", "slow-1", "1"] in [ln[:3] for ln in lines(first)], 15
-    )
-    workers.kill("first")
-    killed_at = time.monotonic()
-    stored = await driver.get_job("slow-1")
-    assert stored is not None and stored.state.value == "running"
+    try:
+        driver = admin.driver
+        assert isinstance(driver, SQLiteDriver)
+        first = workers.start("first", "--lease", "1.5", "--poll", "0.2", "--keep-completed")
+        now = admin.clock.now()
+        # many quick jobs keep the first worker writing while it is killed
+        await driver.add_jobs(
+            [Job(id="slow-1", name="slow", next_run_at=now, scheduled_at=now, created_at=now)]
+            + [
+                Job(
+                    id=f"quick-{i}",
+                    name="record",
+                    next_run_at=now,
+                    scheduled_at=now,
+                    created_at=now,
+                )
+                for i in range(300)
+            ]
+        )
+        await anyio.to_thread.run_sync(
+            wait_for, lambda: ["start", "slow-1", "1"] in [ln[:3] for ln in lines(first)], 15
+        )
+        workers.kill("first")
+        killed_at = time.monotonic()
+        stored = await driver.get_job("slow-1")
+        assert stored is not None and stored.state.value == "running"
 
-    second = workers.start("second", "--lease", "1.5", "--poll", "0.2", "--keep-completed")
+        second = workers.start("second", "--lease", "1.5", "--poll", "0.2", "--keep-completed")
 
-    def slow_done() -> bool:
-        return ["done", "slow-1", "2"] in [ln[:3] for ln in lines(second)]
+        def slow_done() -> bool:
+            return ["done", "slow-1", "2"] in [ln[:3] for ln in lines(second)]
 
-    await anyio.to_thread.run_sync(wait_for, slow_done, 20)
-    # it ran again only once the killed worker's lease (1.5 s) had expired
-    assert time.monotonic() - killed_at >= 1.0
-    ran = {ln[1] for ln in lines(first, second) if ln[0] == "ran"}
-    for _ in range(500):
-        if len(ran) == 300:
-            break
-        await anyio.sleep(0.02)
+        await anyio.to_thread.run_sync(wait_for, slow_done, 20)
+        # it ran again only once the killed worker's lease (1.5 s) had expired
+        assert time.monotonic() - killed_at >= 1.0
         ran = {ln[1] for ln in lines(first, second) if ln[0] == "ran"}
-    assert ran == {f"quick-{i}" for i in range(300)}  # at least once each
-    # the task writes its "done" line before the kernel records the outcome (the driver
-    # batches outcome writes): wait for the record, not only for the line
-    job = await driver.get_job("slow-1")
-    for _ in range(500):
-        if job is not None and job.state.value != "running":
-            break
-        await anyio.sleep(0.02)
+        for _ in range(500):
+            if len(ran) == 300:
+                break
+            await anyio.sleep(0.02)
+            ran = {ln[1] for ln in lines(first, second) if ln[0] == "ran"}
+        assert ran == {f"quick-{i}" for i in range(300)}  # at least once each
+        # the task writes its "done" line before the kernel records the outcome (the driver
+        # batches outcome writes): wait for the record, not only for the line
         job = await driver.get_job("slow-1")
-    assert job is not None
-    assert job.state.value == "completed"
-    assert job.attempt == 2  # the killed attempt counted
-    assert job.runs == 1
-    await admin.stop()
+        for _ in range(500):
+            if job is not None and job.state.value != "running":
+                break
+            await anyio.sleep(0.02)
+            job = await driver.get_job("slow-1")
+        assert job is not None
+        assert job.state.value == "completed"
+        assert job.attempt == 2  # the killed attempt counted
+        assert job.runs == 1
+    finally:
+        await admin.stop()  # a failed assertion must not leave the store's thread running
     assert set(workers.stop_all().values()) == {0}
 
     with sqlite3.connect(workers.db) as conn:
