@@ -529,7 +529,8 @@ async def test_a_row_that_cannot_be_read_fails_alone(db: Path, clock: VirtualClo
             ).fetchone()
         conn.close()
         assert state == "failed"
-        assert "data" in error and "cannot be read" in error
+        # the reason names the field and what is in it
+        assert "data" in error and "cannot be read" in error and "not json{" in error
 
 
 @pytest.mark.parametrize("anyio_backend", ["trio"])
