@@ -6,12 +6,12 @@ tickkit's DST layer on top. The syntax and where it reads differently from class
 docs/time.md ("Cron syntax").
 
 Fields: 5 (minute hour day-of-month month day-of-week) or 6 (second first). Lists, ranges,
-steps, month and day names, ``?``, ``L`` (``L`` and ``1,L`` in day-of-month, ``5L`` in
-day-of-week: the last Friday), ``#`` (``1#2``: the second Monday), ``W`` (``15W``, croniter's
-nearest weekday; Node cannot run it), Jenkins ``H`` (hashed from the job's key, see
-:meth:`CronSchedule.keyed`) and the macros ``@yearly`` (``@annually``), ``@monthly``,
-``@weekly``, ``@daily`` (``@midnight``), ``@hourly``, ``@minutely``, ``@secondly``,
-``@weekdays``, ``@weekends``.
+steps, month and day names, ``?``, ``L`` (``L`` and ``1,L`` in day-of-month; ``5L`` in
+day-of-week: the last Friday, ``1,5L``: every Monday and the last Friday), ``#`` (``1#2``: the
+second Monday), ``W`` (``15W``, croniter's nearest weekday; Node cannot run it), Jenkins
+``H`` (hashed from the job's key, see :meth:`CronSchedule.keyed`) and the macros ``@yearly``
+(``@annually``), ``@monthly``, ``@weekly``, ``@daily`` (``@midnight``), ``@hourly``,
+``@minutely``, ``@secondly``, ``@weekdays``, ``@weekends``.
 
 DST (docs/time.md): a *fixed-time* job (hour field neither ``*`` nor a step) whose local time is
 skipped by a spring-forward jump runs once at the first instant after the jump, and a local
