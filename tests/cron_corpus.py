@@ -130,6 +130,16 @@ def _dow(rng: random.Random) -> str:
         return f"{rng.choice([str(rng.randint(0, 7)), rng.choice(DAYS)])}L"
     if r < 0.66:
         return f"{rng.choice(DAYS)}#{rng.randint(1, 5)}"
+    if r < 0.74:
+        # a list with L items: cron-parser reads it as the union of its items
+        last = [
+            f"{rng.choice([str(d), DAYS[d % 7]])}L" for d in rng.sample(range(8), rng.randint(1, 2))
+        ]
+        items = [*last, _field(rng, 0, 7, DAYS, star=0)] if rng.random() < 0.8 else last
+        if len(items) == 1:
+            items.append(str(rng.randint(0, 7)))
+        rng.shuffle(items)
+        return ",".join(items)
     return _field(rng, 0, 7, DAYS, star=0)
 
 
@@ -157,6 +167,18 @@ def corpus(seed: int = 12, size: int = 520) -> list[str]:
         "*/20 * * * * *",
         "0 0 29 2 *",
         "0 0 1-5,3 * *",
+        # day-of-week lists with L items (the union of the items), and L after a number > 7
+        "0 0 * * 1,5L",
+        "0 0 * * 5L,1",
+        "0 0 * * 0,6L",
+        "0 12 * * 5L,6L",
+        "0 0 * * 1-3,5L",
+        "0 0 * * */3,friL",
+        "0 0 15 * 1,5L",
+        "0 0 L * mon,5L",
+        "0 0 * * 14L",
+        "0 0 * * 8L",
+        "0 0 * * 1#2,5L",
     ]:
         out.append(fixed)
         seen.add(fixed)

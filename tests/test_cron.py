@@ -91,6 +91,54 @@ def test_day_field_readings_of_cron_parser() -> None:
     assert days("0 0 1-1 * *", 2) == ["Sun 02-01 00:00", "Sun 03-01 00:00"]
 
 
+#: next fire times from 2026-01-01T00:00Z as Node BullMQ 6's getNextMillis (cron-parser 5.10.3,
+#: contrib/bullmq-interop) computed them, run once; test_cron_differential.py checks them live
+NODE_LAST_WEEKDAY_LISTS = [
+    ("0 0 * * 1,5L", "UTC", ["01-05", "01-12", "01-19", "01-26", "01-30", "02-02"]),
+    ("0 0 * * 5L,1", "UTC", ["01-05", "01-12", "01-19", "01-26", "01-30", "02-02"]),
+    ("0 0 * * friL,mon", "UTC", ["01-05", "01-12", "01-19", "01-26", "01-30", "02-02"]),
+    ("0 0 * * 1-3,5L", "UTC", ["01-05", "01-06", "01-07", "01-12", "01-13", "01-14"]),
+    ("0 0 * * */3,5L", "UTC", ["01-03", "01-04", "01-07", "01-10", "01-11", "01-14"]),
+    ("0 0 * * 5L,5", "UTC", ["01-02", "01-09", "01-16", "01-23", "01-30", "02-06"]),
+    ("0 0 15 * 1,5L", "UTC", ["01-05", "01-12", "01-15", "01-19", "01-26", "01-30"]),
+    ("0 0 L * 1,5L", "UTC", ["01-05", "01-12", "01-19", "01-26", "01-30", "01-31"]),
+    # cron-parser reads only the first digit before L: 14L and 8L are the last Monday, 05L Sunday
+    ("0 0 * * 14L", "UTC", ["01-26", "02-23", "03-30", "04-27", "05-25", "06-29"]),
+    ("0 0 * * 8L", "UTC", ["01-26", "02-23", "03-30", "04-27", "05-25", "06-29"]),
+    ("0 0 * * 05L", "UTC", ["01-25", "02-22", "03-29", "04-26", "05-31", "06-28"]),
+    (
+        "30 9 * * 0,6L",
+        "Europe/Berlin",
+        ["01-04T08:30", "01-11T08:30", "01-18T08:30", "01-25T08:30", "01-31T08:30", "02-01T08:30"],
+    ),
+    (
+        "0 12 * * 5L,6L",
+        "America/New_York",
+        ["01-30T17:00", "01-31T17:00", "02-27T17:00", "02-28T17:00", "03-27T16:00", "03-28T16:00"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("expr", "zone", "node"), NODE_LAST_WEEKDAY_LISTS)
+def test_last_weekday_in_a_day_of_week_list_matches_node(
+    expr: str, zone: str, node: list[str]
+) -> None:
+    """A day-of-week list with L items is the union of its items, as in cron-parser."""
+    expected = [f"2026-{t if 'T' in t else t + 'T00:00'}:00+00:00" for t in node]
+    runs = next_runs(expr, after=T, count=len(node), timezone=zone)
+    assert [r.astimezone(UTC).isoformat() for r in runs] == expected
+    assert CronSchedule(expr, zone).to_spec()["value"] == expr  # stored as written, for Node
+
+
+def test_h_in_a_day_of_week_list_with_l_keeps_the_l_item() -> None:
+    stored = CronSchedule("0 0 * * H,5L", key="job").expression
+    assert stored.startswith("0 0 * * ") and stored.endswith(",5L")
+    plain = int(stored.split(" ")[4].split(",")[0])  # the hashed day, 0-6 from Sunday
+    runs = next_runs(stored, after=T, count=40)
+    assert {d.weekday() for d in runs} == {(plain - 1) % 7, 4}  # that day and Fridays
+    assert any(d.weekday() == 4 and d.day > 24 for d in runs)  # a last Friday among them
+
+
 @pytest.mark.parametrize(
     ("expr", "field"),
     [
@@ -102,6 +150,8 @@ def test_day_field_readings_of_cron_parser() -> None:
         ("0 0 * * 1#6", "day-of-week field"),
         ("0 0 * * 1-2#2", "day-of-week field"),
         ("0 0 * * 1,2#2", "day-of-week field"),
+        ("0 0 * * 1#2,5L", "day-of-week field"),  # cron-parser refuses it too
+        ("0 0 * * 1,L", "day-of-week field"),  # a standalone L: cron-parser refuses it too
         ("5-1 * * * *", "minute field"),
         ("0 0 * * fri-mon", "day-of-week field"),
         ("0 0 * foo *", "month field"),

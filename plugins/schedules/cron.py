@@ -6,12 +6,12 @@ tickkit's DST layer on top. The syntax and where it reads differently from class
 docs/time.md ("Cron syntax").
 
 Fields: 5 (minute hour day-of-month month day-of-week) or 6 (second first). Lists, ranges,
-steps, month and day names, ``?``, ``L`` (``L`` and ``1,L`` in day-of-month, ``5L`` in
-day-of-week: the last Friday), ``#`` (``1#2``: the second Monday), ``W`` (``15W``, croniter's
-nearest weekday; Node cannot run it), Jenkins ``H`` (hashed from the job's key, see
-:meth:`CronSchedule.keyed`) and the macros ``@yearly`` (``@annually``), ``@monthly``,
-``@weekly``, ``@daily`` (``@midnight``), ``@hourly``, ``@minutely``, ``@secondly``,
-``@weekdays``, ``@weekends``.
+steps, month and day names, ``?``, ``L`` (``L`` and ``1,L`` in day-of-month; ``5L`` in
+day-of-week: the last Friday, ``1,5L``: every Monday and the last Friday), ``#`` (``1#2``: the
+second Monday), ``W`` (``15W``, croniter's nearest weekday; Node cannot run it), Jenkins
+``H`` (hashed from the job's key, see :meth:`CronSchedule.keyed`) and the macros ``@yearly``
+(``@annually``), ``@monthly``, ``@weekly``, ``@daily`` (``@midnight``), ``@hourly``,
+``@minutely``, ``@secondly``, ``@weekdays``, ``@weekends``.
 
 DST (docs/time.md): a *fixed-time* job (hour field neither ``*`` nor a step) whose local time is
 skipped by a spring-forward jump runs once at the first instant after the jump, and a local
@@ -117,7 +117,9 @@ def _translate(field: int, text: str, expr: str) -> str:
             # cron-parser: "a/n" is "a-<highest>/n" (day-of-week: up to 7, Sunday)
             item = f"{m.group(1)}-{_HIGH[field]}/{m.group(2)}"
         elif field == _DOW and (m := _LAST_WEEKDAY.match(item)) is not None:
-            item = f"l{int(m.group(1)) % 7}"  # "5L" (last Friday) is croniter's "L5"
+            # "5L" (last Friday) is croniter's "L5". cron-parser reads only the first digit of
+            # the number before L ("14L" is the last Monday, "05L" the last Sunday): so do we
+            item = f"l{int(m.group(1)[0]) % 7}"
         if (m := _EQUAL_RANGE.match(item)) is not None and m.group(1) == m.group(2):
             item = m.group(1)  # "3-3" is 3 (croniter reads an equal range as the whole field)
         if (m := _EQUAL_RANGE.match(item)) is not None:
@@ -153,10 +155,38 @@ def _croniter_text(fields: list[str]) -> str:
     return " ".join(fields[i] for i in _CRONITER_ORDER)
 
 
+@lru_cache(maxsize=1024)
+def _dow_parts(dow: str) -> tuple[str, ...]:
+    """A day-of-week field (croniter's syntax) as parts croniter reads alone, whose union it is.
+
+    croniter refuses an ``L`` item in a list (``1,L5``); cron-parser reads such a list as the
+    union of its items (``1,5L``: every Monday and the last Friday). The plain items stay one
+    part, each ``L`` item is a part of its own.
+    """
+    items = dow.split(",")
+    if len(items) < 2 or not any(item.startswith("l") for item in items):
+        return (dow,)
+    plain = [item for item in items if not item.startswith("l")]
+    last = tuple(dict.fromkeys(item for item in items if item.startswith("l")))
+    return ((",".join(plain),) if plain else ()) + last
+
+
 def _expand(
     fields: list[str], raw: list[str], expression: str, key: bytes | None
 ) -> list[list[Any]]:
-    """croniter's expansion of the translated fields (seconds first); errors name the field."""
+    """croniter's expansion of the translated fields (seconds first); errors name the field.
+
+    A day-of-week list with ``L`` items is expanded part by part (:func:`_dow_parts`), its
+    values the union of the parts'.
+    """
+    parts = _dow_parts(fields[_DOW])
+    if len(parts) > 1:
+        merged: list[Any] = []
+        expanded: list[list[Any]] = []
+        for part in parts:
+            expanded = _expand([*fields[:_DOW], part], raw, expression, key)
+            merged.extend(v for v in expanded[_DOW] if v not in merged)
+        return [*expanded[:_DOW], ["*"] if "*" in merged else merged]
     try:
         expanded = croniter.expand(_croniter_text(fields), hash_id=key)[0]
     except Exception as exc:  # croniter raises ValueError and TypeError subclasses
@@ -192,8 +222,18 @@ def _compile(expression: str, key: str | None) -> tuple[str, list[str], list[lis
         # store the resolved values, so that Node (which hashes at random) computes the same times
         for i in hashed:
             values = expanded[i]
-            raw[i] = "*" if values == ["*"] else ",".join(str(v) for v in values)
-            fields[i] = raw[i]
+            last: list[str] = []
+            if i == _DOW and len(parts := _dow_parts(fields[i])) > 1:
+                # a list with L items: resolve the plain part, keep the L items (as "5L")
+                last = [f"{p[1:]}L" for p in parts if p.startswith("l")]
+                values = (
+                    []
+                    if parts[0].startswith("l")
+                    else _expand([*fields[:_DOW], parts[0]], raw, expression, hash_id)[_DOW]
+                )
+            plain = ["*"] if values == ["*"] else [str(v) for v in values]
+            raw[i] = ",".join(plain + last)
+            fields[i] = _translate(i, raw[i], expression) if last else raw[i]
         expanded = _expand(fields, raw, expression, None)
     resolved = expression
     if hashed:
@@ -205,7 +245,7 @@ def _compile(expression: str, key: str | None) -> tuple[str, list[str], list[lis
     dom_star, dow_star = dom_raw in ("*", "?"), dow_raw in ("*", "?")
     dom_all = expanded[_DOM] == ["*"] or set(expanded[_DOM]) >= set(range(1, 32))
     dow_all = expanded[_DOW] == ["*"] or set(expanded[_DOW]) >= set(range(7))
-    if (not dom_star and dom_all) or (not dow_star and dow_all and "#" not in dow_raw):
+    if (not dom_star and dom_all) or (not dow_star and dow_all and not re.search("[#lL]", dow_raw)):
         fields[_DOM] = fields[_DOW] = "*"
     return resolved, fields, expanded
 
@@ -282,13 +322,16 @@ def _month_days(dom: str, dow: str, year: int, month: int) -> tuple[int, ...] | 
     Both day fields restricted: a day matches when either does (cron-parser's rule), asked of
     croniter one field at a time.
     """
-    if dom == "*" or dow == "*":
+    parts = _dow_parts(dow)
+    if len(parts) == 1 and (dom == "*" or dow == "*"):
         return _croniter_days(dom, dow, year, month)
-    by_dom = _croniter_days(dom, "*", year, month)
-    by_dow = _croniter_days("*", dow, year, month)
-    if by_dom is None and by_dow is None:
+    # the union of the day-of-month field's days and each day-of-week part's (a list with L)
+    found = [_croniter_days("*", part, year, month) for part in parts]
+    if dom != "*":
+        found.append(_croniter_days(dom, "*", year, month))
+    if all(days is None for days in found):
         return None
-    return tuple(sorted(set(by_dom or ()) | set(by_dow or ())))
+    return tuple(sorted(set().union(*(days or () for days in found))))
 
 
 class CronSchedule(Schedule):
