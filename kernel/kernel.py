@@ -1119,19 +1119,14 @@ class Kernel:
             )
         if plan.missed:
             hooks.run_missed(job, plan.scheduled_at, plan.missed, now)
-        limit = self._limit(definition)
-        if limit is not None:
-            # the slot is the worker's, not this task's: an abandoned run gives it back when
-            # it is abandoned (see _abandon), so the task's later runs are not blocked by it
-            await limit.acquire()
-            worker.slot = limit
-            try:
-                result = await self._invoke(definition, claim, plan, worker)
-            finally:
-                if not worker.abandoned:
-                    self._free_slot(worker)
-        else:
+        # the max_instances slot is taken inside the run's timeout (see _call) and held by the
+        # worker, not by this task: an abandoned run gives it back when it is abandoned (see
+        # _abandon), so the task's later runs are never blocked by it
+        try:
             result = await self._invoke(definition, claim, plan, worker)
+        finally:
+            if not worker.abandoned:
+                self._free_slot(worker)
         if result is None:  # abandoned: recorded by whoever abandoned it
             return False
         return await self._complete(claim, result, worker)
@@ -1154,6 +1149,14 @@ class Kernel:
                 anyio.Semaphore(definition.max_instances),
             )
         return entry[1]
+
+    async def _take_slot(self, definition: TaskDefinition, worker: _Worker) -> None:
+        """Wait for a ``max_instances`` slot of the task, held by the worker until the run
+        ends or is abandoned."""
+        limit = self._limit(definition)
+        if limit is not None:
+            await limit.acquire()
+            worker.slot = limit
 
     @staticmethod
     def _free_slot(worker: _Worker) -> None:
@@ -1329,6 +1332,7 @@ class Kernel:
     ) -> tuple[Outcome, Any]:
         worker.timed_out = False
         if definition.timeout is None:
+            await self._take_slot(definition, worker)
             return await self._call_inner(definition, ctx)
         deadline = ctx.started_at + timedelta(seconds=definition.timeout)
         done = _RunEnd()
@@ -1337,6 +1341,8 @@ class Kernel:
             # stop waiting for it when the task ignores the timeout's cancellation
             self._spawn(self._watchdog, worker, claim, inner, deadline, done, definition, ctx, plan)
             try:
+                # waiting for a max_instances slot counts against the timeout
+                await self._take_slot(definition, worker)
                 return await self._call_inner(definition, ctx)
             finally:
                 done.set()

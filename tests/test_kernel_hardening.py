@@ -1054,6 +1054,13 @@ async def test_a_task_cancelling_its_own_asyncio_task_is_a_failed_run(
     task(name="selfcancel", execute=selfcancel, registry=registry)
     task(name="after", execute=after, registry=registry)
     clock = VirtualClock(T0)
+    with anyio.fail_after(10):  # before the fix: a hot loop
+        await _selfcancel_scenario(local_driver, registry, clock, runs)
+
+
+async def _selfcancel_scenario(
+    local_driver: Callable[..., Any], registry: TaskRegistry, clock: VirtualClock, runs: list[int]
+) -> None:
     async with Kernel(local_driver(), tasks=registry, clock=clock, shutdown_timeout=0) as kernel:
         job_id = await kernel.create_task("selfcancel")
         for _ in range(20):
@@ -1166,3 +1173,34 @@ async def test_stop_while_start_is_in_progress_stops_the_kernel(tmp_path: Path) 
             await kernel.stop()
     assert seen == ["stopped"]  # before the fix: "new" (a silent no-op) and left running
     assert kernel.state == "stopped"
+
+
+async def test_waiting_for_a_max_instances_slot_counts_against_the_timeout(
+    local_driver: Callable[..., Any],
+) -> None:
+    registry = TaskRegistry()
+    runs: list[int] = []
+
+    async def limited(ctx: TaskContext) -> None:
+        runs.append(ctx.attempt)
+
+    definition = task(
+        name="limited", execute=limited, timeout=1, max_instances=1, registry=registry
+    )
+    clock = VirtualClock(T0)
+    with anyio.fail_after(10):
+        async with Kernel(
+            local_driver(), tasks=registry, clock=clock, shutdown_timeout=0, cancel_grace=1
+        ) as kernel:
+            slot = kernel._limit(definition)  # a run elsewhere holds the only slot
+            assert slot is not None
+            await slot.acquire()
+            job_id = await kernel.create_task("limited")
+            for _ in range(30):
+                await clock.advance(0.1)
+                await anyio.sleep(0.005)
+            job = await kernel.get_task(job_id)
+            # before the fix: the run waited for the slot forever, with no timeout
+            assert job is not None and job.last_outcome is Outcome.TIMED_OUT, job
+            assert runs == []
+            slot.release()
