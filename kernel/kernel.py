@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import inspect
 import json
 import logging
@@ -52,6 +53,10 @@ from .schedule import Schedule, first_run, plan_occurrence
 log = logging.getLogger("tickkit")
 
 _default_driver: Driver | str | None = None
+#: the kernel worker (see _Worker) the current task is, if any
+_current_worker: contextvars.ContextVar[_Worker | None] = contextvars.ContextVar(
+    "tickkit_worker", default=None
+)
 _running: list[Kernel] = []
 
 
@@ -110,8 +115,18 @@ class Kernel:
         entry_points: bool = True,
         settings: Mapping[str, Any] | None = None,
     ) -> None:
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {concurrency!r}")
+        _check_options(
+            tasks=tasks,
+            plugins=plugins,
+            context=context,
+            clock=clock,
+            concurrency=concurrency,
+            shutdown_timeout=shutdown_timeout,
+            cancel_grace=cancel_grace,
+            driver_options=driver_options,
+            entry_points=entry_points,
+            settings=settings,
+        )
         self._driver_spec = driver if driver is not None else (_default_driver or "memory://")
         self._driver_options = dict(driver_options or {})
         if tasks is None:
@@ -155,6 +170,9 @@ class Kernel:
         #: strong references to detached asyncio tasks (the event loop keeps weak ones)
         self._detached: set[asyncio.Task[None]] = set()
         self._trio = False
+        #: set while start() runs (a stop meanwhile waits for it), and the task running it
+        self._starting: anyio.Event | None = None
+        self._starter: int | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -267,6 +285,19 @@ class Kernel:
         """Open, store static schedules, and start dispatching in a new task group."""
         if self._state in ("running", "stopping"):
             return
+        if self._starting is not None:  # another task is starting it: wait for that start
+            await self._starting.wait()
+            return
+        starting = self._starting = anyio.Event()
+        self._starter = anyio.get_current_task().id
+        try:
+            await self._start()
+        finally:
+            self._starting = None
+            self._starter = None
+            starting.set()
+
+    async def _start(self) -> None:
         await self.open()
         assert self.hooks is not None and self.driver is not None
         try:
@@ -297,7 +328,26 @@ class Kernel:
         Safe to call from any task (a signal handler's, say); the task that started the kernel
         finishes closing its task group when it leaves ``async with`` or calls ``stop`` itself.
         With a VirtualClock, advance the clock while stopping or pass ``shutdown_timeout=0``.
+
+        A stop during ``start()`` waits for the start to end, then stops. Called by a task this
+        kernel runs (``await ctx.kernel.stop()``), it begins the shutdown and returns at once:
+        the kernel closes in a task of its own once that run has ended and been recorded.
+        ``stop`` also ends :meth:`serve`.
         """
+        if self._starting is not None and anyio.get_current_task().id != self._starter:
+            # a stop that lands while start() is in progress waits for it, then stops
+            await self._starting.wait()
+        worker = _current_worker.get()
+        if worker is not None and worker in self._pool:
+            # called by a task this kernel runs: waiting here would wait for the caller's own
+            # run; the close runs in a kernel task instead and waits for this run to end (it
+            # is recorded when the task returns)
+            if self._state == "running" and self._tg is not None:
+                self._begin_stop(notify=True)
+                self._tg.start_soon(
+                    functools.partial(self._close, grace=self.shutdown_timeout, notify=True)
+                )
+            return
         if self._state == "open":
             assert self.driver is not None
             self._state = "stopped"
@@ -316,30 +366,38 @@ class Kernel:
         if exit_stack is not None:
             await exit_stack.aclose()
 
-    async def _close(self, *, grace: float, notify: bool) -> None:
-        """Shut down: stop taking jobs, give running tasks ``grace`` seconds, cancel them,
-        abandon those that ignore it, release every claim not finished, close the driver.
-
-        Also undoes a start that failed half way (``notify`` False: no stopping hook)."""
+    def _begin_stop(self, *, notify: bool) -> None:
+        """Stop taking jobs (the first step of _close; idempotent)."""
         assert self.hooks is not None and self.driver is not None
         if self._state == "running" and notify:
             self._state = "stopping"
             self.hooks.kernel_stopping(self)
         self._state = "stopping"
+        self._stop_requested.set()
         if self._dispatch_scope is not None:
             self._dispatch_scope.cancel()
         self._wakeup.set()
+
+    async def _close(self, *, grace: float, notify: bool) -> None:
+        """Shut down: stop taking jobs, give running tasks ``grace`` seconds, cancel them,
+        abandon those that ignore it, release every claim not finished, close the driver.
+
+        Also undoes a start that failed half way (``notify`` False: no stopping hook)."""
+        self._begin_stop(notify=notify)
         try:
             with anyio.CancelScope(shield=True):
                 # the grace period is measured on the kernel's clock (virtual in tests)
-                deadline = self.clock.now() + timedelta(seconds=grace)
-                while self._inflight and self.clock.now() < deadline:
-                    done = anyio.Event()
-                    self._drained = done
-                    await self.clock.wait_until(deadline, done)
-                await self._stop_workers()
-                for internal in list(self._scopes):
-                    internal.cancel()
+                try:
+                    deadline = self.clock.now() + timedelta(seconds=grace)
+                    while self._inflight and self.clock.now() < deadline:
+                        done = anyio.Event()
+                        self._drained = done
+                        await self.clock.wait_until(deadline, done)
+                    await self._stop_workers()
+                finally:
+                    # whatever failed above, the internal tasks end: stop never hangs on them
+                    for internal in list(self._scopes):
+                        internal.cancel()
                 if anyio.get_current_task().id != self._owner:
                     while self._alive:
                         done = anyio.Event()
@@ -867,6 +925,7 @@ class Kernel:
                 self._start_worker()  # claims still queued: a worker takes its place
 
     async def _worker(self, worker: _Worker) -> None:
+        _current_worker.set(worker)
         queue = self._queue
         try:
             with worker.scope:
@@ -917,6 +976,7 @@ class Kernel:
         if worker.abandoned:
             return None
         worker.abandoned = True
+        self._free_slot(worker)
         self._worker_ended(worker)
         claim = worker.claim
         if claim is None:
@@ -1059,12 +1119,14 @@ class Kernel:
             )
         if plan.missed:
             hooks.run_missed(job, plan.scheduled_at, plan.missed, now)
-        limit = self._limit(definition)
-        if limit is not None:
-            async with limit:
-                result = await self._invoke(definition, claim, plan, worker)
-        else:
+        # the max_instances slot is taken inside the run's timeout (see _call) and held by the
+        # worker, not by this task: an abandoned run gives it back when it is abandoned (see
+        # _abandon), so the task's later runs are never blocked by it
+        try:
             result = await self._invoke(definition, claim, plan, worker)
+        finally:
+            if not worker.abandoned:
+                self._free_slot(worker)
         if result is None:  # abandoned: recorded by whoever abandoned it
             return False
         return await self._complete(claim, result, worker)
@@ -1088,19 +1150,30 @@ class Kernel:
             )
         return entry[1]
 
-    def _cancelled_by_kernel(self) -> bool:
-        """Whether a cancellation that reached the run now comes from outside the task: the
-        kernel's shutdown (the worker's cancel scope), or the host task's cancellation
-        (asyncio.run ending, trio's system nursery closing). A cancellation the task raised or
-        leaked itself is a failure of that run."""
-        if anyio.current_effective_deadline() == -math.inf:
+    async def _take_slot(self, definition: TaskDefinition, worker: _Worker) -> None:
+        """Wait for a ``max_instances`` slot of the task, held by the worker until the run
+        ends or is abandoned."""
+        limit = self._limit(definition)
+        if limit is not None:
+            await limit.acquire()
+            worker.slot = limit
+
+    @staticmethod
+    def _free_slot(worker: _Worker) -> None:
+        """Give back the ``max_instances`` slot the worker's run holds (once)."""
+        slot, worker.slot = worker.slot, None
+        if slot is not None:
+            slot.release()
+
+    def _cancelled_by_kernel(self, worker: _Worker) -> bool:
+        """Whether a cancellation that reached the run is the kernel's: decided only from
+        facts the kernel set itself (the worker's cancel scope cancelled at shutdown, the
+        kernel stopping, an enclosing cancel scope cancelled: trio's system nursery closing).
+        A cancellation the task raised or leaked itself (``asyncio.current_task().cancel()``,
+        say) is a failure of that run, never a reason to release its claim and run it again."""
+        if worker.scope.cancel_called or self._state != "running":
             return True
-        if not self._trio:
-            task = asyncio.current_task()
-            cancelling = getattr(task, "cancelling", None)  # Python 3.11+
-            if cancelling is not None and cancelling():
-                return True
-        return False
+        return anyio.current_effective_deadline() == -math.inf
 
     async def _invoke(
         self, definition: TaskDefinition, claim: Claim, plan: Plan, worker: _Worker
@@ -1145,10 +1218,11 @@ class Kernel:
                 raise
             if isinstance(exc, KeyboardInterrupt) or _contains(exc, KeyboardInterrupt):
                 raise
-            if _only_cancellations(exc) and self._cancelled_by_kernel():
+            if _only_cancellations(exc) and self._cancelled_by_kernel(worker):
                 raise
             error = exc
             outcome = Outcome.FAILED
+            _forget_own_cancel()
             if isinstance(exc, anyio.get_cancelled_exc_class()) and not self._trio:
                 # on Python 3.10 a cancellation of the host task looks like this too: the worker
                 # retires after recording the run, so an event loop that is closing never waits
@@ -1258,6 +1332,7 @@ class Kernel:
     ) -> tuple[Outcome, Any]:
         worker.timed_out = False
         if definition.timeout is None:
+            await self._take_slot(definition, worker)
             return await self._call_inner(definition, ctx)
         deadline = ctx.started_at + timedelta(seconds=definition.timeout)
         done = _RunEnd()
@@ -1266,6 +1341,8 @@ class Kernel:
             # stop waiting for it when the task ignores the timeout's cancellation
             self._spawn(self._watchdog, worker, claim, inner, deadline, done, definition, ctx, plan)
             try:
+                # waiting for a max_instances slot counts against the timeout
+                await self._take_slot(definition, worker)
                 return await self._call_inner(definition, ctx)
             finally:
                 done.set()
@@ -1314,6 +1391,9 @@ class Kernel:
                     "could not record the outcome of job %s; its lease will expire",
                     claim.job.id,
                 )
+        # the retry (or next occurrence) is stored only now: the wake-up of _abandon came
+        # before it
+        self._wakeup.set()
 
     @staticmethod
     async def _call_inner(definition: TaskDefinition, ctx: TaskContext) -> tuple[Outcome, Any]:
@@ -1329,6 +1409,66 @@ class Kernel:
             if not ok:
                 return Outcome.SKIPPED, None
         return Outcome.SUCCEEDED, await definition.execute(ctx)
+
+
+#: the longest ``shutdown_timeout`` / ``cancel_grace`` (seconds): one year
+MAX_WAIT_SECONDS = 365 * 24 * 3600.0
+#: the most runs at once one kernel allows
+MAX_CONCURRENCY = 1_000_000
+
+
+def _check_options(
+    *,
+    tasks: object,
+    plugins: object,
+    context: object,
+    clock: object,
+    concurrency: object,
+    shutdown_timeout: object,
+    cancel_grace: object,
+    driver_options: object,
+    entry_points: object,
+    settings: object,
+) -> None:
+    """Refuse a bad Kernel(...) option with InvalidArgumentError naming it and its value."""
+
+    def bad(name: str, value: object, rule: str) -> InvalidArgumentError:
+        return InvalidArgumentError(f"Kernel option {name} must be {rule}, got {short(value)}")
+
+    if (
+        isinstance(concurrency, bool)
+        or not isinstance(concurrency, int)
+        or not 1 <= concurrency <= MAX_CONCURRENCY
+    ):
+        raise bad("concurrency", concurrency, f"an int from 1 to {MAX_CONCURRENCY}")
+    for name, value in (("shutdown_timeout", shutdown_timeout), ("cancel_grace", cancel_grace)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not (0 <= value <= MAX_WAIT_SECONDS)  # also refuses nan
+        ):
+            raise bad(name, value, f"a number of seconds from 0 to {MAX_WAIT_SECONDS:.0f}")
+    for name, value in (
+        ("context", context),
+        ("driver_options", driver_options),
+        ("settings", settings),
+    ):
+        if value is not None and not isinstance(value, Mapping):
+            raise bad(name, value, "a mapping or None")
+        if isinstance(value, Mapping) and not all(isinstance(k, str) for k in value):
+            raise bad(name, value, "a mapping with str keys")
+    if not isinstance(entry_points, bool):
+        raise bad("entry_points", entry_points, "True or False")
+    if tasks is not None and (
+        isinstance(tasks, (str, bytes, Mapping)) or not isinstance(tasks, (TaskRegistry, Iterable))
+    ):
+        raise bad("tasks", tasks, "a TaskRegistry, an iterable of task definitions or None")
+    if isinstance(plugins, (str, bytes, Mapping)) or not isinstance(plugins, Iterable):
+        raise bad("plugins", plugins, "an iterable of plugin objects or 'module:attr' names")
+    if clock is not None and not all(
+        callable(getattr(clock, attr, None)) for attr in ("now", "wait_until", "sleep_until")
+    ):
+        raise bad("clock", clock, "a Clock (with now, wait_until and sleep_until) or None")
 
 
 class _RunEnd:
@@ -1353,7 +1493,7 @@ class _Worker:
     ``abandoned``: its run ignored its cancellation and the kernel stopped waiting for it.
     ``timed_out``: the current run passed its task's timeout."""
 
-    __slots__ = ("abandoned", "claim", "in_store", "retire", "scope", "timed_out")
+    __slots__ = ("abandoned", "claim", "in_store", "retire", "scope", "slot", "timed_out")
 
     def __init__(self) -> None:
         self.scope = anyio.CancelScope()
@@ -1362,10 +1502,28 @@ class _Worker:
         self.retire = False
         self.abandoned = False
         self.timed_out = False
+        #: the ``max_instances`` slot its run holds (given back when the run ends or is
+        #: abandoned)
+        self.slot: anyio.Semaphore | None = None
 
 
 async def _awaited(call: Callable[[], Awaitable[None]]) -> None:
     await call()
+
+
+def _forget_own_cancel() -> None:
+    """Undo the cancel requests a task made on its own asyncio task (``current_task().cancel()``)
+    after its run was recorded as failed, so that they do not cancel the worker's next await."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # trio
+        return
+    uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+    cancelling = getattr(task, "cancelling", None)
+    if uncancel is None or cancelling is None:
+        return
+    while cancelling():
+        uncancel()
 
 
 def _running_trio() -> bool:

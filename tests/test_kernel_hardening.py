@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from tickkit import (
     Driver,
     DriverError,
     DuplicateTaskError,
+    InvalidArgumentError,
     Job,
     JobState,
     Kernel,
@@ -43,6 +45,8 @@ from tickkit import (
     task,
 )
 from tickkit.drivers.memory import MemoryDriver
+from tickkit.errors import short
+from tickkit.testing import VirtualClock
 
 from .waiting import wait_for
 
@@ -947,3 +951,267 @@ async def test_the_default_tasks_folder_is_logged(
     assert any(
         "default tasks folder" in m and m.endswith(str(folder.resolve())) for m in messages
     ), messages
+
+
+# --- kernel review fixes (slots, self-cancellation, stop from anywhere, options) ---------------
+
+LOCAL = ["memory", "sqlite"]
+T0 = datetime(2030, 1, 1, tzinfo=timezone.utc)
+
+
+@pytest.fixture(params=LOCAL)
+def local_driver(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Any]:
+    return driver_factory(str(request.param), request, tmp_path)
+
+
+async def _stubborn_until(release: anyio.Event) -> None:
+    """Ignore every cancellation until ``release`` is set."""
+    with anyio.CancelScope(shield=True):
+        await release.wait()
+
+
+async def test_an_abandoned_run_gives_back_its_max_instances_slot(
+    local_driver: Callable[..., Any],
+) -> None:
+    # a recurring static task (max_instances 1): its first run ignores its timeout; the later
+    # occurrences run while the abandoned coroutine is still running on its own
+    registry = TaskRegistry()
+    release = anyio.Event()
+    runs: list[datetime] = []
+
+    async def tick(ctx: TaskContext) -> None:
+        runs.append(ctx.scheduled_at)
+        if len(runs) == 1:
+            await _stubborn_until(release)
+
+    task(name="tick", execute=tick, schedule="* * * * * *", timeout=1, registry=registry)
+    clock = VirtualClock(T0)
+    kernel = Kernel(local_driver(), tasks=registry, clock=clock, shutdown_timeout=0, cancel_grace=1)
+    try:
+        async with kernel:
+            for _ in range(80):
+                await clock.advance(0.1)
+                await anyio.sleep(0.005)
+            assert len(runs) >= 4, runs  # before the fix: 1 (the slot stayed held)
+            assert not release.is_set()
+            assert len(kernel._inflight) <= 1
+    finally:
+        release.set()
+
+
+@pytest.fixture(params=["memory", "sqlite", "sqlite-slow-poll"])
+def retry_driver(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Any]:
+    if request.param == "sqlite-slow-poll":
+        # no poll to hide a late wake-up: the dispatcher must be woken when the retry is stored
+        from tickkit.drivers.sqlite import SQLiteDriver
+
+        return lambda: SQLiteDriver(tmp_path / "jobs.db", poll_interval=30, keep_completed=True)
+    return driver_factory(str(request.param), request, tmp_path)
+
+
+async def test_a_retry_after_an_abandoned_timeout_starts_on_time(
+    retry_driver: Callable[..., Any],
+) -> None:
+    local_driver = retry_driver
+    registry = TaskRegistry()
+    release = anyio.Event()
+    attempts: list[tuple[int, datetime]] = []
+
+    async def stubborn(ctx: TaskContext) -> None:
+        attempts.append((ctx.attempt, ctx.started_at))
+        if ctx.attempt == 1:
+            await _stubborn_until(release)
+
+    task(
+        name="stubborn",
+        execute=stubborn,
+        timeout=1,
+        retries=1,
+        backoff=2,
+        registry=registry,
+    )
+    clock = VirtualClock(T0)
+    kernel = Kernel(local_driver(), tasks=registry, clock=clock, shutdown_timeout=0, cancel_grace=1)
+    try:
+        async with kernel:
+            await kernel.create_task("stubborn")
+            for _ in range(60):
+                await clock.advance(0.1)
+                await anyio.sleep(0.005)
+            assert [a for a, _ in attempts] == [1, 2], attempts
+            # timeout at +1, abandoned at +2, retry 2 s later: +4 (plus the SQLite poll)
+            assert attempts[1][1] - T0 <= timedelta(seconds=4.5), attempts
+    finally:
+        release.set()
+
+
+async def test_a_task_cancelling_its_own_asyncio_task_is_a_failed_run(
+    local_driver: Callable[..., Any],
+) -> None:
+    registry = TaskRegistry()
+    runs: list[int] = []
+
+    async def selfcancel(ctx: TaskContext) -> None:
+        runs.append(ctx.attempt)
+        current = asyncio.current_task()
+        assert current is not None
+        current.cancel()
+        await asyncio.sleep(0)
+
+    async def after(ctx: TaskContext) -> str:
+        await asyncio.sleep(0)  # the worker's own awaits are not cancelled afterwards
+        return "ok"
+
+    task(name="selfcancel", execute=selfcancel, registry=registry)
+    task(name="after", execute=after, registry=registry)
+    clock = VirtualClock(T0)
+    with anyio.fail_after(10):  # before the fix: a hot loop
+        await _selfcancel_scenario(local_driver, registry, clock, runs)
+
+
+async def _selfcancel_scenario(
+    local_driver: Callable[..., Any], registry: TaskRegistry, clock: VirtualClock, runs: list[int]
+) -> None:
+    async with Kernel(local_driver(), tasks=registry, clock=clock, shutdown_timeout=0) as kernel:
+        job_id = await kernel.create_task("selfcancel")
+        for _ in range(20):
+            await clock.advance(0.1)
+            await anyio.sleep(0.005)
+        assert runs == [1]  # before the fix: re-run in a hot loop
+        job = await kernel.get_task(job_id)
+        assert job is not None and job.state is JobState.FAILED
+        assert job.last_error is not None and "CancelledError" in job.last_error
+        other = await kernel.create_task("after")
+        for _ in range(10):
+            await clock.advance(0.1)
+            await anyio.sleep(0.005)
+        done = await kernel.get_task(other)
+        assert done is not None and done.last_outcome is Outcome.SUCCEEDED
+
+
+async def test_stop_from_another_task_ends_serve() -> None:
+    kernel = Kernel("memory://", tasks=TaskRegistry(), shutdown_timeout=1, cancel_grace=1)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            await tg.start(kernel.serve)
+            await kernel.stop()
+    assert kernel.state == "stopped"
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("shutdown_timeout", math.inf),
+        ("shutdown_timeout", math.nan),
+        ("shutdown_timeout", 1e300),
+        ("shutdown_timeout", -1),
+        ("shutdown_timeout", None),
+        ("shutdown_timeout", "4"),
+        ("cancel_grace", math.inf),
+        ("cancel_grace", True),
+        ("concurrency", 0),
+        ("concurrency", 2.5),
+        pytest.param("concurrency", 10**5000, id="concurrency-huge-int"),
+        ("context", [1]),
+        ("settings", {1: 2}),
+        ("entry_points", "yes"),
+        ("tasks", "t"),
+        ("plugins", 3),
+        ("clock", object()),
+    ],
+)
+def test_kernel_options_are_validated(option: str, value: Any) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        Kernel("memory://", **{option: value})
+    message = str(info.value)
+    assert option in message
+    assert short(value) in message
+
+
+async def test_stop_never_hangs_when_closing_fails(tmp_path: Path) -> None:
+    # an option changed after __init__ makes the grace deadline overflow: the internal tasks
+    # are cancelled anyway and the store is closed
+    kernel = Kernel(f"sqlite:///{tmp_path / 'jobs.db'}", tasks=TaskRegistry())
+    with anyio.fail_after(5):
+        await kernel.start()
+        kernel.shutdown_timeout = math.inf
+        with pytest.raises(OverflowError):
+            await kernel.stop()
+    assert kernel.state == "stopped"
+
+
+async def test_stop_called_by_a_running_task(
+    local_driver: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = TaskRegistry()
+    runs: list[int] = []
+
+    async def stopper(ctx: TaskContext) -> str:
+        runs.append(ctx.attempt)
+        await ctx.kernel.stop()
+        return "done"
+
+    task(name="stopper", execute=stopper, registry=registry)
+    kernel = Kernel(local_driver(), tasks=registry, shutdown_timeout=30, cancel_grace=30)
+    began = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="tickkit"), anyio.fail_after(10):
+        async with kernel:
+            job_id = await kernel.create_task("stopper")
+            await kernel._closed.wait()
+    assert time.monotonic() - began < 3  # before the fix: shutdown_timeout + cancel_grace
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert runs == [1]
+    job = await job_of(local_driver, registry, job_id)
+    assert job.state is JobState.COMPLETED and job.runs == 1  # recorded, not run again
+
+
+async def test_stop_while_start_is_in_progress_stops_the_kernel(tmp_path: Path) -> None:
+    registry = TaskRegistry()
+    task(name="t", execute=_noop, schedule="* * * * * *", registry=registry)
+    kernel = Kernel(f"sqlite:///{tmp_path / 'jobs.db'}", tasks=registry, shutdown_timeout=0)
+    seen: list[str] = []
+
+    async def stopper() -> None:
+        await anyio.lowlevel.checkpoint()
+        assert kernel.state in ("new", "open")  # start is under way
+        await kernel.stop()
+        seen.append(kernel.state)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stopper)
+            await kernel.start()
+            await kernel.stop()
+    assert seen == ["stopped"]  # before the fix: "new" (a silent no-op) and left running
+    assert kernel.state == "stopped"
+
+
+async def test_waiting_for_a_max_instances_slot_counts_against_the_timeout(
+    local_driver: Callable[..., Any],
+) -> None:
+    registry = TaskRegistry()
+    runs: list[int] = []
+
+    async def limited(ctx: TaskContext) -> None:
+        runs.append(ctx.attempt)
+
+    definition = task(
+        name="limited", execute=limited, timeout=1, max_instances=1, registry=registry
+    )
+    clock = VirtualClock(T0)
+    with anyio.fail_after(10):
+        async with Kernel(
+            local_driver(), tasks=registry, clock=clock, shutdown_timeout=0, cancel_grace=1
+        ) as kernel:
+            slot = kernel._limit(definition)  # a run elsewhere holds the only slot
+            assert slot is not None
+            await slot.acquire()
+            job_id = await kernel.create_task("limited")
+            for _ in range(30):
+                await clock.advance(0.1)
+                await anyio.sleep(0.005)
+            job = await kernel.get_task(job_id)
+            # before the fix: the run waited for the slot forever, with no timeout
+            assert job is not None and job.last_outcome is Outcome.TIMED_OUT, job
+            assert runs == []
+            slot.release()
