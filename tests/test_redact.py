@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import anyio
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from tickkit import DriverError, Kernel, TaskRegistry, redact, redact_url
@@ -165,14 +165,15 @@ def test_raw_password_not_echoed_by_a_parser(password: str) -> None:
 
 @settings(deadline=None, max_examples=8)
 @given(password=raw_secrets.filter(lambda s: not s.startswith("-")))
+@example(password="S3cr/et+b64")  # the review's repro: 'S3cr' was quoted by the parser
 def test_no_raw_password_in_cli_output(
     tmp_path_factory: pytest.TempPathFactory, password: str
 ) -> None:
     assume(not any(part in VISIBLE for part in _fragments(password)))
     cwd = tmp_path_factory.mktemp("cli")
     for url in (f"redis://:{password}@127.0.0.1:P/0", f"sqlite://bot:{password}@host/x.db"):
+        # (a password like '00000/' parses as a port: that URL may even reach a server)
         proc = tickkit("list", "--driver", url, cwd=cwd, env=cli_env())
-        assert proc.returncode != 0
         out = proc.stdout + proc.stderr
         assert "Traceback" not in out
         assert not _leaks(password, out), (url, out)
