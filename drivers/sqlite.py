@@ -61,7 +61,7 @@ from tickkit import (
 )
 from tickkit.errors import short
 from tickkit.models import MAX_DURATION, from_millis, to_millis
-from tickkit.redact import redact_url
+from tickkit.redact import redact_url, scrub
 
 try:
     import aiosqlite
@@ -387,6 +387,9 @@ class SQLiteDriver(Driver):
         text = os.fspath(path)
         if not isinstance(text, str) or not text:
             raise DriverError(f"the SQLite driver needs a file path, got {path!r}")
+        if "\x00" in text or any("\ud800" <= c <= "\udfff" for c in text):
+            # sqlite3 and the file system take neither (ValueError / UnicodeEncodeError later)
+            raise DriverError(f"the SQLite file path {text!r} holds a NUL or a lone surrogate")
         if text == ":memory:" or text.startswith("file::memory:"):
             raise DriverError(
                 f"the SQLite driver needs a file, not {text!r}: use 'memory://' for jobs that "
@@ -425,6 +428,19 @@ class SQLiteDriver(Driver):
         """``sqlite:///relative/tasks.db`` or ``sqlite:////absolute/tasks.db``; the query string
         may set ``poll_interval``, ``lease_duration``, ``busy_timeout`` (seconds),
         ``synchronous`` and ``keep_failed`` (true/false); keyword options win over it."""
+        try:
+            return cls._from_url(url, **options)
+        except DriverError as exc:
+            # a key or value taken from a URL whose password holds a raw '?' or '/' is a piece
+            # of that password: every piece of the URL's secrets is masked
+            raise type(exc)(scrub(str(exc), url)) from None
+        except ValueError as exc:  # urlsplit: 'sqlite://[::1' and the like
+            raise DriverError(
+                scrub(f"invalid sqlite URL {redact_url(url)!r}: {exc}", url)
+            ) from None
+
+    @classmethod
+    def _from_url(cls, url: str, **options: Any) -> SQLiteDriver:
         parts = urlsplit(url)
         # errors name the URL with its credentials masked (a host part may carry a password)
         shown = redact_url(url)

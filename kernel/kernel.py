@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import traceback
 import uuid
@@ -40,7 +41,7 @@ from .errors import (
 )
 from .manager import Hooks, create_plugin_manager, load_driver_class
 from .models import Claim, Job, JobState, Outcome, Plan, RunResult, check_time
-from .redact import redact
+from .redact import redact, redact_url, scrub
 from .registry import (
     TaskDefinition,
     TaskRegistry,
@@ -272,13 +273,34 @@ class Kernel:
             return spec
         if not isinstance(spec, str) or "://" not in spec:
             raise TickkitError(
-                f"driver must be a Driver object or a URL like 'memory://', got {spec!r}"
+                "driver must be a Driver object or a URL like 'memory://', "
+                f"got {_describe(short(spec))}"
+            )
+        shown = redact_url(spec)
+        if _UNSAFE_URL_CHARS.search(spec):
+            raise DriverError(
+                f"driver URL {short(shown)} holds a NUL or a lone surrogate character; "
+                "percent-encode it"
             )
         assert self.hooks is not None
-        driver = self.hooks.resolve_driver(spec, dict(self._driver_options))
-        if driver is None:
-            cls = load_driver_class(spec.split("://", 1)[0].lower())
-            driver = cls.from_url(spec, **self._driver_options)
+        try:
+            driver = self.hooks.resolve_driver(spec, dict(self._driver_options))
+            if driver is None:
+                cls = load_driver_class(spec.split("://", 1)[0].lower())
+                driver = cls.from_url(spec, **self._driver_options)
+        except TickkitError:
+            raise
+        except Exception as exc:
+            # a driver's parser or constructor failing on a hostile URL or option: one typed
+            # error, the URL masked (the parser's text may quote a piece of the password)
+            detail = scrub(_error_text(exc, 500), spec)
+            if shown != spec:
+                detail = type(exc).__name__
+            given = f" or its options {short(list(self._driver_options))}"
+            raise DriverError(
+                f"the driver for {short(shown)} refused the URL"
+                f"{given if self._driver_options else ''}: {detail}"
+            ) from None
         return driver
 
     async def start(self) -> None:
@@ -683,9 +705,11 @@ class Kernel:
         if static is not None and not isinstance(static, bool):
             raise InvalidArgumentError(f"static must be True, False or None, got {short(static)}")
         if limit is not None and (
-            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
+            isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= _MAX_LIMIT
         ):
-            raise InvalidArgumentError(f"limit must be an int >= 0 or None, got {short(limit)}")
+            raise InvalidArgumentError(
+                f"limit must be an int from 0 to {_MAX_LIMIT} or None, got {short(limit)}"
+            )
         st = JobState(state) if state is not None else None
         return await driver.list_jobs(name=name, state=st, static=static, limit=limit)
 
@@ -1532,6 +1556,13 @@ def _running_trio() -> bool:
     except RuntimeError:
         return True
     return False
+
+
+#: refused in a driver URL: no store, file system or socket takes them (and they are easy to
+#: pass by accident: a NUL from C, a lone surrogate from a badly decoded byte)
+_UNSAFE_URL_CHARS = re.compile("[\x00\ud800-\udfff]")
+#: the largest ``list_tasks`` limit: a store's integer (SQLite's, Redis's) is signed 64-bit
+_MAX_LIMIT = 2**63 - 1
 
 
 def _describe(spec: object) -> str:

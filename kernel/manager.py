@@ -89,7 +89,13 @@ def create_plugin_manager(
             pm.register(plugin, name=ep.name)
     for plugin in plugins:
         if isinstance(plugin, str):
-            plugin = _import(plugin)
+            name = plugin
+            try:
+                plugin = _import(name)
+            except Exception as exc:  # ImportError, AttributeError, or the module's own error
+                raise PluginError(
+                    f"plugin {short(name)} failed to import: {describe_error(exc)}"
+                ) from exc
         if not pm.is_registered(plugin):
             pm.register(plugin)
     try:

@@ -793,6 +793,8 @@ async def test_list_filters_are_checked(open_kernel: Any) -> None:
             {"limit": "x"},
             {"limit": -1},
             {"limit": True},
+            {"limit": 2**63},  # OverflowError from SQLite (Python int too large)
+            {"limit": 10**30},
             {"static": "yes"},
         ]:
             with pytest.raises(InvalidArgumentError) as err:
@@ -800,3 +802,4 @@ async def test_list_filters_are_checked(open_kernel: Any) -> None:
             names_value(err, next(iter(kwargs.values())))
         assert [j.id for j in await k.list_tasks(state="scheduled", limit=5)] == ["kept"]
         assert await k.list_tasks(limit=0) == []
+        assert [j.id for j in await k.list_tasks(limit=2**63 - 1)] == ["kept"]

@@ -36,6 +36,7 @@ from tickkit import (
     JobNotFoundError,
     JobState,
     Kernel,
+    PluginError,
     Schedule,
     TaskContext,
     TaskDefinition,
@@ -833,6 +834,103 @@ def test_redis_urls(redis_url: str, query: list[tuple[str, str]]) -> None:
     url = f"{redis_url}?{urlencode([('queue', 'urls-' + uuid.uuid4().hex[:8]), *query])}"
     unknown = any(key not in REDIS_OPTIONS for key, _ in query)
     _open_and_close(url, unknown=unknown, known=REDIS_OPTIONS)
+
+
+# hostile URL text: lone surrogates and NUL included (st.characters() leaves out category Cs)
+url_chars = st.one_of(
+    st.characters(),
+    st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF),
+    st.sampled_from("\x00/?#@&=:%"),
+)
+url_text = st.lists(
+    st.one_of(url_chars, st.sampled_from(["%00", "%ED%A0%80", "%zz"])), max_size=12
+).map("".join)
+
+
+def _open_or_refuse(url: str, **kwargs: Any) -> TickkitError | None:
+    """Open and stop a kernel on ``url``: it opens, or refuses with a TickkitError (anything
+    else escapes and fails the test) whose message is short and names no raw surrogate."""
+
+    async def attempt() -> None:
+        kernel = Kernel(url, tasks=TaskRegistry(), clock=VirtualClock(T0), **kwargs)
+        try:
+            with anyio.fail_after(CALL_LIMIT):
+                await kernel.open()
+        finally:
+            with anyio.fail_after(CALL_LIMIT):
+                await kernel.stop()
+
+    try:
+        anyio.run(attempt)
+    except TickkitError as err:
+        message = str(err)
+        event(f"refused: {type(err).__name__}")
+        assert message and len(message) < 3000, message
+        message.encode("utf-8")  # printable: no lone surrogate reaches a log line
+        return err
+    return None
+
+
+@SHARED
+@given(name=url_text, query=url_text)
+@example(name="\ud800", query="")  # UnicodeEncodeError at open
+@example(name="x%00", query="")  # ValueError: embedded null byte
+@example(name="x\x00", query="")
+def test_sqlite_hostile_urls(tmp_path: Path, name: str, query: str) -> None:
+    # the path stays inside tmp_path: no '..' climbs out of it
+    url = f"sqlite:///{tmp_path}/d{name.replace('..', '__')}.db?{query}"
+    _open_or_refuse(url)
+
+
+@SHARED
+@given(queue=url_text, query=url_text)
+@example(queue="\ud800", query="")  # UnicodeEncodeError
+@example(queue="x%00y", query="")
+def test_redis_hostile_urls(redis_url: str, queue: str, query: str) -> None:
+    _open_or_refuse(f"{redis_url}?queue=h{uuid.uuid4().hex[:6]}{queue}&{query}")
+
+
+driver_option_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(),
+    st.text(alphabet=url_chars, max_size=8),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+@SHARED
+@given(
+    options=st.dictionaries(
+        st.one_of(st.sampled_from([*SQLITE_OPTIONS, "bogus", "path"]), url_text),
+        driver_option_values,
+        max_size=3,
+    )
+)
+@example(options={"bogus": 1})  # TypeError: unexpected keyword argument
+@example(options={"poll_interval": "x"})
+def test_sqlite_driver_options(tmp_path: Path, options: dict[str, Any]) -> None:
+    url = f"sqlite:///{tmp_path}/opts-{uuid.uuid4().hex[:8]}.db"
+    refused = _open_or_refuse(url, driver_options=options)
+    if refused is not None:
+        assert isinstance(refused, DriverError), repr(refused)
+
+
+@SHARED
+@given(
+    plugin=st.one_of(
+        st.sampled_from(
+            ["nope:x", "os:nope", "", ":", "tickkit:nope", "tickkit.kernel:Kernel.nope", "a..b"]
+        ),
+        url_text.map(lambda text: f"tickkit_no_such_{text}"),
+    )
+)
+@example(plugin="nope:x")  # ModuleNotFoundError at open
+def test_plugins_that_do_not_import(plugin: str) -> None:
+    refused = _open_or_refuse("memory://", plugins=[plugin])
+    assert isinstance(refused, PluginError), repr(refused)
+    assert "plugin" in str(refused)
 
 
 def test_profiles_are_registered() -> None:

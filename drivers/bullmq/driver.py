@@ -38,6 +38,7 @@ from tickkit import (
 )
 from tickkit.driver import select_jobs
 from tickkit.models import from_millis, to_millis
+from tickkit.redact import scrub
 
 from . import mapping
 from .link import Link, Script, Target, is_permanent
@@ -100,6 +101,17 @@ URL_OPTIONS = (
 MANAGEMENT_GIVE_UP = 5.0
 
 
+def _invalid(url: str, shown: str, exc: BaseException) -> str:
+    """The message for a URL a parser refused: the parser's own text only when the URL carries
+    no credentials (a parser that cut an unencoded password at '/' or '?' quotes a piece of it)."""
+    if shown != url:
+        return (
+            f"invalid Redis URL {shown!r} (the parser's message is withheld: it may quote a piece "
+            "of the password; percent-encode '/', '#', '?' and '@' in a password)"
+        )
+    return scrub(f"invalid Redis URL {shown!r}: {exc}", url)
+
+
 def _check_url(url: str) -> None:
     """Refuse a URL redis-py would fail on later with a bare TypeError or ValueError."""
     shown = redact_url(url)
@@ -108,19 +120,23 @@ def _check_url(url: str) -> None:
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
         names = [name for name, _ in parse_qsl(parts.query, keep_blank_values=True)]
     except ValueError as exc:
-        raise DriverError(f"invalid Redis URL {shown!r}: {redact(str(exc))}") from None
+        # a parser's message may echo a piece of an unencoded password: scrub names them all
+        raise DriverError(_invalid(url, shown, exc)) from None
     if parts.scheme not in ("redis", "rediss", "unix"):
         raise DriverError(f"not a redis://, rediss:// or unix:// URL: {shown!r}")
     for name in names:
         if name not in URL_OPTIONS:
             raise DriverError(
-                f"unknown option {name!r} in Redis URL {shown!r}; accepted options: "
-                f"{', '.join(URL_OPTIONS)}"
+                scrub(
+                    f"unknown option {name!r} in Redis URL {shown!r}; accepted options: "
+                    f"{', '.join(URL_OPTIONS)}",
+                    url,
+                )
             )
     try:
         parse_url(url)
     except Exception as exc:
-        raise DriverError(f"invalid Redis URL {shown!r}: {redact(str(exc))}") from None
+        raise DriverError(_invalid(url, shown, exc)) from None
 
 
 def _permanent_redis_error(exc: BaseException) -> bool:
@@ -271,7 +287,11 @@ class BullMQDriver(Driver):
                 options.setdefault(name, value)
             else:
                 query.append((name, value))
-        return cls(urlunsplit(parts._replace(query=urlencode(query))), **options)
+        try:
+            return cls(urlunsplit(parts._replace(query=urlencode(query))), **options)
+        except DriverError as exc:
+            # a queue or prefix taken from a URL whose password holds a raw '?' is a piece of it
+            raise type(exc)(scrub(str(exc), url)) from None
 
     # --- connections ----------------------------------------------------------------------
 
