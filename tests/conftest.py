@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -89,3 +90,17 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         )
         sys.stderr.flush()
         os._exit(int(pytest.ExitCode.TESTS_FAILED))
+
+
+@pytest.fixture(autouse=True)
+def _tickkit_logger_restored() -> Iterator[None]:
+    """Each test gets the ``tickkit`` logger as it found it: a CLI run in-process sets its
+    level, handler and ``propagate = False`` (the command owns its output), which would hide
+    later tests' records from caplog."""
+    logger = logging.getLogger("tickkit")
+    saved = (logger.level, list(logger.handlers), logger.propagate, logger.disabled)
+    yield
+    logger.setLevel(saved[0])
+    logger.handlers[:] = saved[1]
+    logger.propagate = saved[2]
+    logger.disabled = saved[3]
