@@ -152,6 +152,10 @@ async def test_reserved_ids_are_refused_before_anything_is_stored(redis_url: str
     task(name="record", execute=record, registry=reg)
     driver = BullMQDriver(redis_url, queue=queue)
     async with Kernel(driver, tasks=reg) as kernel:
+        # the worker's first stalled-job check (a background loop started with the kernel)
+        # writes the queue's meta and stalled-check keys; run it now, so that it cannot land
+        # between the two reads below (it runs at most once per interval)
+        await driver.check_stalled()
         before = sorted(await driver._redis.keys(f"bull:{queue}:*"))
         for reserved in sorted(mapping.RESERVED_IDS):
             with pytest.raises(InvalidJobIdError, match=f"'{reserved}'"):
