@@ -59,9 +59,7 @@ from tickkit import (
     Outcome,
     RunResult,
 )
-from tickkit.errors import short
-from tickkit.models import MAX_DURATION, from_millis, to_millis
-from tickkit.redact import redact_url, scrub
+from tickkit.driver import MAX_DURATION, from_millis, redact_url, scrub, short, to_millis
 
 try:
     import aiosqlite

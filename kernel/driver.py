@@ -13,6 +13,10 @@ The contract is written so that these stores fit it without changes:
 - BullMQ: one-off jobs are BullMQ jobs, recurring static tasks are job schedulers whose next
   job is produced when the current one is claimed (fill ``Claim.plan`` with
   :meth:`DriverContext.plan` inside :meth:`Driver.acquire`), leases are BullMQ job locks.
+
+This module is the driver SPI: ``__all__`` below is everything a driver needs from the kernel
+besides ``tickkit``'s own public names (docs/writing-a-driver.md lists it). Drivers import
+nothing else from the kernel.
 """
 
 from __future__ import annotations
@@ -25,11 +29,51 @@ from typing import Any, ClassVar
 
 import attrs
 
-from .clock import Clock
+from .clock import UTC, Clock
 from .codec import Codec
-from .models import Acquired, Claim, Job, JobState, Plan, RunResult
-from .redact import redact_url
+from .errors import short
+from .models import (
+    EARLIEST_TIME,
+    LATEST_TIME,
+    MAX_DURATION,
+    Acquired,
+    Backoff,
+    Claim,
+    Job,
+    JobState,
+    Outcome,
+    Plan,
+    RunResult,
+    from_millis,
+    to_millis,
+)
+from .redact import redact_url, scrub
 from .schedule import Schedule
+
+__all__ = [
+    "EARLIEST_TIME",
+    "LATEST_TIME",
+    "MAX_DURATION",
+    "UTC",
+    "Acquired",
+    "Backoff",
+    "Claim",
+    "Codec",
+    "Driver",
+    "DriverContext",
+    "Job",
+    "JobState",
+    "Outcome",
+    "Plan",
+    "RunResult",
+    "Schedule",
+    "from_millis",
+    "redact_url",
+    "scrub",
+    "select_jobs",
+    "short",
+    "to_millis",
+]
 
 
 def select_jobs(

@@ -10,14 +10,13 @@ import enum
 import math
 import random
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
 
+from .clock import UTC
 from .errors import InvalidScheduleError, InvalidTaskError, TickkitError, short
-
-UTC = timezone.utc
 
 
 class JobState(str, enum.Enum):

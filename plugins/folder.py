@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from tickkit import DuplicateTaskError, TaskDefinition, TaskRegistry, TickkitError, hookimpl
-from tickkit.registry import collecting
+from tickkit.plugin_api import collecting
 
 if TYPE_CHECKING:
     from tickkit import Kernel

@@ -27,11 +27,11 @@ import threading
 import traceback
 import weakref
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from tickkit import MissingExtraError, Outcome, PluginError, hookimpl, redact
+from tickkit import UTC, MissingExtraError, Outcome, PluginError, hookimpl, redact
 from tickkit import __version__ as tickkit_version
 
 try:
@@ -69,7 +69,7 @@ LATENESS_BUCKETS: tuple[float, ...] = (
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600,
 )  # fmt: skip
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _RELATIONS = ("link", "child")
 
 # OpenTelemetry messaging semantic conventions (the names of opentelemetry-semantic-conventions'

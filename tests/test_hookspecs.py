@@ -6,16 +6,15 @@ from __future__ import annotations
 import inspect
 import sys
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from tickkit import Kernel, PluginError, TaskContext, TaskRegistry, hookspecs, task
+from tickkit import UTC, Kernel, PluginError, TaskContext, TaskRegistry, hookspecs, task
 from tickkit.manager import create_plugin_manager, list_plugins
 from tickkit.testing import VirtualClock
 
-UTC = timezone.utc
 HOOKS = sorted(name for name in dir(hookspecs) if name.startswith("tickkit_"))
 
 

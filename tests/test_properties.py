@@ -30,6 +30,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from tickkit import (
+    UTC,
     DriverError,
     Job,
     JobExistsError,
@@ -53,7 +54,6 @@ from tickkit.models import EARLIEST_TIME, LATEST_TIME, round_ms
 from tickkit.schedule import first_run
 from tickkit.testing import VirtualClock
 
-UTC = timezone.utc
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 #: seconds one call may take before it counts as a hang
 CALL_LIMIT = 10.0

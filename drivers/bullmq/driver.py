@@ -36,9 +36,7 @@ from tickkit import (
     redact,
     redact_url,
 )
-from tickkit.driver import select_jobs
-from tickkit.models import from_millis, to_millis
-from tickkit.redact import scrub
+from tickkit.driver import from_millis, scrub, select_jobs, to_millis
 
 from . import mapping
 from .link import Link, Script, Target, is_permanent

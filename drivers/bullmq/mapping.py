@@ -20,7 +20,7 @@ from tickkit import (
     JobState,
     Outcome,
 )
-from tickkit.models import from_millis
+from tickkit.driver import from_millis
 
 #: schedule types a job scheduler can hold
 RECURRING_TYPES = ("cron", "interval")

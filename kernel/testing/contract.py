@@ -22,12 +22,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
 from .. import (
+    UTC,
     Driver,
     Job,
     JobExistsError,
@@ -41,7 +42,6 @@ from .. import (
 )
 from . import VirtualClock
 
-UTC = timezone.utc
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 pytestmark = pytest.mark.anyio
