@@ -216,8 +216,7 @@ class MemoryDriver(Driver):
         job.last_run_at = result.started_at or result.finished_at
         job.last_outcome = result.outcome
         job.last_error = result.error
-        if result.outcome is not Outcome.CANCELLED:
-            job.runs += 1
+        job.runs += 1
         paused = job_id in self._pause_after
         self._pause_after.discard(job_id)
         if result.retry_at is not None:

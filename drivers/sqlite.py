@@ -1269,11 +1269,10 @@ class SQLiteDriver(Driver):
             "outcome": result.outcome.value,
             "error": result.error,
             "traceback": result.traceback,
-            "ran": 0 if result.outcome is Outcome.CANCELLED else 1,
         }
         recorded = (
             "last_run_at = :last_run_at, last_outcome = :outcome, last_error = :error, "
-            "last_traceback = :traceback, runs = runs + :ran, " + _NO_LEASE
+            "last_traceback = :traceback, runs = runs + 1, " + _NO_LEASE
         )
         mine = "WHERE id = :id AND lease_token = :token AND state = 'running'"
         if result.retry_at is not None:

@@ -49,7 +49,9 @@ class Outcome(str, enum.Enum):
     SKIPPED = "skipped"
     #: the occurrence was missed (misfire policy) and not run
     MISSED = "missed"
-    #: the run was cancelled by shutdown and released for another worker
+    #: never in a :class:`RunResult` (a run cancelled by shutdown is released, not completed,
+    #: so drivers never see it): observer plugins (OpenTelemetry, Prometheus) report a run
+    #: that shutdown cancelled with it
     CANCELLED = "cancelled"
 
     def __str__(self) -> str:
@@ -339,7 +341,7 @@ class Job:
     last_run_at: datetime | None = None
     last_outcome: Outcome | None = None
     last_error: str | None = None
-    #: finished runs of this job (all outcomes but cancelled)
+    #: finished runs of this job (every completed claim counts)
     runs: int = 0
     #: small string metadata carried with the job (trace context, origin...)
     meta: dict[str, str] = attrs.field(factory=dict)

@@ -38,9 +38,7 @@ from tickkit import (
 )
 from tickkit.driver import from_millis, scrub, select_jobs, to_millis
 
-from . import mapping
-from .link import Link, Script, Target, is_permanent
-
+# before .link, whose own guard then only meets a missing hiredis
 try:
     import redis.asyncio as aioredis
     from redis.asyncio.connection import parse_url
@@ -51,6 +49,9 @@ try:
     from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise MissingExtraError("the redis:// driver", "redis", exc.name or "redis") from None
+
+from . import mapping
+from .link import Link, Script, Target, is_permanent
 
 log = logging.getLogger("tickkit.drivers.bullmq")
 
