@@ -886,7 +886,7 @@ class SQLiteDriver(Driver):
         return (
             job_id,
             job.name,
-            self.ctx.codec.encode(job.data),
+            self.ctx.encode_data(job),
             json.dumps(job.schedule, sort_keys=True) if job.schedule is not None else None,
             _ms(first),
             _ms(job.scheduled_at or first),
@@ -987,7 +987,7 @@ class SQLiteDriver(Driver):
                             "UPDATE tickkit_jobs SET data = ?, max_attempts = ?, backoff = ? "
                             "WHERE id = ?",
                             (
-                                self.ctx.codec.encode(job.data),
+                                self.ctx.encode_data(job),
                                 job.max_attempts,
                                 json.dumps(job.backoff.to_dict()) if job.backoff else None,
                                 job_id,

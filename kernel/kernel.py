@@ -634,7 +634,10 @@ class Kernel:
             check_job_id(id)
             driver.check_id(id)
         try:
-            stored_data = codec.decode(codec.encode(data))
+            # encoded once: the driver stores this text (Job.data_text), the job holds the
+            # data as a reader will get it back
+            data_text = codec.encode(data)
+            stored_data = codec.decode(data_text)
         except TickkitError:
             raise
         except Exception as exc:  # a codec plugin's own error
@@ -663,6 +666,7 @@ class Kernel:
             max_attempts=definition.max_attempts,
             backoff=definition.backoff,
             created_at=now,
+            data_text=data_text,
         )
         job.meta.update(hooks.job_meta(job))
         job_id = await driver.add_job(job, replace=replace)

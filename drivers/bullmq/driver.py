@@ -132,6 +132,11 @@ def _check_url(url: str) -> None:
                     url,
                 )
             )
+        if name.startswith("ssl_") and parts.scheme != "rediss":
+            # redis-py passes TLS options on to a plain connection, which fails with TypeError
+            raise DriverError(
+                scrub(f"option {name!r} in Redis URL {shown!r} needs a rediss:// URL (TLS)", url)
+            )
     try:
         parse_url(url)
     except Exception as exc:
@@ -512,7 +517,7 @@ class BullMQDriver(Driver):
             now,
             job.id or "",
             job.name,
-            self.ctx.codec.encode(job.data),
+            self.ctx.encode_data(job),
             json.dumps(opts),
             at,
             json.dumps(extra),
@@ -542,7 +547,7 @@ class BullMQDriver(Driver):
             now,
             scheduler_id,
             job.name,
-            self.ctx.codec.encode(job.data),
+            self.ctx.encode_data(job),
             json.dumps(mapping.job_opts(job, self._retention)),
             json.dumps(repeat),
             first,
@@ -878,6 +883,7 @@ class BullMQDriver(Driver):
             next_run_at=scheduled_at,
             scheduled_at=scheduled_at,
             state=JobState.RUNNING,
+            recurring=True,
             attempt=view.attempt,
             max_attempts=view.max_attempts,
             backoff=view.backoff,
