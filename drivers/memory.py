@@ -87,7 +87,8 @@ class MemoryDriver(Driver):
         return job
 
     async def add_job(self, job: Job, *, replace: bool = False) -> str:
-        job = attrs.evolve(job, meta=dict(job.meta))
+        # the objects are the store: the encoded text (Job.data_text) is not kept
+        job = attrs.evolve(job, meta=dict(job.meta), data_text=None)
         if job.id is None:
             job.id = uuid.uuid4().hex
         elif job.id in self._jobs:

@@ -113,6 +113,7 @@ async def test_the_codec_runs_once_per_write(store: str, tmp_path: Path) -> None
         assert codec.encoded == [{"x": (1, 2)}]
         job = await kernel.get_task(job_id)
         assert job is not None and job.data == {"x": [1, 2]}
+        assert job.data_text is None  # the kernel's hand-over, not part of a stored job
         # moving the one-off job writes no data; an extra run of it (paused) is a write of
         # data the kernel did not encode: once in a store that keeps text, never in memory
         codec.encoded.clear()
