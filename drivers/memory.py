@@ -87,7 +87,8 @@ class MemoryDriver(Driver):
         return job
 
     async def add_job(self, job: Job, *, replace: bool = False) -> str:
-        job = attrs.evolve(job, meta=dict(job.meta))
+        # the objects are the store: the encoded text (Job.data_text) is not kept
+        job = attrs.evolve(job, meta=dict(job.meta), data_text=None)
         if job.id is None:
             job.id = uuid.uuid4().hex
         elif job.id in self._jobs:
@@ -216,8 +217,7 @@ class MemoryDriver(Driver):
         job.last_run_at = result.started_at or result.finished_at
         job.last_outcome = result.outcome
         job.last_error = result.error
-        if result.outcome is not Outcome.CANCELLED:
-            job.runs += 1
+        job.runs += 1
         paused = job_id in self._pause_after
         self._pause_after.discard(job_id)
         if result.retry_at is not None:

@@ -59,9 +59,7 @@ from tickkit import (
     Outcome,
     RunResult,
 )
-from tickkit.errors import short
-from tickkit.models import MAX_DURATION, from_millis, to_millis
-from tickkit.redact import redact_url, scrub
+from tickkit.driver import MAX_DURATION, from_millis, redact_url, scrub, short, to_millis
 
 try:
     import aiosqlite
@@ -888,7 +886,7 @@ class SQLiteDriver(Driver):
         return (
             job_id,
             job.name,
-            self.ctx.codec.encode(job.data),
+            self.ctx.encode_data(job),
             json.dumps(job.schedule, sort_keys=True) if job.schedule is not None else None,
             _ms(first),
             _ms(job.scheduled_at or first),
@@ -989,7 +987,7 @@ class SQLiteDriver(Driver):
                             "UPDATE tickkit_jobs SET data = ?, max_attempts = ?, backoff = ? "
                             "WHERE id = ?",
                             (
-                                self.ctx.codec.encode(job.data),
+                                self.ctx.encode_data(job),
                                 job.max_attempts,
                                 json.dumps(job.backoff.to_dict()) if job.backoff else None,
                                 job_id,
@@ -1271,11 +1269,10 @@ class SQLiteDriver(Driver):
             "outcome": result.outcome.value,
             "error": result.error,
             "traceback": result.traceback,
-            "ran": 0 if result.outcome is Outcome.CANCELLED else 1,
         }
         recorded = (
             "last_run_at = :last_run_at, last_outcome = :outcome, last_error = :error, "
-            "last_traceback = :traceback, runs = runs + :ran, " + _NO_LEASE
+            "last_traceback = :traceback, runs = runs + 1, " + _NO_LEASE
         )
         mine = "WHERE id = :id AND lease_token = :token AND state = 'running'"
         if result.retry_at is not None:

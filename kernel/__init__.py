@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from ._version import __version__
-from .clock import Clock, SystemClock
+from .clock import UTC, Clock, SystemClock
 from .codec import Codec, JSONCodec
 from .context import TaskContext
 from .driver import Driver, DriverContext
@@ -61,6 +61,7 @@ __all__ = [
     "EARLIEST_TIME",
     "LATEST_TIME",
     "MAX_DURATION",
+    "UTC",
     "Acquired",
     "Backoff",
     "Claim",
@@ -145,8 +146,6 @@ def next_runs(
     datetimes (in the schedule's time zone when it has one, else UTC). ``count`` is 1 to
     ``MAX_NEXT_RUNS``; the times are the ones a job created at ``after`` would get (whole
     milliseconds, within ``EARLIEST_TIME``..``LATEST_TIME``)."""
-    from .clock import UTC
-
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_NEXT_RUNS:
         raise InvalidScheduleError(
             f"count must be an int from 1 to {MAX_NEXT_RUNS}, got {short(count)}"

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import anyio
 
+#: aware UTC, the one definition every room uses (``tickkit.UTC``)
 UTC = timezone.utc
 
 #: The longest a :class:`SystemClock` waits in one go before it reads the wall clock again,

@@ -13,6 +13,10 @@ The contract is written so that these stores fit it without changes:
 - BullMQ: one-off jobs are BullMQ jobs, recurring static tasks are job schedulers whose next
   job is produced when the current one is claimed (fill ``Claim.plan`` with
   :meth:`DriverContext.plan` inside :meth:`Driver.acquire`), leases are BullMQ job locks.
+
+This module is the driver SPI: ``__all__`` below is everything a driver needs from the kernel
+besides ``tickkit``'s own public names (docs/writing-a-driver.md lists it). Drivers import
+nothing else from the kernel.
 """
 
 from __future__ import annotations
@@ -25,11 +29,51 @@ from typing import Any, ClassVar
 
 import attrs
 
-from .clock import Clock
+from .clock import UTC, Clock
 from .codec import Codec
-from .models import Acquired, Claim, Job, JobState, Plan, RunResult
-from .redact import redact_url
+from .errors import short
+from .models import (
+    EARLIEST_TIME,
+    LATEST_TIME,
+    MAX_DURATION,
+    Acquired,
+    Backoff,
+    Claim,
+    Job,
+    JobState,
+    Outcome,
+    Plan,
+    RunResult,
+    from_millis,
+    to_millis,
+)
+from .redact import redact_url, scrub
 from .schedule import Schedule
+
+__all__ = [
+    "EARLIEST_TIME",
+    "LATEST_TIME",
+    "MAX_DURATION",
+    "UTC",
+    "Acquired",
+    "Backoff",
+    "Claim",
+    "Codec",
+    "Driver",
+    "DriverContext",
+    "Job",
+    "JobState",
+    "Outcome",
+    "Plan",
+    "RunResult",
+    "Schedule",
+    "from_millis",
+    "redact_url",
+    "scrub",
+    "select_jobs",
+    "short",
+    "to_millis",
+]
 
 
 def select_jobs(
@@ -72,6 +116,13 @@ class DriverContext:
     #: identifies this kernel (lease owner, BullMQ worker name)
     owner: str
     logger: logging.Logger = attrs.field(factory=lambda: logging.getLogger("tickkit.driver"))
+
+    def encode_data(self, job: Job) -> str:
+        """``job.data`` as the codec's text, to store. The kernel encodes (and checks) the data
+        of ``create_task`` once and hands the text over in ``job.data_text``; this returns it
+        as is, and runs the codec only for a job that has none (a static task's job, an extra
+        run of a stored one), so the codec runs once per write."""
+        return job.data_text if job.data_text is not None else self.codec.encode(job.data)
 
 
 class Driver(abc.ABC):

@@ -4,7 +4,7 @@ All hooks are synchronous: they return values or register things. Async work liv
 objects they return (a driver, an async context manager, a coroutine function the kernel runs).
 Plugins implement hooks with ``@tickkit.hookimpl``; the hook names all start with ``tickkit_``.
 Every hook here must have a docstring with its arguments, return value and where it applies
-(``tests/test_hookspecs_documented.py`` fails otherwise). docs/writing-a-plugin.md has examples.
+(``tests/test_hookspecs.py`` fails otherwise). docs/writing-a-plugin.md has examples.
 
 Groups: schedule parsing, persistence, execution, lifecycle.
 """

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import anyio
 import anyio.abc
@@ -52,6 +52,7 @@ from .registry import (
 from .schedule import Schedule, first_run, plan_occurrence
 
 log = logging.getLogger("tickkit")
+_T = TypeVar("_T")
 
 _default_driver: Driver | str | None = None
 #: the kernel worker (see _Worker) the current task is, if any
@@ -149,6 +150,7 @@ class Kernel:
         self.driver: Driver | None = None
         self.codec: Codec | None = None
         self._state = "new"
+        self._plugin_state: dict[object, Any] = {}
         self._wakeup = anyio.Event()
         self._stop_requested = anyio.Event()
         self._inflight: set[Claim] = set()
@@ -251,6 +253,7 @@ class Kernel:
     def _reset(self) -> None:
         """Make a stopped kernel startable again (a fresh driver context, fresh events)."""
         self._state = "new"
+        self._plugin_state.clear()
         self._wakeup = anyio.Event()
         self._stop_requested = anyio.Event()
         self._closed = anyio.Event()
@@ -373,6 +376,7 @@ class Kernel:
         if self._state == "open":
             assert self.driver is not None
             self._state = "stopped"
+            self._plugin_state.clear()
             with anyio.CancelScope(shield=True):
                 await self.driver.stop()
             return
@@ -450,6 +454,7 @@ class Kernel:
             await self.driver.stop()
         finally:
             self._state = "stopped"
+            self._plugin_state.clear()
             self._closed.set()
 
     async def _stop_workers(self) -> None:
@@ -555,6 +560,16 @@ class Kernel:
             )
         return self.driver, self.hooks, self.codec
 
+    def plugin_state(self, key: object, factory: Callable[[], _T]) -> _T:
+        """A plugin's state for this kernel: the object kept under ``key`` (a key object of the
+        plugin's own), made with ``factory()`` on first use and dropped when the kernel closes
+        (the next start begins afresh)."""
+        try:
+            return cast(_T, self._plugin_state[key])
+        except KeyError:
+            state = self._plugin_state[key] = factory()
+            return state
+
     def io_pending(self) -> bool:
         """True while the driver waits on a worker thread (lets a virtual clock settle)."""
         return self.driver is not None and self.driver.io_pending()
@@ -634,7 +649,10 @@ class Kernel:
             check_job_id(id)
             driver.check_id(id)
         try:
-            stored_data = codec.decode(codec.encode(data))
+            # encoded once: the driver stores this text (Job.data_text), the job holds the
+            # data as a reader will get it back
+            data_text = codec.encode(data)
+            stored_data = codec.decode(data_text)
         except TickkitError:
             raise
         except Exception as exc:  # a codec plugin's own error
@@ -663,6 +681,7 @@ class Kernel:
             max_attempts=definition.max_attempts,
             backoff=definition.backoff,
             created_at=now,
+            data_text=data_text,
         )
         job.meta.update(hooks.job_meta(job))
         job_id = await driver.add_job(job, replace=replace)

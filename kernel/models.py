@@ -10,14 +10,13 @@ import enum
 import math
 import random
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
 
+from .clock import UTC
 from .errors import InvalidScheduleError, InvalidTaskError, TickkitError, short
-
-UTC = timezone.utc
 
 
 class JobState(str, enum.Enum):
@@ -50,7 +49,9 @@ class Outcome(str, enum.Enum):
     SKIPPED = "skipped"
     #: the occurrence was missed (misfire policy) and not run
     MISSED = "missed"
-    #: the run was cancelled by shutdown and released for another worker
+    #: never in a :class:`RunResult` (a run cancelled by shutdown is released, not completed,
+    #: so drivers never see it): observer plugins (OpenTelemetry, Prometheus) report a run
+    #: that shutdown cancelled with it
     CANCELLED = "cancelled"
 
     def __str__(self) -> str:
@@ -340,7 +341,7 @@ class Job:
     last_run_at: datetime | None = None
     last_outcome: Outcome | None = None
     last_error: str | None = None
-    #: finished runs of this job (all outcomes but cancelled)
+    #: finished runs of this job (every completed claim counts)
     runs: int = 0
     #: small string metadata carried with the job (trace context, origin...)
     meta: dict[str, str] = attrs.field(factory=dict)
@@ -349,10 +350,137 @@ class Job:
     #: The kernel never runs such a job: a claim of it is completed once as FAILED with this
     #: reason and no retry, and the job stays listable (fields it could not read are None).
     defect: str | None = None
+    #: True when the job has further occurrences after this one (its schedule is a recurring
+    #: one): set by the constructors below and kept by drivers. A Job built without it (a record
+    #: stored before it was data, a hand-built Job) reads it from the schedule spec once, here:
+    #: recurring unless there is none or it is a ``date``.
+    recurring: bool = attrs.field(
+        default=attrs.Factory(lambda job: _legacy_recurring(job.schedule), takes_self=True)
+    )
+    #: the task data as the codec's text, when the kernel encoded it already (``create_task``):
+    #: a driver stores this text (:meth:`tickkit.DriverContext.encode_data`) instead of encoding
+    #: ``data`` again, so the codec runs once per write. Not stored, not compared.
+    data_text: str | None = attrs.field(default=None, eq=False, repr=False)
 
-    @property
-    def recurring(self) -> bool:
-        return self.schedule is not None and self.schedule.get("type") not in (None, "date")
+    @classmethod
+    def one_off(
+        cls,
+        name: str,
+        data: Any = None,
+        *,
+        at: datetime,
+        id: str | None = None,
+        created_at: datetime | None = None,
+        max_attempts: int | None = None,
+        backoff: Backoff | None = None,
+        meta: Mapping[str, str] | None = None,
+        data_text: str | None = None,
+    ) -> Job:
+        """A dynamic job that runs once, at ``at`` (no schedule is stored: its time is its
+        ``next_run_at``)."""
+        return cls(
+            id=id,
+            name=name,
+            data=data,
+            next_run_at=at,
+            scheduled_at=at,
+            max_attempts=max_attempts,
+            backoff=backoff,
+            created_at=created_at,
+            meta=dict(meta or {}),
+            recurring=False,
+            data_text=data_text,
+        )
+
+    @classmethod
+    def repeating(
+        cls,
+        name: str,
+        data: Any = None,
+        *,
+        schedule: dict[str, Any],
+        first: datetime,
+        id: str | None = None,
+        created_at: datetime | None = None,
+        max_attempts: int | None = None,
+        backoff: Backoff | None = None,
+        meta: Mapping[str, str] | None = None,
+        data_text: str | None = None,
+    ) -> Job:
+        """A dynamic job on a recurring ``schedule`` (its spec), first due at ``first``."""
+        return cls(
+            id=id,
+            name=name,
+            data=data,
+            schedule=schedule,
+            next_run_at=first,
+            scheduled_at=first,
+            max_attempts=max_attempts,
+            backoff=backoff,
+            created_at=created_at,
+            meta=dict(meta or {}),
+            recurring=True,
+            data_text=data_text,
+        )
+
+    @classmethod
+    def static_task(
+        cls,
+        name: str,
+        data: Any = None,
+        *,
+        schedule: dict[str, Any],
+        recurring: bool,
+        first: datetime | None,
+        created_at: datetime | None = None,
+        max_attempts: int | None = None,
+        backoff: Backoff | None = None,
+        meta: Mapping[str, str] | None = None,
+    ) -> Job:
+        """The stored schedule of static task ``name`` (its id is the name; ``Job.static`` is
+        the field that marks such jobs, so this constructor has the longer name): its spec is
+        always stored (``sync_static`` compares specs), ``recurring`` says whether it repeats;
+        ``first`` None (a date in the past, say) makes it COMPLETED."""
+        return cls(
+            id=name,
+            name=name,
+            data=data,
+            schedule=schedule,
+            next_run_at=first,
+            scheduled_at=first,
+            state=JobState.SCHEDULED if first is not None else JobState.COMPLETED,
+            static=True,
+            max_attempts=max_attempts,
+            backoff=backoff,
+            created_at=created_at,
+            meta=dict(meta or {}),
+            recurring=recurring,
+        )
+
+    @classmethod
+    def extra_run(cls, of: Job, now: datetime) -> Job:
+        """One extra run of job ``of`` at ``now`` (``run_task_now`` on a recurring, paused,
+        running or finished job): its task, data, retry policy and meta, with
+        ``meta["run_now_of"]`` naming ``of``; ``of`` itself is left as it is."""
+        meta = dict(of.meta)
+        if of.id is not None:
+            meta["run_now_of"] = of.id
+        return cls.one_off(
+            of.name,
+            of.data,
+            at=now,
+            created_at=now,
+            max_attempts=of.max_attempts,
+            backoff=of.backoff,
+            meta=meta,
+        )
+
+
+def _legacy_recurring(schedule: dict[str, Any] | None) -> bool:
+    """Whether a job stored before ``Job.recurring`` was data repeats: what the kernel stored
+    then (a spec for recurring dynamic jobs; any spec for static tasks, ``date`` for one-off
+    ones)."""
+    return schedule is not None and schedule.get("type") not in (None, "date")
 
 
 @attrs.frozen

@@ -27,7 +27,6 @@ import os
 import re
 import sys
 import traceback
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,7 +34,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from tickkit import DuplicateTaskError, TaskDefinition, TaskRegistry, TickkitError, hookimpl
-from tickkit.registry import collecting
+from tickkit.plugin_api import collecting
 
 if TYPE_CHECKING:
     from tickkit import Kernel
@@ -56,7 +55,17 @@ __all__ = [
 ]
 
 _module_numbers = itertools.count(1)
-_folders: weakref.WeakKeyDictionary[Kernel, TaskFolder] = weakref.WeakKeyDictionary()
+
+
+@attrs.define
+class _State:
+    """This plugin's state in one kernel (``Kernel.plugin_state``)."""
+
+    folder: TaskFolder | None = None
+
+
+def _state(kernel: Kernel) -> _State:
+    return kernel.plugin_state(_State, _State)
 
 
 @attrs.frozen
@@ -358,8 +367,9 @@ def tasks_dir(kernel: Kernel) -> Path | None:
 
 
 def folder_of(kernel: Kernel) -> TaskFolder | None:
-    """The task folder this kernel loaded at its last start, or None."""
-    return _folders.get(kernel)
+    """The task folder this kernel loaded when it started, or None (also once it stopped:
+    the kernel drops its plugins' state when it closes)."""
+    return _state(kernel).folder
 
 
 @hookimpl
@@ -379,7 +389,7 @@ def tickkit_load_tasks(kernel: Kernel) -> list[TaskDefinition] | None:
         return None if found is None else (found.source or "code outside the tasks folder")
 
     update = folder.refresh(outside=outside, strict=True)
-    _folders[kernel] = folder
+    _state(kernel).folder = folder
     log.info(
         "loaded %d task(s) from %d file(s) in %s%s",
         len(update.added),

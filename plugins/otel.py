@@ -27,12 +27,13 @@ import threading
 import traceback
 import weakref
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
-from types import TracebackType
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from tickkit import MissingExtraError, Outcome, PluginError, hookimpl, redact
+from tickkit import UTC, MissingExtraError, Outcome, PluginError, hookimpl, redact
 from tickkit import __version__ as tickkit_version
+
+from ._observe import RunScope, RunStates
 
 try:
     from opentelemetry import context as otel_context
@@ -69,7 +70,7 @@ LATENESS_BUCKETS: tuple[float, ...] = (
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600,
 )  # fmt: skip
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _RELATIONS = ("link", "child")
 
 # OpenTelemetry messaging semantic conventions (the names of opentelemetry-semantic-conventions'
@@ -143,42 +144,6 @@ class _Run:
         self.token: object | None = None
 
 
-class _RunScope:
-    """The async context manager returned by ``tickkit_wrap_run``.
-
-    Entering starts the span and makes it current (so spans and jobs created by the task are its
-    children). Exiting only detaches it: the outcome is known in ``tickkit_run_finished``, which
-    ends the span. A run cancelled by shutdown gets no ``run_finished``: it ends here.
-    """
-
-    __slots__ = ("ctx", "plugin")
-
-    def __init__(self, plugin: OpenTelemetryPlugin, ctx: TaskContext) -> None:
-        self.plugin = plugin
-        self.ctx = ctx
-
-    async def __aenter__(self) -> None:
-        run = self.plugin._start(self.ctx)
-        run.token = otel_context.attach(trace.set_span_in_context(run.span))
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        run = self.plugin._runs.get(id(self.ctx))
-        if run is None:
-            return
-        if run.token is not None:
-            otel_context.detach(run.token)  # type: ignore[arg-type]
-            run.token = None
-        if exc is not None and not isinstance(exc, Exception):
-            # cancelled (shutdown) or interrupted: no run_finished hook follows
-            duration = (self.ctx.kernel.clock.now() - self.ctx.started_at).total_seconds()
-            self.plugin._finish(self.ctx, Outcome.CANCELLED, duration)
-
-
 class OpenTelemetryPlugin:
     """The OpenTelemetry plugin object.
 
@@ -239,7 +204,7 @@ class OpenTelemetryPlugin:
             "Actual minus scheduled start of first attempts, by task.",
             LATENESS_BUCKETS,
         )
-        self._runs: dict[int, _Run] = {}
+        self._runs: RunStates[_Run] = RunStates()
         #: the kernels this plugin serves (to name the messaging system of a job being created)
         self._kernels: weakref.WeakSet[Kernel] = weakref.WeakSet()
 
@@ -329,8 +294,26 @@ class OpenTelemetryPlugin:
     # --- spans --------------------------------------------------------------------------
 
     @hookimpl
-    def tickkit_wrap_run(self, ctx: TaskContext) -> _RunScope:
-        return _RunScope(self, ctx)
+    def tickkit_wrap_run(self, ctx: TaskContext) -> RunScope:
+        """Entering starts the run's span and makes it current (so spans and jobs created by
+        the task are its children); exiting only detaches it: the outcome is known in
+        ``tickkit_run_finished``, which ends the span. A run cancelled by shutdown gets no
+        ``run_finished``: its span ends when the scope exits."""
+        return RunScope(ctx, enter=self._enter, exit=self._exit, cancelled=self._cancelled)
+
+    def _enter(self, ctx: TaskContext) -> None:
+        run = self._start(ctx)
+        run.token = otel_context.attach(trace.set_span_in_context(run.span))
+
+    def _exit(self, ctx: TaskContext) -> None:
+        run = self._runs.get(ctx)
+        if run is not None and run.token is not None:
+            otel_context.detach(run.token)  # type: ignore[arg-type]
+            run.token = None
+
+    def _cancelled(self, ctx: TaskContext, duration: float) -> None:
+        if self._runs.get(ctx) is not None:  # not finished already
+            self._finish(ctx, Outcome.CANCELLED, duration)
 
     def _start(self, ctx: TaskContext) -> _Run:
         creator = self._creator(ctx.job.meta)
@@ -364,14 +347,13 @@ class OpenTelemetryPlugin:
             set_status_on_exception=False,
         )
         run = _Run(ctx, span)
-        self._runs[id(ctx)] = run
-        return run
+        return self._runs.put(ctx, run)
 
     def _finish(self, ctx: TaskContext, outcome: Outcome, duration: float) -> None:
         labels = {"tickkit.task": ctx.task.name, "tickkit.outcome": outcome.value}
         self.runs.add(1, labels)
         self.duration.record(max(duration, 0.0), labels)
-        run = self._runs.pop(id(ctx), None)
+        run = self._runs.pop(ctx)
         if run is None:
             return
         run.span.set_attribute("tickkit.outcome", outcome.value)
@@ -390,7 +372,7 @@ class OpenTelemetryPlugin:
     ) -> None:
         if retry_at is not None:
             self.retries.add(1, {"tickkit.task": ctx.task.name})
-        run = self._runs.get(id(ctx))
+        run = self._runs.get(ctx)
         if run is None:
             return
         span = run.span
@@ -413,7 +395,7 @@ class OpenTelemetryPlugin:
     ) -> None:
         if retry_at is not None:
             self.retries.add(1, {"tickkit.task": ctx.task.name})
-        run = self._runs.get(id(ctx))
+        run = self._runs.get(ctx)
         if run is None:
             return
         span = run.span
@@ -465,7 +447,7 @@ def tickkit_kernel_started(kernel: Kernel) -> None:
 
 
 @hookimpl
-def tickkit_wrap_run(ctx: TaskContext) -> _RunScope:
+def tickkit_wrap_run(ctx: TaskContext) -> RunScope:
     return default_plugin().tickkit_wrap_run(ctx)
 
 

@@ -27,13 +27,14 @@ import threading
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime
 from socketserver import ThreadingMixIn
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import anyio
 
 from tickkit import JobState, MissingExtraError, Outcome, PluginError, hookimpl, redact
+
+from ._observe import RunScope
 
 try:
     from prometheus_client import (
@@ -90,30 +91,6 @@ def driver_label(driver: Driver) -> str:
     if name.lower().endswith("driver") and len(name) > len("driver"):
         name = name[: -len("driver")]
     return name.lower()
-
-
-class _RunScope:
-    """``tickkit_wrap_run``'s manager: counts runs cancelled by shutdown (they get no
-    ``tickkit_run_finished``)."""
-
-    __slots__ = ("ctx", "plugin")
-
-    def __init__(self, plugin: PrometheusPlugin, ctx: TaskContext) -> None:
-        self.plugin = plugin
-        self.ctx = ctx
-
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is not None and not isinstance(exc, Exception):
-            duration = (self.ctx.kernel.clock.now() - self.ctx.started_at).total_seconds()
-            self.plugin._finished(self.ctx.task.name, Outcome.CANCELLED, duration)
 
 
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
@@ -235,8 +212,12 @@ class PrometheusPlugin:
         self.duration.labels(task, outcome.value).observe(max(duration, 0.0))
 
     @hookimpl
-    def tickkit_wrap_run(self, ctx: TaskContext) -> _RunScope:
-        return _RunScope(self, ctx)
+    def tickkit_wrap_run(self, ctx: TaskContext) -> RunScope:
+        """Counts runs cancelled by shutdown (they get no ``tickkit_run_finished``)."""
+        return RunScope(ctx, cancelled=self._cancelled)
+
+    def _cancelled(self, ctx: TaskContext, duration: float) -> None:
+        self._finished(ctx.task.name, Outcome.CANCELLED, duration)
 
     @hookimpl
     def tickkit_run_started(self, ctx: TaskContext) -> None:
@@ -427,7 +408,7 @@ def default_plugin() -> PrometheusPlugin:
 
 
 @hookimpl
-def tickkit_wrap_run(ctx: TaskContext) -> _RunScope:
+def tickkit_wrap_run(ctx: TaskContext) -> RunScope:
     return default_plugin().tickkit_wrap_run(ctx)
 
 

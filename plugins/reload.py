@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import weakref
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,7 +44,18 @@ log = logging.getLogger("tickkit.reload")
 
 __all__ = ["Reloader", "reload_enabled", "reloader_of"]
 
-_reloaders: weakref.WeakKeyDictionary[Kernel, Reloader] = weakref.WeakKeyDictionary()
+
+class _State:
+    """This plugin's state in one kernel (``Kernel.plugin_state``)."""
+
+    __slots__ = ("reloader",)
+
+    def __init__(self) -> None:
+        self.reloader: Reloader | None = None
+
+
+def _state(kernel: Kernel) -> _State:
+    return kernel.plugin_state(_State, _State)
 
 
 def reload_enabled(kernel: Kernel) -> bool:
@@ -200,7 +210,7 @@ def _rel(path: Path, root: Path) -> Path:
 
 def reloader_of(kernel: Kernel) -> Reloader | None:
     """The reloader of a running kernel started with ``settings={"reload": True}``, or None."""
-    return _reloaders.get(kernel)
+    return _state(kernel).reloader
 
 
 @hookimpl
@@ -221,12 +231,13 @@ def tickkit_kernel_services(
         log.warning("reload is on but no tasks folder was loaded (set settings['tasks_dir'])")
         return None
     reloader = Reloader(kernel, folder)
-    _reloaders[kernel] = reloader
+    _state(kernel).reloader = reloader
     return [reloader.run]
 
 
 @hookimpl
 def tickkit_kernel_stopping(kernel: Kernel) -> None:
-    reloader = _reloaders.pop(kernel, None)
+    state = _state(kernel)
+    reloader, state.reloader = state.reloader, None
     if reloader is not None:
         reloader.stop()

@@ -14,14 +14,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from .test_cli import cli_env, one_error_line, parallel, tickkit
+from tickkit import UTC
 
-UTC = timezone.utc
+from .test_cli import cli_env, one_error_line, parallel, tickkit
 
 NOTE = """
 import json

@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import datetime
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tickkit import (
+    UTC,
     InvalidCronError,
     Kernel,
     TaskRegistry,
@@ -24,7 +25,6 @@ from tickkit import (
 from tickkit.plugins.schedules import CronSchedule
 from tickkit.testing import VirtualClock
 
-UTC = timezone.utc
 T = datetime(2026, 1, 1, tzinfo=UTC)  # a Thursday
 
 

@@ -19,21 +19,20 @@ import random
 import shutil
 import subprocess
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from tickkit import TickkitError, next_runs
+from tickkit import UTC, TickkitError, next_runs
 from tickkit.plugins.schedules import CronSchedule
 
 from .cron_corpus import STARTS, ZONES, corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 INTEROP = ROOT / "contrib" / "bullmq-interop"
-UTC = timezone.utc
 COUNT = 12
 
 pytestmark = [pytest.mark.interop]

@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from tickkit import Kernel, TaskContext, TaskRegistry, next_runs, task
+from tickkit import UTC, Kernel, TaskContext, TaskRegistry, next_runs, task
 from tickkit.drivers.bullmq import BullMQDriver
 
 from . import test_bullmq_interop as bullmq_interop
@@ -28,7 +28,6 @@ INTEROP = bullmq_interop.INTEROP
 run_node = bullmq_interop.run_node
 #: the node binary (fixture shared with tests/test_bullmq_interop.py)
 node = bullmq_interop.node
-UTC = timezone.utc
 ZONES = ["Asia/Kolkata", "Europe/Berlin", "America/New_York", "Pacific/Auckland", "Asia/Tokyo"]
 
 

@@ -12,7 +12,7 @@ import logging
 import signal
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 from types import ModuleType
@@ -21,12 +21,11 @@ from typing import Any
 import anyio
 import pytest
 
-from tickkit import JobState, Kernel, TaskRegistry
+from tickkit import UTC, JobState, Kernel, TaskRegistry
 from tickkit.testing import VirtualClock
 
 pytestmark = pytest.mark.anyio
 
-UTC = timezone.utc
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 EXAMPLES = Path(__file__).resolve().parent.parent / "contrib" / "examples"
 

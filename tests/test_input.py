@@ -19,6 +19,7 @@ from tickkit import (
     EARLIEST_TIME,
     LATEST_TIME,
     MAX_DURATION,
+    UTC,
     Backoff,
     Driver,
     InvalidDataError,
@@ -47,7 +48,6 @@ from tickkit.plugins.schedules import DateSchedule, DelaySchedule, IntervalSched
 from tickkit.plugins.schedules.zones import available_zones, get_zone
 from tickkit.testing import VirtualClock
 
-UTC = timezone.utc
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 

@@ -7,7 +7,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
@@ -15,6 +15,7 @@ import pytest
 
 import tickkit
 from tickkit import (
+    UTC,
     Backoff,
     DuplicateTaskError,
     InvalidCronError,
@@ -41,7 +42,6 @@ from tickkit.testing import VirtualClock
 
 pytestmark = pytest.mark.anyio
 
-UTC = timezone.utc
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 

@@ -11,7 +11,7 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -22,14 +22,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from tickkit import Kernel, PluginError, TaskContext, TaskRegistry, task
+from tickkit import UTC, Kernel, PluginError, TaskContext, TaskRegistry, task
 from tickkit.drivers.memory import MemoryDriver
 from tickkit.plugins.otel import OpenTelemetryPlugin
 from tickkit.testing import VirtualClock
 
 pytestmark = pytest.mark.anyio
 
-UTC = timezone.utc
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 #: the SDK applies a histogram's bucket advice from 1.30 on (older ones use their defaults)
 SDK_TAKES_ADVICE = tuple(

@@ -7,7 +7,7 @@ import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +16,13 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tickkit import Kernel, PluginError, TaskContext, TaskRegistry, task
+from tickkit import UTC, Kernel, PluginError, TaskContext, TaskRegistry, task
 from tickkit.drivers.memory import MemoryDriver
 from tickkit.plugins.prometheus import PrometheusPlugin, default_plugin, driver_label
 from tickkit.testing import VirtualClock
 
 pytestmark = pytest.mark.anyio
 
-UTC = timezone.utc
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 OUTCOMES = ("succeeded", "failed", "timed_out", "skipped", "missed", "cancelled")
 

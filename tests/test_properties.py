@@ -30,6 +30,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from tickkit import (
+    UTC,
     DriverError,
     Job,
     JobExistsError,
@@ -48,12 +49,12 @@ from tickkit import (
     parse_schedule,
     task,
 )
+from tickkit.drivers.bullmq.driver import URL_OPTIONS
 from tickkit.errors import short
 from tickkit.models import EARLIEST_TIME, LATEST_TIME, round_ms
 from tickkit.schedule import first_run
 from tickkit.testing import VirtualClock
 
-UTC = timezone.utc
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 #: seconds one call may take before it counts as a hang
 CALL_LIMIT = 10.0
@@ -768,19 +769,8 @@ def test_unknown_task_names_store_nothing(harness: Harness) -> None:
 # --- driver URLs -----------------------------------------------------------------------------
 
 SQLITE_OPTIONS = ["poll_interval", "lease_duration", "busy_timeout", "synchronous", "keep_failed"]
-REDIS_OPTIONS = [
-    "queue",
-    "prefix",
-    "db",
-    "socket_timeout",
-    "socket_connect_timeout",
-    "socket_keepalive",
-    "retry_on_timeout",
-    "max_connections",
-    "health_check_interval",
-    "client_name",
-    "decode_responses",
-]
+#: the driver's own list: the test follows it when an option is added
+REDIS_OPTIONS = list(URL_OPTIONS)
 option_values = st.one_of(
     st.sampled_from(["", "0", "1", "-1", "nan", "inf", "1e400", "true", "false", "x", "10"]),
     st.text(max_size=10),

@@ -10,7 +10,7 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +18,13 @@ import anyio
 import pytest
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from tickkit import JobState, Kernel, MissingExtraError, TaskRegistry, TickkitError
+from tickkit import UTC, JobState, Kernel, MissingExtraError, TaskRegistry, TickkitError
 from tickkit.plugins.folder import FolderUpdate
 from tickkit.plugins.reload import Reloader, reloader_of
 from tickkit.testing import VirtualClock
 
 pytestmark = pytest.mark.anyio
 
-UTC = timezone.utc
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 WAIT = 20  # seconds: an upper bound for the watcher to report a change, never waited out
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from tickkit import (
+    UTC,
     InvalidCronError,
     InvalidScheduleError,
     UnknownTimezoneError,
@@ -23,7 +24,6 @@ from tickkit.plugins.schedules import (
     parse_duration,
 )
 
-UTC = timezone.utc
 NY = ZoneInfo("America/New_York")
 
 

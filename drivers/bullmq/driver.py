@@ -36,13 +36,9 @@ from tickkit import (
     redact,
     redact_url,
 )
-from tickkit.driver import select_jobs
-from tickkit.models import from_millis, to_millis
-from tickkit.redact import scrub
+from tickkit.driver import from_millis, scrub, select_jobs, to_millis
 
-from . import mapping
-from .link import Link, Script, Target, is_permanent
-
+# before .link, whose own guard then only meets a missing hiredis
 try:
     import redis.asyncio as aioredis
     from redis.asyncio.connection import parse_url
@@ -53,6 +49,9 @@ try:
     from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise MissingExtraError("the redis:// driver", "redis", exc.name or "redis") from None
+
+from . import mapping
+from .link import Link, Script, Target, is_permanent
 
 log = logging.getLogger("tickkit.drivers.bullmq")
 
@@ -132,6 +131,11 @@ def _check_url(url: str) -> None:
                     f"{', '.join(URL_OPTIONS)}",
                     url,
                 )
+            )
+        if name.startswith("ssl_") and parts.scheme != "rediss":
+            # redis-py passes TLS options on to a plain connection, which fails with TypeError
+            raise DriverError(
+                scrub(f"option {name!r} in Redis URL {shown!r} needs a rediss:// URL (TLS)", url)
             )
     try:
         parse_url(url)
@@ -513,7 +517,7 @@ class BullMQDriver(Driver):
             now,
             job.id or "",
             job.name,
-            self.ctx.codec.encode(job.data),
+            self.ctx.encode_data(job),
             json.dumps(opts),
             at,
             json.dumps(extra),
@@ -543,7 +547,7 @@ class BullMQDriver(Driver):
             now,
             scheduler_id,
             job.name,
-            self.ctx.codec.encode(job.data),
+            self.ctx.encode_data(job),
             json.dumps(mapping.job_opts(job, self._retention)),
             json.dumps(repeat),
             first,
@@ -879,6 +883,7 @@ class BullMQDriver(Driver):
             next_run_at=scheduled_at,
             scheduled_at=scheduled_at,
             state=JobState.RUNNING,
+            recurring=True,
             attempt=view.attempt,
             max_attempts=view.max_attempts,
             backoff=view.backoff,

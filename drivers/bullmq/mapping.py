@@ -20,7 +20,7 @@ from tickkit import (
     JobState,
     Outcome,
 )
-from tickkit.models import from_millis
+from tickkit.driver import from_millis
 
 #: schedule types a job scheduler can hold
 RECURRING_TYPES = ("cron", "interval")
@@ -370,6 +370,8 @@ def one_off_view(
         scheduled_at=nominal,
         state=state,
         static=h.get("tk.static") == "1",
+        # a BullMQ job is one run; recurring jobs are job schedulers (scheduler_view)
+        recurring=False,
         attempt=_int(h.get("atm")),
         max_attempts=attempts if attempts > 0 else None,
         backoff=backoff_from_opts(opts.get("backoff")),
@@ -457,6 +459,7 @@ def claimed_view(
         scheduled_at=from_millis(nominal),
         state=JobState.RUNNING,
         static=static == "1",
+        recurring=False,
         attempt=attempt,
         max_attempts=max_attempts,
         backoff=backoff,
@@ -517,6 +520,8 @@ def scheduler_view(
         scheduled_at=at,
         state=state,
         static=sh.get("tk.static") == "1",
+        # a job scheduler repeats (schedule None: its repeat options could not be read)
+        recurring=schedule is not None,
         attempt=_int(current.get("atm")) if current is not None and pending else 0,
         max_attempts=attempts if attempts > 0 else None,
         backoff=backoff_from_opts(opts.get("backoff")),

@@ -12,14 +12,12 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
 
-from ..clock import Clock
-
-UTC = timezone.utc
+from ..clock import UTC, Clock
 
 __all__ = ["VirtualClock", "settle"]
 

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
 from .. import (
+    UTC,
     Driver,
     Job,
     JobExistsError,
@@ -41,7 +42,6 @@ from .. import (
 )
 from . import VirtualClock
 
-UTC = timezone.utc
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 pytestmark = pytest.mark.anyio
@@ -358,15 +358,7 @@ class DriverContract:
             dyn = await d.add_job(_job(at=T0 + timedelta(days=1)))
 
             def static(name: str, spec: dict[str, Any], at: datetime) -> Job:
-                return Job(
-                    id=name,
-                    name=name,
-                    schedule=spec,
-                    next_run_at=at,
-                    scheduled_at=at,
-                    static=True,
-                    created_at=T0,
-                )
+                return Job.static_task(name, schedule=spec, recurring=True, first=at, created_at=T0)
 
             await d.sync_static([static("a", cron, T0), static("b", cron, T0)], T0)
             assert {j.id for j in await d.list_jobs(static=True)} == {"a", "b"}

@@ -7,7 +7,7 @@ import argparse
 import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -15,14 +15,13 @@ import anyio
 
 import tickkit
 from tickkit import DriverError, JobNotFoundError, Kernel, UnknownTaskError, redact_url
-from tickkit.manager import list_drivers, list_plugins
+from tickkit.plugin_api import UTC, list_drivers, list_plugins
 
+from ..folder import DEFAULT_TASKS_DIR
 from . import output
 from .logs import scrub
 
-UTC = timezone.utc
 DEFAULT_DRIVER = "memory://"
-DEFAULT_TASKS_DIR = os.path.join("app", "tasks")
 
 
 class UsageError(Exception):
@@ -45,7 +44,7 @@ def tasks_dir(args: argparse.Namespace) -> str | None:
         if not os.path.isdir(given):
             raise UsageError(f"--tasks {given!r} is not a folder")
         return given
-    return DEFAULT_TASKS_DIR if os.path.isdir(DEFAULT_TASKS_DIR) else None
+    return str(DEFAULT_TASKS_DIR) if DEFAULT_TASKS_DIR.is_dir() else None
 
 
 def sqlite_file(url: str) -> str | None:

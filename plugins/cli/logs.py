@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, TextIO
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from tickkit import redact
-from tickkit.redact import MASK, SECRET_PARAMS
+from tickkit.plugin_api import MASK, SECRET_PARAMS, UTC
 
 #: record attributes that identify a run
 RUN_FIELDS = ("task", "job_id", "attempt")
@@ -109,9 +109,7 @@ class JSONFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(
-                timespec="milliseconds"
-            ),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "message": _message(record),

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from tickkit import Job
-from tickkit.manager import EntryPointInfo
+from tickkit.plugin_api import EntryPointInfo
 
 from .logs import scrub
 

@@ -21,25 +21,24 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from tickkit import InvalidScheduleError, Schedule, hookimpl
-from tickkit.errors import short
-from tickkit.models import (
+from tickkit.plugin_api import (
     LATEST_TIME,
     MAX_DURATION,
     MIN_EPOCH_MS,
     check_duration,
     check_time,
     from_millis,
+    short,
     to_millis,
 )
 
 from .cron import CronSchedule
 from .zones import get_zone
 
-UTC = timezone.utc
 _DURATION = re.compile(r"\s*(?:(\d+(?:\.\d+)?)\s*([wdhms]|ms)\s*)+", re.IGNORECASE | re.ASCII)
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|[wdhms])", re.IGNORECASE | re.ASCII)
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

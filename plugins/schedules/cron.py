@@ -35,11 +35,10 @@ from croniter import croniter
 from croniter.croniter import CroniterBadDateError
 
 from tickkit import InvalidCronError, Schedule
-from tickkit.errors import short
+from tickkit.plugin_api import UTC, short
 
 from .zones import get_zone, zone_name
 
-UTC = dt_timezone.utc
 _EPOCH = datetime(1970, 1, 1)
 #: how many years ahead a search goes before it decides a cron never fires
 _YEARS_AHEAD = 30

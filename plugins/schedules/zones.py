@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import threading
 import zoneinfo
-from datetime import timezone as dt_timezone
 from datetime import tzinfo
 from functools import lru_cache
 
 from tickkit import UnknownTimezoneError
-from tickkit.errors import short
+from tickkit.plugin_api import UTC, short
 
-UTC = dt_timezone.utc
 #: names in a system's zoneinfo folder that are not IANA time zone names
 _NOT_IANA = frozenset({"localtime", "posixrules", "Factory"})
 #: names that mean UTC itself (the kernel's stored default is "UTC")

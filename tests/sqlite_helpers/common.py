@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
-from tickkit import Job, Kernel, TaskContext, TaskRegistry, task
+from tickkit import UTC, Job, Kernel, TaskContext, TaskRegistry, task
 from tickkit.drivers.sqlite import SQLiteDriver
 from tickkit.testing import VirtualClock
 
-UTC = timezone.utc
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
