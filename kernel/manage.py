@@ -11,18 +11,22 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
+from datetime import timedelta
 from typing import Any
 
 from .codec import MAX_INT, MIN_INT, find_surrogate
 from .driver import Driver
 from .errors import InvalidArgumentError, InvalidTaskError, JobNotFoundError, TickkitError, short
-from .models import UNSET, Cursor, Job, JobState, _Unset
+from .models import MAX_DURATION, UNSET, Cursor, Job, JobState, _Unset
 
 __all__ = [
+    "DEFAULT_HISTORY_LIMIT",
+    "DEFAULT_HISTORY_MAX_AGE",
     "MAX_KEY_LENGTH",
     "MAX_LIMIT",
     "Scalar",
     "check_after",
+    "check_history_options",
     "check_index_keys",
     "check_limit",
     "check_state",
@@ -201,3 +205,34 @@ def check_update_given(data: Any | _Unset, schedule: Any | _Unset) -> None:
         raise InvalidArgumentError(
             "update_task needs data=..., schedule=... or both (nothing to change was given)"
         )
+
+
+#: run history kept per job unless configured (driver option ``history_limit``)
+DEFAULT_HISTORY_LIMIT = 100
+#: how long run history is kept unless configured (driver option ``history_max_age``): 7 days
+DEFAULT_HISTORY_MAX_AGE = 604_800.0
+
+
+def check_history_options(limit: object, max_age: object) -> tuple[int, float | None]:
+    """The driver options ``history_limit`` (runs kept per job: an int from 0; 0 keeps none)
+    and ``history_max_age`` (seconds or a timedelta, more than 0 and at most
+    ``MAX_DURATION``; None: no age limit), checked; InvalidArgumentError names a bad one."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= MAX_LIMIT:
+        raise InvalidArgumentError(
+            f"history_limit must be an int from 0 (keep no run history), got {short(limit)}"
+        )
+    if max_age is None:
+        return limit, None
+    if isinstance(max_age, timedelta):
+        max_age = max_age.total_seconds()
+    top = MAX_DURATION.total_seconds()
+    if (
+        isinstance(max_age, bool)
+        or not isinstance(max_age, (int, float))
+        or not 0 < max_age <= top
+    ):
+        raise InvalidArgumentError(
+            f"history_max_age must be a number of seconds (or a timedelta) above 0 and at most "
+            f"{top:g}, or None, got {short(max_age)}"
+        )
+    return limit, float(max_age)
