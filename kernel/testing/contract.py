@@ -485,7 +485,10 @@ class DriverContract:
             expected = [[j.id for j in select_jobs(every, where=q)] for q in self.WHERE_QUERIES]
             # the rules themselves, on the reference
             by_data = {j.id: j.data for j in every}
-            found = {repr(q): [by_data[i] for i in e] for q, e in zip(self.WHERE_QUERIES, expected)}
+            found = {
+                repr(q): [by_data[i] for i in e]
+                for q, e in zip(self.WHERE_QUERIES, expected, strict=True)
+            }
             assert found["{'u': 1}"] == [{"u": 1}, {"u": 1.0}, {"u": 1, "v": "x"}]
             assert found["{'u': 1.0}"] == found["{'u': 1}"]
             assert found["{'u': True}"] == [{"u": True}]
@@ -498,7 +501,7 @@ class DriverContract:
             for indexed in (False, True):
                 if indexed:
                     await d.ensure_indexes(["u", "v"])
-                for q, want in zip(self.WHERE_QUERIES, expected):
+                for q, want in zip(self.WHERE_QUERIES, expected, strict=True):
                     got = [j.id for j in await d.list_jobs(where=q)]
                     assert got == want, (q, indexed)
                     counts = await d.count_jobs(where=q)
@@ -532,9 +535,10 @@ class DriverContract:
             assert await d.list_jobs(where={"u": 98}) == []
             if self.shared_store:
                 # another process on the store, which loaded no task, indexes the same way
-                async with Kernel(make_driver(), tasks=TaskRegistry(), clock=clock) as other:
-                    await other.driver.ensure_indexes(["u"])
-                    second = await other.driver.add_job(
+                other_driver = make_driver()
+                async with Kernel(other_driver, tasks=TaskRegistry(), clock=clock):
+                    await other_driver.ensure_indexes(["u"])
+                    second = await other_driver.add_job(
                         _job(at=T0 + timedelta(hours=6), data={"u": 97})
                     )
                 assert [j.id for j in await d.list_jobs(where={"u": 97})] == [second]
@@ -771,7 +775,7 @@ class DriverContract:
         kernel = Kernel(driver, tasks=contract_tasks(runs), clock=clock)
         await kernel.open()
         try:
-            d = kernel.driver
+            d = driver
             spec = {"type": "cron", "value": "* * * * *", "timezone": "UTC"}
             job_id = await d.add_job(_job("every-minute", at=T0, schedule=spec))
             at = T0
