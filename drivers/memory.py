@@ -296,6 +296,8 @@ class MemoryDriver(Driver):
         if job is None:
             return None
         if data is not UNSET:
+            # the stored copy is the data as the codec reads it back (refused: nothing changes)
+            data = self.ctx.codec.decode(self.ctx.codec.encode(data))
             self._index_remove(job)
             job.data = data
             self._index_add(job)
