@@ -138,11 +138,13 @@ class MemoryDriver(Driver):
         for key, values in self._index.items():
             if key in job.data:
                 found = _index_value(job.data[key])
-                ids = values.get(found) if found is not None else None
+                if found is None:
+                    continue
+                ids = values.get(found)
                 if ids is not None:
                     ids.discard(job.id or "")
                     if not ids:
-                        del values[found]  # type: ignore[arg-type]
+                        del values[found]
 
     async def ensure_indexes(self, keys: Iterable[str]) -> None:
         for key in keys:
@@ -412,6 +414,8 @@ class MemoryDriver(Driver):
         job_id = claim.job.id
         assert job_id is not None
         job = self._jobs.get(job_id)
+        if not isinstance(claim.handle, tuple):
+            return  # not a claim of this driver
         held, revision = claim.handle
         if job is None or job is not held:
             return  # removed or replaced while it ran
@@ -451,7 +455,8 @@ class MemoryDriver(Driver):
             job_id = claim.job.id
             assert job_id is not None
             job = self._jobs.get(job_id)
-            if job is None or job is not claim.handle[0] or job.state is not JobState.RUNNING:
+            held = claim.handle[0] if isinstance(claim.handle, tuple) else None
+            if job is None or job is not held or job.state is not JobState.RUNNING:
                 continue
             paused = job_id in self._pause_after
             self._pause_after.discard(job_id)
