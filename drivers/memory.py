@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -73,8 +73,9 @@ class MemoryDriver(Driver):
         self._revision: dict[str, int] = {}
         #: job id -> its finished runs, oldest first
         self._runs: dict[str, deque[RunRecord]] = {}
-        #: every kept run in the order written, for age retention
-        self._run_order: deque[RunRecord] = deque()
+        #: job id -> finish time of its last run written, oldest write first (age retention:
+        #: one entry per job, so memory stays bounded by history_limit per job)
+        self._run_order: OrderedDict[str, datetime] = OrderedDict()
         self._jobs: dict[str, Job] = {}
         self._heap: list[tuple[float, int, str]] = []
         self._due: dict[str, int] = {}
@@ -350,7 +351,10 @@ class MemoryDriver(Driver):
         while len(runs) > self.history_limit:
             runs.popleft()
         if self.history_max_age is not None:
-            self._run_order.append(record)
+            self._run_order[job.id] = max(
+                self._run_order.get(job.id, record.finished_at), record.finished_at
+            )
+            self._run_order.move_to_end(job.id)
         self._expire_runs()
 
     def _expire_runs(self) -> None:
@@ -359,15 +363,13 @@ class MemoryDriver(Driver):
             return
         cutoff = self.ctx.clock.now() - timedelta(seconds=self.history_max_age)
         order = self._run_order
-        while order and order[0].finished_at < cutoff:
-            record = order.popleft()
-            runs = self._runs.get(record.job_id)
-            if runs is None:
-                continue
-            while runs and runs[0].finished_at < cutoff:
-                runs.popleft()
-            if not runs:
-                del self._runs[record.job_id]
+        # jobs whose newest run is older than the age: their whole history goes
+        while order:
+            job_id, last = next(iter(order.items()))
+            if last >= cutoff:
+                break
+            del order[job_id]
+            self._runs.pop(job_id, None)
 
     # --- running jobs -------------------------------------------------------------------
     async def acquire(

@@ -192,3 +192,28 @@ async def test_update_and_runs_through_manage(driver: Driver) -> None:
         await manage.get_runs(driver, 5)
     with pytest.raises(InvalidArgumentError, match="-2"):
         await manage.get_runs(driver, "j001", limit=-2)
+
+
+async def test_memory_history_of_a_removed_job_expires() -> None:
+    """The memory driver keeps one age entry per job: the history of a job that is gone is
+    dropped whole once its newest run is older than history_max_age (memory stays bounded)."""
+    from tickkit import Outcome, RunResult
+
+    clock = VirtualClock(T0)
+    memory = MemoryDriver(history_limit=2, history_max_age=3600)
+    kernel = Kernel(memory, tasks=TaskRegistry(), clock=clock)
+    await kernel.open()
+    try:
+        for i in (1, 2):
+            await memory.add_job(_job(i, 1))
+        await clock.jump(timedelta(minutes=5))
+        first, second = (await memory.acquire(now=clock.now(), limit=2)).claims
+        await memory.complete(first, RunResult(Outcome.SUCCEEDED, clock.now()))
+        await memory.remove_job(first.job.id or "")
+        assert len(await memory.get_runs(first.job.id or "")) == 1
+        await clock.jump(timedelta(hours=2))
+        await memory.complete(second, RunResult(Outcome.SUCCEEDED, clock.now()))
+        assert await memory.get_runs(first.job.id or "") == []
+        assert first.job.id not in memory._runs and len(memory._run_order) == 1
+    finally:
+        await kernel.stop()
