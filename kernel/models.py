@@ -448,3 +448,44 @@ def from_millis(ms: int | float) -> datetime:
     if isinstance(ms, float) and ms.is_integer():
         ms = int(ms)
     return _EPOCH + timedelta(milliseconds=ms)
+
+
+# --- issue 14: managing jobs (paging, run history, updates) ---------------------------------
+
+
+@attrs.frozen
+class Cursor:
+    """A position in the list order: after the job with this (next_run_at, id)."""
+
+    next_run_at: datetime | None
+    id: str
+
+
+@attrs.frozen
+class RunRecord:
+    """One finished run (attempt) of a job, as kept in the store's history."""
+
+    job_id: str
+    name: str
+    scheduled_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime
+    #: 1-based attempt number of that occurrence
+    attempt: int
+    #: completed / failed / timed_out / missed
+    outcome: Outcome
+    #: the traceback text of a failure (else the error line), None on success
+    error: str | None
+    #: DriverContext.owner of the kernel that ran it
+    worker: str | None
+
+
+class _Unset(enum.Enum):
+    UNSET = "UNSET"
+
+
+#: "not given" for :meth:`Driver.update_job`'s fields (None is a value there)
+UNSET = _Unset.UNSET
+
+#: a ``where`` filter: top-level data keys to JSON scalars, all of which must match
+Where = Mapping[str, str | int | float | bool | None]
