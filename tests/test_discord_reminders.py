@@ -20,7 +20,7 @@ from discord.ext import commands  # noqa: E402
 
 from tickkit import JobState, Kernel, TaskRegistry  # noqa: E402
 from tickkit.plugins.discord import kernel_of  # noqa: E402
-from tickkit.plugins.discord_reminders import (  # noqa: E402
+from tickkit.plugins.reminders import (  # noqa: E402
     REMINDER_TASK,
     ReminderPages,
     Reminders,
