@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -28,7 +29,9 @@ pytestmark = pytest.mark.anyio
 
 UTC = timezone.utc
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-EXAMPLES = Path(__file__).resolve().parent.parent / "contrib" / "examples"
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "contrib" / "examples"
+README_SCRIPT = "<!-- remind-me script: tests/test_examples.py runs this block -->"
 
 
 def load(path: Path) -> ModuleType:
@@ -254,3 +257,46 @@ def test_plain_service_as_a_program_stops_by_itself_and_on_ctrl_c() -> None:
             proc.wait()
     assert proc.returncode == 0, err
     assert out.splitlines()[-1] == "interrupted: service stopped"
+
+
+def readme_block(marker: str, after_marker: int = 0) -> str:
+    """The fenced code block that follows ``marker`` in README.md (the ``after_marker``-th
+    block after it, 0 for the first)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert text.count(marker) == 1, f"README.md must hold {marker!r} once"
+    rest = text.split(marker, 1)[1]
+    blocks = rest.split("```")[1::2]  # the insides of the fences, the language line first
+    return blocks[after_marker].split("\n", 1)[1]
+
+
+def test_readme_remind_me_script_runs_and_prints_what_the_readme_says(tmp_path: Path) -> None:
+    script = tmp_path / "remind.py"
+    script.write_text(readme_block(README_SCRIPT), encoding="utf-8")
+    expected = readme_block(README_SCRIPT, after_marker=1)
+    env = {k: v for k, v in os.environ.items() if k != "TICKKIT_DRIVER"}
+    env["REMIND_SECONDS"] = "0.3"
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,  # a reader's folder: nothing of the repository next to it
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == expected
+
+    # the same on a SQLite file, as the script's comment says
+    env["TICKKIT_DRIVER"] = "sqlite:///reminders.db"
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == expected
