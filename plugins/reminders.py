@@ -118,7 +118,10 @@ def parse_when(text: str, now: datetime, zone: tzinfo, *, max_ahead: timedelta) 
     shown = text.strip()
     if not shown:
         raise WhenError("Give a time: a duration like 10m or 2h30m, 18:30, or 2026-12-24T18:00.")
-    delay = parse_duration(shown)
+    try:
+        delay = parse_duration(shown)
+    except (OverflowError, ValueError, ArithmeticError):
+        raise WhenError(f"{shown!r} is too far ahead: at most {max_ahead.days} days.") from None
     if delay is not None:
         if delay <= timedelta(0):
             raise WhenError(f"{shown!r} is not a time in the future.")

@@ -185,6 +185,8 @@ def test_parse_when(when: str, zone: Any, expected: datetime) -> None:
         ("0m", "'0m' is not a time in the future"),
         ("2025-12-31T23:00", "'2025-12-31T23:00' is in the past"),
         ("400d", "'400d' is too far ahead: at most 366 days"),
+        ("99999999999999999999d", "'99999999999999999999d' is too far ahead"),
+        ("9999-12-31T23:59-05:00", "'9999-12-31T23:59-05:00' is out of range"),
         ("2030-01-01T00:00", "'2030-01-01T00:00' is too far ahead"),
     ],
 )
