@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -23,7 +24,9 @@ from tickkit.testing import VirtualClock
 pytestmark = pytest.mark.anyio
 
 UTC = timezone.utc
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
+# the virtual clock starts at the real time: on SQLite the command runs on the system clock, and
+# run history older than the store's retention (7 days) is not shown
+T0 = datetime.now(UTC).replace(second=0, microsecond=0)
 
 TASKS = """
 from tickkit import task
@@ -43,6 +46,11 @@ async def boom(ctx):
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"  # the SQLite driver runs on asyncio
+
+
+@pytest.fixture
+def virtual_clock() -> VirtualClock:
+    return VirtualClock(T0)
 
 
 @dataclass
@@ -184,7 +192,7 @@ async def test_bad_input_is_one_line_and_exit_2(
 
 async def test_values_are_json_scalars_or_else_strings(store: Store) -> None:
     datas = [{"k": 1}, {"k": "1"}, {"k": True}, {"k": None}, {"k": "bob"}, {"k": 1.5}, {}]
-    ids = [await store.kernel.create_task("remind", data) for data in datas]
+    ids = [await store.kernel.create_task("remind", data, timedelta(hours=1)) for data in datas]
     for value, expected in (
         ("1", [0]),
         ("1.0", [0]),
@@ -211,10 +219,13 @@ async def test_update_data_and_schedule(store: Store) -> None:
     assert job is not None and job.data == {"user_id": 1, "text": "coffee"}
     assert job.next_run_at == T0 + timedelta(hours=1)
 
-    code, out, err = await store.cli("update", job_id, "--at", "2026-03-01T09:30", "--tz", "UTC")
+    at = (T0 + timedelta(days=30)).replace(hour=9, minute=30)
+    code, out, err = await store.cli(
+        "update", job_id, "--at", at.replace(tzinfo=None).isoformat(), "--tz", "UTC"
+    )
     assert code == 0, err
     job = await kernel.get_task(job_id)
-    assert job is not None and job.next_run_at == datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+    assert job is not None and job.next_run_at == at
     assert job.data == {"user_id": 1, "text": "coffee"}
 
     code, out, err = await store.cli(
@@ -224,7 +235,12 @@ async def test_update_data_and_schedule(store: Store) -> None:
     doc = json.loads(out)
     assert doc["id"] == job_id and doc["data"] == [1]
     assert doc["schedule"]["type"] == "cron" and doc["schedule"]["timezone"] == "Europe/Berlin"
-    assert doc["next_run_at"] == "2026-01-01T08:00:00+00:00"  # 09:00 in Berlin, in winter
+    # the next 09:00 in Berlin (from the virtual clock's now, or on SQLite from the command's)
+    next_run = datetime.fromisoformat(doc["next_run_at"])
+    assert next_run.astimezone(ZoneInfo("Europe/Berlin")).time() == time(9, 0)
+    assert T0 < next_run <= T0 + timedelta(days=1, minutes=5)
+    job = await kernel.get_task(job_id)
+    assert job is not None and job.data == [1] and job.recurring
 
     # a job found by --where after the update
     code, out, _ = await store.cli("count", "--where", "user_id=1")

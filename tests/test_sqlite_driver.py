@@ -201,9 +201,7 @@ async def test_version_1_store_is_migrated_forward(db: Path, clock: VirtualClock
     async with opened(SQLiteDriver(db), clock):
         pass
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM tickkit_version").fetchone() == (
-            len(MIGRATIONS),
-        )
+        assert conn.execute("SELECT COUNT(*) FROM tickkit_version").fetchone() == (len(MIGRATIONS),)
 
 
 # --- storing -------------------------------------------------------------------------------

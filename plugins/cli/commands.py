@@ -16,7 +16,15 @@ from urllib.parse import unquote, urlsplit
 import anyio
 
 import tickkit
-from tickkit import DriverError, Job, JobNotFoundError, Kernel, UnknownTaskError, redact_url
+from tickkit import (
+    DriverError,
+    Job,
+    JobNotFoundError,
+    Kernel,
+    TaskRegistry,
+    UnknownTaskError,
+    redact_url,
+)
 from tickkit.manager import list_drivers, list_plugins
 
 from . import output
@@ -131,7 +139,8 @@ async def _open(url: str, settings: dict[str, Any]) -> Kernel:
     redis-py does not know) as a :class:`~tickkit.DriverError`."""
     kernel: Kernel | None = None
     try:
-        kernel = Kernel(url, settings=settings)
+        # a registry of its own: the tasks of one command, however many run in one process
+        kernel = Kernel(url, tasks=TaskRegistry(), settings=settings)
         await kernel.open()
         return kernel
     except BaseException as exc:
