@@ -708,9 +708,12 @@ class Kernel:
         kind = manage.check_static(static)
         lim = manage.check_limit(limit)
         cursor = await manage.cursor_for(driver, manage.check_after(after))
-        return await driver.list_jobs(
-            name=name, state=st, static=kind, where=checked or None, limit=lim, after=cursor
-        )
+        extra: dict[str, Any] = {}  # only when given: a driver may not know them yet
+        if checked:
+            extra["where"] = checked
+        if cursor is not None:
+            extra["after"] = cursor
+        return await driver.list_jobs(name=name, state=st, static=kind, limit=lim, **extra)
 
     async def count_tasks(
         self,
@@ -727,7 +730,8 @@ class Kernel:
             check_lookup(name, "task name", InvalidTaskError)
         checked = manage.check_where(where)
         st = manage.check_state(state)
-        counts = await driver.count_jobs(name=name, state=st, where=checked or None)
+        extra: dict[str, Any] = {"where": checked} if checked else {}
+        counts = await driver.count_jobs(name=name, state=st, **extra)
         return sum(counts.values())
 
     async def update_task(self, job_id: str, *, data: Any = UNSET, schedule: object = UNSET) -> Job:
