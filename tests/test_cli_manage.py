@@ -136,6 +136,15 @@ async def test_list_where_pages_through_one_users_jobs(store: Store) -> None:
         after = ["--after", page[-1]]
     assert seen == ids[42]  # every one once, in next-run order
 
+    # a page's last job deleted meanwhile: the command says so (a program would pass the Job)
+    await store.kernel.delete_task(ids[42][2])
+    code, out, err = await store.cli("list", "--where", "user_id=42", "--after", ids[42][2])
+    assert code == 1
+    assert one_line(err) == (
+        f"tickkit: error: --after '{ids[42][2]}': no job has this id any more (it ran or was "
+        "deleted since that page was listed): list again without --after"
+    )
+
     # every --where must match; a string "42" is not the number 42
     code, out, _ = await store.cli("list", "--where", "user_id=42", "--where", "text=r2", "--json")
     assert code == 0

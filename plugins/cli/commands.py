@@ -181,14 +181,22 @@ async def cmd_list(args: argparse.Namespace) -> int:
     static = {"static": True, "dynamic": False}.get(args.kind)
     where = _where(args)
     async with open_store(args) as kernel:
-        jobs = await kernel.list_tasks(
-            args.task,
-            where=where,
-            state=args.state,
-            static=static,
-            limit=args.limit,
-            after=args.after,
-        )
+        try:
+            jobs = await kernel.list_tasks(
+                args.task,
+                where=where,
+                state=args.state,
+                static=static,
+                limit=args.limit,
+                after=args.after,
+            )
+        except JobNotFoundError as exc:
+            if args.after is None:
+                raise
+            raise JobNotFoundError(
+                f"--after {args.after!r}: no job has this id any more (it ran or was deleted "
+                "since that page was listed): list again without --after"
+            ) from exc
         now = kernel.clock.now()
     if args.json:
         output.emit_json([output.job_to_dict(job) for job in jobs])
