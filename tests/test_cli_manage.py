@@ -318,3 +318,10 @@ async def test_runs_newest_first_with_tracebacks_and_show_prints_the_last_one(
     waiting = await store.kernel.create_task("remind", {"user_id": 4}, timedelta(hours=1))
     code, out, _ = await store.cli("runs", waiting)
     assert (code, out) == (0, f"no runs of job {waiting} yet\n")
+
+
+async def test_run_in_process_refuses_the_worker(capsys: pytest.CaptureFixture[str]) -> None:
+    assert await app.run(["run", "--for", "0"]) == 2
+    assert one_line(capsys.readouterr().err) == (
+        "tickkit: error: `tickkit run` runs in a process of its own: use main()"
+    )

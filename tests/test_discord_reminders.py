@@ -383,8 +383,17 @@ async def test_cancel_only_ones_own_reminder(setup: Setup) -> None:
 
 
 async def test_extension_registers_the_commands_and_the_indexed_task(setup: Setup) -> None:
-    names = {c.name for c in setup.bot.tree.get_commands()}
-    assert {"remind", "reminders", "remind-zone"} <= names
+    tree = setup.bot.tree
+    assert {"remind", "reminders", "remind-zone"} <= {c.name for c in tree.get_commands()}
+    options = {
+        name: [(p.name, p.required) for p in tree.get_command(name).parameters]  # type: ignore[union-attr]
+        for name in ("remind", "reminders", "remind-zone")
+    }
+    assert options == {
+        "remind": [("when", True), ("text", True)],
+        "reminders": [("cancel", False)],
+        "remind-zone": [("zone", False)],
+    }
     definition = setup.kernel.tasks.get(REMINDER_TASK)
     assert definition is not None and list(definition.indexes) == ["user_id"]
     kernel = setup.kernel

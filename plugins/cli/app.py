@@ -629,10 +629,10 @@ async def run(argv: Sequence[str]) -> int:
     args = _parse(argv)
     if isinstance(args, int):
         return args
-    if args.command == "run":
-        raise commands.UsageError("`tickkit run` runs in a process of its own: use main()")
     func: Command = args.func
     try:
+        if args.command == "run":
+            raise commands.UsageError("`tickkit run` runs in a process of its own: use main()")
         return await func(args)
     except Exception as raw:
         return _failed(args, raw)
