@@ -274,7 +274,7 @@ def test_readme_remind_me_script_runs_and_prints_what_the_readme_says(tmp_path: 
     script.write_text(readme_block(README_SCRIPT), encoding="utf-8")
     expected = readme_block(README_SCRIPT, after_marker=1)
     env = {k: v for k, v in os.environ.items() if k != "TICKKIT_DRIVER"}
-    env["REMIND_SECONDS"] = "0.3"
+    env["REMIND_SECONDS"] = "1"  # margins of 0.5 s between what the script waits for
     done = subprocess.run(
         [sys.executable, str(script)],
         cwd=tmp_path,  # a reader's folder: nothing of the repository next to it
