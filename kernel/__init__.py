@@ -110,12 +110,14 @@ __all__ = [
     "UnknownTimezoneError",
     "Where",
     "__version__",
+    "count_tasks",
     "create_task",
     "current_kernel",
     "default_registry",
     "define_task",
     "delete_task",
     "delete_tasks",
+    "get_runs",
     "get_task",
     "hookimpl",
     "hookspec",
@@ -131,6 +133,7 @@ __all__ = [
     "running_kernels",
     "set_driver",
     "task",
+    "update_task",
 ]
 
 
@@ -202,12 +205,33 @@ async def get_task(job_id: str) -> Job | None:
 async def list_tasks(
     name: str | None = None,
     *,
+    where: Any = None,
     state: JobState | str | None = None,
     static: bool | None = None,
     limit: int | None = None,
+    after: str | Job | None = None,
 ) -> list[Job]:
-    """Jobs on the running kernel's store."""
-    return await current_kernel().list_tasks(name, state=state, static=static, limit=limit)
+    """Jobs on the running kernel's store (TEMP kernel wiring)."""
+    return await current_kernel().list_tasks(
+        name, where=where, state=state, static=static, limit=limit, after=after
+    )
+
+
+async def count_tasks(
+    name: str | None = None, *, where: Any = None, state: JobState | str | None = None
+) -> int:
+    """How many jobs match (TEMP kernel wiring)."""
+    return await current_kernel().count_tasks(name, where=where, state=state)
+
+
+async def update_task(job_id: str, *, data: Any = UNSET, schedule: object = UNSET) -> Job:
+    """Change a job's data and/or schedule (TEMP kernel wiring)."""
+    return await current_kernel().update_task(job_id, data=data, schedule=schedule)
+
+
+async def get_runs(job_id: str, *, limit: int = 20) -> list[RunRecord]:
+    """A job's past runs, newest first (TEMP kernel wiring)."""
+    return await current_kernel().get_runs(job_id, limit=limit)
 
 
 async def pause_task(job_id: str) -> Job:

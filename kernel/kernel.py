@@ -40,7 +40,7 @@ from .errors import (
     short,
 )
 from .manager import Hooks, create_plugin_manager, load_driver_class
-from .models import Claim, Job, JobState, Outcome, Plan, RunResult, check_time
+from .models import UNSET, Claim, Job, JobState, Outcome, Plan, RunRecord, RunResult, check_time
 from .redact import redact, redact_url, scrub
 from .registry import (
     TaskDefinition,
@@ -328,6 +328,7 @@ class Kernel:
         try:
             for definition in self.hooks.load_tasks(self):
                 self.tasks.add(definition)
+            await self.driver.ensure_indexes(sorted({k for d in self.tasks for k in d.indexes}))
             await self.sync_static()
             self._owner = anyio.get_current_task().id
             self._exit = AsyncExitStack()
@@ -707,30 +708,97 @@ class Kernel:
         self,
         name: str | None = None,
         *,
+        where: Mapping[str, Any] | None = None,
         state: JobState | str | None = None,
         static: bool | None = None,
         limit: int | None = None,
+        after: str | Job | None = None,
     ) -> list[Job]:
-        """Jobs, filtered by task name, state and kind, ordered by next run time."""
+        """Jobs, filtered by task name, data (``where``), state and kind, ordered by next run
+        time then id; ``after`` (an id or the Job) gives the page after that job.
+        (TEMP kernel wiring: the merger's version replaces this.)"""
+        from . import manage
+
         driver, _, _ = self._require()
         if name is not None:
             check_lookup(name, "task name", InvalidTaskError)
-        if state is not None and (
-            not isinstance(state, str) or state not in JobState._value2member_map_
-        ):
-            raise InvalidArgumentError(
-                f"state must be one of {', '.join(JobState._value2member_map_)}, got {short(state)}"
-            )
-        if static is not None and not isinstance(static, bool):
-            raise InvalidArgumentError(f"static must be True, False or None, got {short(static)}")
-        if limit is not None and (
-            isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= _MAX_LIMIT
-        ):
-            raise InvalidArgumentError(
-                f"limit must be an int from 0 to {_MAX_LIMIT} or None, got {short(limit)}"
-            )
-        st = JobState(state) if state is not None else None
-        return await driver.list_jobs(name=name, state=st, static=static, limit=limit)
+        checked = manage.check_where(where)
+        st = manage.check_state(state)
+        kind = manage.check_static(static)
+        lim = manage.check_limit(limit)
+        cursor = await manage.cursor_for(driver, manage.check_after(after))
+        extra: dict[str, Any] = {}  # only when given: a driver may not know them yet
+        if checked:
+            extra["where"] = checked
+        if cursor is not None:
+            extra["after"] = cursor
+        return await driver.list_jobs(name=name, state=st, static=kind, limit=lim, **extra)
+
+    async def count_tasks(
+        self,
+        name: str | None = None,
+        *,
+        where: Mapping[str, Any] | None = None,
+        state: JobState | str | None = None,
+    ) -> int:
+        """How many jobs match (TEMP kernel wiring)."""
+        from . import manage
+
+        driver, _, _ = self._require()
+        if name is not None:
+            check_lookup(name, "task name", InvalidTaskError)
+        checked = manage.check_where(where)
+        st = manage.check_state(state)
+        extra: dict[str, Any] = {"where": checked} if checked else {}
+        counts = await driver.count_jobs(name=name, state=st, **extra)
+        return sum(counts.values())
+
+    async def update_task(self, job_id: str, *, data: Any = UNSET, schedule: object = UNSET) -> Job:
+        """Change a job's data and/or schedule (TEMP kernel wiring)."""
+        from . import manage
+
+        driver, hooks, codec = self._require()
+        check_lookup(job_id)
+        manage.check_update_given(data, schedule)
+        job = await driver.get_job(job_id)
+        if job is None:
+            raise JobNotFoundError(f"no job with id {short(job_id)}")
+        changes: dict[str, Any] = {}
+        if data is not UNSET:
+            try:
+                changes["data"] = codec.decode(codec.encode(data))
+            except TickkitError:
+                raise
+            except Exception as exc:
+                raise InvalidDataError(
+                    f"task data {short(data)} cannot be encoded: {describe_error(exc)}"
+                ) from exc
+        if schedule is not UNSET:
+            now = self.clock.now()
+            definition = self.tasks.get(job.name)
+            if schedule is None:
+                changes["schedule"] = None
+                changes["next_run_at"] = check_time(now, "the run time (now)")
+            else:
+                parsed = hooks.parse_schedule(
+                    schedule, definition.timezone if definition is not None else None
+                )
+                parsed, first = first_run(parsed.keyed(job_id), now, required=True)
+                changes["schedule"] = parsed.to_spec() if parsed.recurring else None
+                changes["next_run_at"] = first
+        updated = await driver.update_job(job_id, **changes)
+        if updated is None:
+            raise JobNotFoundError(f"no job with id {short(job_id)}")
+        self._wakeup.set()
+        return updated
+
+    async def get_runs(self, job_id: str, *, limit: int = 20) -> list[RunRecord]:
+        """The job's past runs, newest first (TEMP kernel wiring)."""
+        from . import manage
+
+        driver, _, _ = self._require()
+        check_lookup(job_id)
+        return await driver.get_runs(job_id, limit=manage.check_limit(limit) or 0)
 
     async def pause_task(self, job_id: str) -> Job:
         """Pause a job; raises JobNotFoundError for an unknown id."""

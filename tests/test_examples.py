@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import signal
 import subprocess
 import sys
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import anyio
@@ -27,7 +28,9 @@ from tickkit.testing import VirtualClock
 pytestmark = pytest.mark.anyio
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-EXAMPLES = Path(__file__).resolve().parent.parent / "contrib" / "examples"
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "contrib" / "examples"
+README_SCRIPT = "<!-- remind-me script: tests/test_examples.py runs this block -->"
 
 
 def load(path: Path) -> ModuleType:
@@ -94,38 +97,80 @@ async def test_heartbeat_logs_at_start_and_every_five_seconds(
     ]
 
 
+def example_bot(bot_module: ModuleType, clock: VirtualClock) -> Any:
+    """The example bot (never logged in), whose channel lookups return stand-ins."""
+    client = Client()
+
+    class Bot(bot_module.RemindMeBot):  # type: ignore[name-defined,misc]
+        def get_channel(self, channel_id: int, /) -> Channel:
+            return client.get_channel(channel_id)
+
+    bot = Bot(sync_commands=False, clock=clock, tasks=TaskRegistry())
+    bot.test_client = client
+    return bot
+
+
+class Interaction:
+    """Stands in for ``discord.Interaction``: what the cog's commands read and answer."""
+
+    def __init__(self, user_id: int, channel_id: int = 42) -> None:
+        self.user = SimpleNamespace(id=user_id)
+        self.channel_id = channel_id
+        self.guild_id = 1
+        self.replies: list[dict[str, Any]] = []
+        self.response = SimpleNamespace(send_message=self._send)
+
+    async def _send(self, content: str | None = None, **kw: Any) -> None:
+        self.replies.append({"content": content, **kw})
+
+
+async def remind(cog: Any, user: int, when: str, text: str) -> str:
+    inter = Interaction(user)
+    await cog.remind.callback(cog, inter, when=when, text=text)
+    (reply,) = inter.replies
+    assert reply["ephemeral"] is True
+    return str(reply["content"])
+
+
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_remind_me_command_creates_a_reminder_that_reaches_the_channel(
+async def test_remind_me_bot_reminds_through_the_cog(
     virtual_clock: VirtualClock,
     bot_module: ModuleType,
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("DIGEST_CHANNEL_ID", raising=False)
+    monkeypatch.delenv("TICKKIT_DRIVER", raising=False)
     caplog.set_level(logging.INFO, logger="tickkit.task")
-    client = Client()
-    async with example_kernel(virtual_clock, context={"client": client}) as kernel:
+    bot = example_bot(bot_module, virtual_clock)
+    await bot.setup_hook()  # what discord.py's login() calls
+    try:
+        kernel = bot.tickkit
+        assert kernel.tasks.names() == [
+            "daily-digest",
+            "heartbeat",
+            "remind-me",
+            "tickkit-reminder",
+        ]
+        assert {"remind", "reminders", "remind-zone"} <= {c.name for c in bot.tree.get_commands()}
         await kernel.pause_task("heartbeat")  # quiet: hours pass in this test
-        reply = await bot_module.remind_me(
-            when="6h", message="stretch your legs", channel_id=42, user_id=7
-        )
+        cog = bot.get_cog("Reminders")
+        reply = await remind(cog, 7, "6h", "stretch your legs")
         at = T0 + timedelta(hours=6)
-        assert reply == f"Okay, I'll remind you <t:{int(at.timestamp())}:R>: stretch your legs"
-        (job,) = await kernel.list_tasks("remind-me")
+        assert reply.startswith(f"Okay, I'll remind you <t:{int(at.timestamp())}:f>")
+        (job,) = await kernel.list_tasks("tickkit-reminder", where={"user_id": "7"})
         assert job.next_run_at == at and job.state is JobState.SCHEDULED
-        assert job.data == {"channel_id": 42, "user_id": 7, "message": "stretch your legs"}
-        for when, delta in (("10m", timedelta(minutes=10)), ("1d", timedelta(days=1))):
-            reply = await bot_module.remind_me(
-                when=when, message=when, channel_id=42, user_id=7, kernel=kernel
-            )
-            assert f"<t:{int((T0 + delta).timestamp())}:R>" in reply
+        assert job.data["text"] == "stretch your legs" and job.data["channel_id"] == "42"
+        assert (await remind(cog, 7, "10m", "10m")).startswith("Okay")
+        assert (await remind(cog, 7, "1d", "1d")).startswith("Okay")
+        assert (await remind(cog, 7, "6x", "m")).startswith("I can't read '6x' as a time")
 
+        channel = bot.test_client.get_channel(42)
         await virtual_clock.advance(timedelta(hours=6) - timedelta(seconds=1))
-        assert [c for c, _ in client.get_channel(42).sent] == ["<@7> ⏰ reminder: 10m"]
+        assert [c for c, _ in channel.sent] == ["<@7> ⏰ 10m"]
         await virtual_clock.advance(timedelta(seconds=1))
-        sent = client.get_channel(42).sent
-        assert sent[-1][0] == "<@7> ⏰ reminder: stretch your legs"
-        mentions = sent[-1][1]["allowed_mentions"]
+        assert channel.sent[-1][0] == "<@7> ⏰ stretch your legs"
+        mentions = channel.sent[-1][1]["allowed_mentions"]
         assert mentions.everyone is False and [u.id for u in mentions.users] == [7]
 
         # the daily digest counts what is still pending (the 1d reminder)
@@ -133,21 +178,9 @@ async def test_remind_me_command_creates_a_reminder_that_reaches_the_channel(
         (digest,) = await kernel.list_tasks("daily-digest")
         assert digest.last_run_at == T0 + timedelta(hours=8)
         assert "daily digest: 1 reminder(s) pending" in caplog.text
-
-
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_remind_me_command_refuses_bad_input(
-    virtual_clock: VirtualClock, bot_module: ModuleType
-) -> None:
-    async with example_kernel(virtual_clock) as kernel:
-        for when in ("6x", "soon", "0m", ""):
-            reply = await bot_module.remind_me(when=when, message="m", channel_id=1, user_id=2)
-            assert f"I can't read {when!r}" in reply
-        reply = await bot_module.remind_me(when="400d", message="m", channel_id=1, user_id=2)
-        assert "too far ahead" in reply
-        reply = await bot_module.remind_me(when="1h", message="  ", channel_id=1, user_id=2)
-        assert "Add a message" in reply
-        assert await kernel.list_tasks("remind-me") == []
+    finally:
+        await bot.close()
+    assert kernel.state == "stopped"
 
 
 async def test_remind_me_task_without_a_bot_logs_the_reminder(
@@ -223,3 +256,46 @@ def test_plain_service_as_a_program_stops_by_itself_and_on_ctrl_c() -> None:
             proc.wait()
     assert proc.returncode == 0, err
     assert out.splitlines()[-1] == "interrupted: service stopped"
+
+
+def readme_block(marker: str, after_marker: int = 0) -> str:
+    """The fenced code block that follows ``marker`` in README.md (the ``after_marker``-th
+    block after it, 0 for the first)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert text.count(marker) == 1, f"README.md must hold {marker!r} once"
+    rest = text.split(marker, 1)[1]
+    blocks = rest.split("```")[1::2]  # the insides of the fences, the language line first
+    return blocks[after_marker].split("\n", 1)[1]
+
+
+def test_readme_remind_me_script_runs_and_prints_what_the_readme_says(tmp_path: Path) -> None:
+    script = tmp_path / "remind.py"
+    script.write_text(readme_block(README_SCRIPT), encoding="utf-8")
+    expected = readme_block(README_SCRIPT, after_marker=1)
+    env = {k: v for k, v in os.environ.items() if k != "TICKKIT_DRIVER"}
+    env["REMIND_SECONDS"] = "1"  # margins of 0.5 s between what the script waits for
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,  # a reader's folder: nothing of the repository next to it
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == expected
+
+    # the same on a SQLite file, as the script's comment says
+    env["TICKKIT_DRIVER"] = "sqlite:///reminders.db"
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == expected

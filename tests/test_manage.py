@@ -5,12 +5,13 @@ contract suite (kernel/testing/contract.py)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
 from tickkit import (
+    UTC,
     Driver,
     InvalidArgumentError,
     InvalidDataError,
@@ -29,7 +30,6 @@ from tickkit.drivers.memory import MemoryDriver
 from tickkit.testing import VirtualClock
 
 pytestmark = pytest.mark.anyio
-UTC = timezone.utc
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 

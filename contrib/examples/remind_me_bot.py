@@ -1,83 +1,50 @@
-"""The remind-me bot: ``/remind-me time message`` creates a dynamic tickkit task.
+"""The remind-me bot: tickkit's reminders cog (``/remind``, ``/reminders``, ``/remind-zone``) in a
+discord.py bot, with the example tasks folder running beside it.
 
-    DISCORD_TOKEN=... python contrib/examples/remind_me_bot.py
+    DISCORD_TOKEN=... TICKKIT_DRIVER=sqlite:///reminders.db python contrib/examples/remind_me_bot.py
 
 Environment: ``DISCORD_TOKEN`` (required), ``TICKKIT_DRIVER`` (the store; default ``memory://``,
 use ``sqlite:///reminders.db`` or ``redis://...`` so reminders survive a restart),
-``DISCORD_GUILD_ID`` (sync the command to one server at once instead of globally).
+``REMINDERS_ZONE`` (the time zone of users who did not set one with ``/remind-zone``; default
+UTC), ``DISCORD_GUILD_ID`` (sync the commands to one server at once instead of globally).
 
-The kernel runs through the ``tickkit.plugins.discord`` extension, loaded in ``setup_hook``; it
-loads the tasks in ``contrib/examples/tasks`` (the ``remind-me`` task sends the reminder).
-The command's work is :func:`remind_me`, a plain coroutine that tests call without Discord.
+The kernel and the cog come from the ``tickkit.plugins.discord_reminders`` extension, loaded in
+``setup_hook``; the kernel also loads the tasks in ``contrib/examples/tasks`` (a heartbeat and a
+daily digest of pending reminders). ``tests/test_examples.py`` drives this bot's commands
+without Discord.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import discord
-from discord import app_commands
 from discord.ext import commands
 
-import tickkit
-from tickkit.plugins.schedules import parse_duration
-
 HERE = Path(__file__).resolve().parent
-#: the longest delay accepted
-MAX_DELAY = timedelta(days=365)
-
-
-async def remind_me(
-    *,
-    when: str,
-    message: str,
-    channel_id: int,
-    user_id: int,
-    kernel: tickkit.Kernel | None = None,
-) -> str:
-    """Schedule a reminder ``when`` (``"10m"``, ``"6h"``, ``"1d"``, ``"1h30m"``) from now and
-    return the reply, with Discord's relative timestamp (``<t:...:R>``)."""
-    delay = parse_duration(when)
-    if delay is None or delay <= timedelta(0):
-        return f"I can't read {when!r} as a time from now: use forms like 10m, 6h, 1d or 1h30m."
-    if delay > MAX_DELAY:
-        return f"{when!r} is too far ahead: reminders go up to 365 days."
-    message = message.strip()
-    if not message:
-        return "What should I remind you of? Add a message."
-    kernel = kernel or tickkit.current_kernel()
-    at = kernel.clock.now() + delay
-    data = {"channel_id": channel_id, "user_id": user_id, "message": message}
-    await kernel.create_task("remind-me", data, at)
-    return f"Okay, I'll remind you <t:{int(at.timestamp())}:R>: {message}"
-
-
-@app_commands.command(name="remind-me", description="Remind you of something later")
-@app_commands.describe(time="when, from now: 10m, 6h, 1d, 1h30m", message="what to remind you of")
-async def remind_me_command(interaction: discord.Interaction, time: str, message: str) -> None:
-    reply = await remind_me(
-        when=time,
-        message=message,
-        channel_id=interaction.channel_id or 0,
-        user_id=interaction.user.id,
-    )
-    await interaction.response.send_message(reply, allowed_mentions=discord.AllowedMentions.none())
 
 
 class RemindMeBot(commands.Bot):
-    def __init__(self) -> None:
+    def __init__(self, *, sync_commands: bool = True, **kernel_options: Any) -> None:
         super().__init__(command_prefix=commands.when_mentioned, intents=discord.Intents.default())
+        self.sync_commands = sync_commands
+        # any tickkit.Kernel argument (the tests give a virtual clock)
         self.tickkit_options = {
             "driver": os.environ.get("TICKKIT_DRIVER", "memory://"),
             "settings": {"tasks_dir": str(HERE / "tasks")},
+            **kernel_options,
         }
+        # any tickkit.plugins.reminders.Reminders argument
+        self.tickkit_reminders = {"default_zone": os.environ.get("REMINDERS_ZONE", "UTC")}
 
     async def setup_hook(self) -> None:
-        await self.load_extension("tickkit.plugins.discord")  # the kernel runs from here on
-        self.tree.add_command(remind_me_command)
+        # starts the kernel (ctx.client is this bot) and adds the reminders cog
+        await self.load_extension("tickkit.plugins.discord_reminders")
+        if not self.sync_commands:
+            return
         guild_id = os.environ.get("DISCORD_GUILD_ID")
         if guild_id:
             guild = discord.Object(id=int(guild_id))

@@ -114,6 +114,31 @@ def _json(text: str) -> Any:
         raise argparse.ArgumentTypeError(f"not JSON: {_shown(text)} ({reason})") from None
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+@_argument_type
+def _where_item(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE``: VALUE is read as a JSON scalar when it is one (``42``, ``true``, ``null``,
+    ``"42"``), else kept as the string typed (``bob``)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(
+            f"expected KEY=VALUE (e.g. user_id=42), got {_shown(text)}"
+        )
+    try:
+        value = json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        return key, raw
+    if isinstance(value, (dict, list)):
+        raise argparse.ArgumentTypeError(
+            f"the value of {_shown(text)} is JSON but not a scalar: --where compares one "
+            "string, number, true, false or null"
+        )
+    return key, value
+
+
 @_argument_type
 def _positive_int(text: str) -> int:
     try:
@@ -220,6 +245,18 @@ def _tasks(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _where_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--where",
+        action="append",
+        type=_where_item,
+        metavar="KEY=VALUE",
+        help="only jobs whose data has KEY equal to VALUE (repeat: all must match). VALUE is "
+        'read as JSON when it is a JSON scalar (42, 4.5, true, null, "42" for the string), '
+        "else as the string typed (bob)",
+    )
+
+
 def _json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
@@ -290,11 +327,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--kind", choices=("static", "dynamic"), help="only static schedules or dynamic jobs"
     )
+    _where_option(p)
     p.add_argument("--limit", type=_positive_int, metavar="N", help="at most N jobs")
+    p.add_argument(
+        "--after",
+        metavar="ID",
+        help="the page after the job with this id (the last one of the previous page)",
+    )
     _json_flag(p)
 
-    p = command("show", "show one job", commands.cmd_show)
+    p = command(
+        "count",
+        "count the jobs in the store",
+        commands.cmd_count,
+        "Count the jobs of task NAME (all tasks without it) that match every --where and --state.",
+    )
+    p.add_argument("name", metavar="NAME", nargs="?", help="only jobs of this task")
+    p.add_argument("--state", choices=[s.value for s in JobState], help="only jobs in this state")
+    _where_option(p)
+    _driver(p)
+    _json_flag(p)
+
+    p = command(
+        "show",
+        "show one job",
+        commands.cmd_show,
+        "Show one job; after a failed run, the traceback of its last failure in full.",
+    )
     p.add_argument("id", metavar="ID", help="the job id")
+    _driver(p)
+    _json_flag(p)
+
+    p = command(
+        "runs",
+        "show a job's past runs, newest first, with tracebacks",
+        commands.cmd_runs,
+        "Show the run history of a job, newest first: when each run was scheduled and "
+        "finished, its outcome, attempt and worker, and the traceback of each failure. The "
+        "history outlives the job for the store's retention (docs/cli.md).",
+    )
+    p.add_argument("id", metavar="ID", help="the job id")
+    p.add_argument(
+        "--limit", type=_positive_int, default=20, metavar="N", help="at most N runs (20)"
+    )
     _driver(p)
     _json_flag(p)
 
@@ -322,6 +397,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=_json, metavar="JSON", help="the job's data, as JSON")
     p.add_argument("--id", metavar="ID", help="a job id of your choice (default: generated)")
     p.add_argument("--replace", action="store_true", help="replace a job that has this --id")
+    _tasks(p)
+    _driver(p)
+    _json_flag(p)
+
+    p = command(
+        "update",
+        "change a job's data or schedule",
+        commands.cmd_update,
+        "Change the data and/or the schedule of job ID, checked like `add`. A running "
+        "occurrence finishes with what it had; the next one uses the new values.",
+    )
+    p.add_argument("id", metavar="ID", help="the job id")
+    p.add_argument(
+        "--data",
+        type=_json,
+        default=commands.NO_DATA,
+        metavar="JSON",
+        help="the job's new data, as JSON",
+    )
+    when = p.add_mutually_exclusive_group()
+    when.add_argument(
+        "--in", dest="in_", type=_duration, metavar="DURATION", help="run once after e.g. 10m"
+    )
+    when.add_argument(
+        "--at",
+        type=_datetime,
+        metavar="TIME",
+        help="run once at an ISO 8601 time (naive: --tz, else local time)",
+    )
+    when.add_argument("--cron", metavar="EXPR", help="run on a cron schedule")
+    when.add_argument("--every", type=_duration, metavar="DURATION", help="run every e.g. 1h")
+    p.add_argument("--tz", type=_zone, metavar="ZONE", help="IANA time zone for --cron and --at")
     _tasks(p)
     _driver(p)
     _json_flag(p)
@@ -449,8 +556,8 @@ def _is_text(arg: object) -> bool:
     return True
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``tickkit`` command; return its exit code."""
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace | int:
+    """The parsed command line, or the exit code when there is nothing to run."""
     parser = build_parser()
     for arg in sys.argv[1:] if argv is None else argv:
         if not _is_text(arg):
@@ -476,6 +583,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(level, args.log_format)
     # the store URL's password never reaches a log line, an error line or the output
     logs.add_secrets_of(commands.driver_url(args))
+    return args
+
+
+def _failed(args: argparse.Namespace, raw: BaseException) -> int:
+    """Report a command's failure (one line; the traceback with ``--debug``); its exit code."""
+    exc = _leaf(raw)
+    if isinstance(exc, SystemExit):
+        return exc.code if isinstance(exc.code, int) else 1
+    if isinstance(exc, KeyboardInterrupt):
+        sys.stderr.write("tickkit: interrupted\n")
+        return 130
+    if args.debug:
+        text = "".join(traceback.format_exception(type(raw), raw, raw.__traceback__))
+        sys.stderr.write(logs.scrub(text))
+    hint = (
+        ""
+        if args.debug or isinstance(exc, (TickkitError, commands.UsageError))
+        else (" (run with --debug for the traceback)")
+    )
+    sys.stderr.write(f"tickkit: error: {_one_line(exc)}{hint}\n")
+    return 2 if isinstance(exc, commands.UsageError) else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``tickkit`` command; return its exit code."""
+    args = _parse(argv)
+    if isinstance(args, int):
+        return args
     func: Command = args.func
     try:
         return anyio.run(func, args)
@@ -483,19 +618,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write("tickkit: interrupted\n")
         return 130
     except BaseException as raw:  # every failure ends as one line (or a traceback with --debug)
-        exc = _leaf(raw)
-        if isinstance(exc, SystemExit):
-            return exc.code if isinstance(exc.code, int) else 1
-        if isinstance(exc, KeyboardInterrupt):
-            sys.stderr.write("tickkit: interrupted\n")
-            return 130
-        if args.debug:
-            text = "".join(traceback.format_exception(type(raw), raw, raw.__traceback__))
-            sys.stderr.write(logs.scrub(text))
-        hint = (
-            ""
-            if args.debug or isinstance(exc, (TickkitError, commands.UsageError))
-            else (" (run with --debug for the traceback)")
-        )
-        sys.stderr.write(f"tickkit: error: {_one_line(exc)}{hint}\n")
-        return 2 if isinstance(exc, commands.UsageError) else 1
+        return _failed(args, raw)
+
+
+async def run(argv: Sequence[str]) -> int:
+    """Run one ``tickkit`` command in the running event loop (in-process, as :func:`main` does
+    in a loop of its own) and return its exit code: output, error lines and exit codes are
+    those of the command. With :func:`~tickkit.plugins.cli.commands.use_kernel`, store commands
+    act on an open kernel of this program. ``run`` (the worker) is not for this."""
+    args = _parse(argv)
+    if isinstance(args, int):
+        return args
+    func: Command = args.func
+    try:
+        if args.command == "run":
+            raise commands.UsageError("`tickkit run` runs in a process of its own: use main()")
+        return await func(args)
+    except Exception as raw:
+        return _failed(args, raw)

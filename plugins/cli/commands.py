@@ -1,9 +1,11 @@
-"""The commands that manage a store (``list``, ``show``, ``add``, ``delete``, ``pause``,
-``resume``, ``run-now``) and those that need none (``next``, ``drivers``, ``plugins``)."""
+"""The commands that manage a store (``list``, ``count``, ``show``, ``runs``, ``add``,
+``update``, ``delete``, ``pause``, ``resume``, ``run-now``) and those that need none (``next``,
+``drivers``, ``plugins``)."""
 
 from __future__ import annotations
 
 import argparse
+import contextvars
 import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -14,7 +16,16 @@ from urllib.parse import unquote, urlsplit
 import anyio
 
 import tickkit
-from tickkit import DriverError, JobNotFoundError, Kernel, UnknownTaskError, redact_url
+from tickkit import (
+    DriverError,
+    Job,
+    JobNotFoundError,
+    Kernel,
+    RunRecord,
+    TaskRegistry,
+    UnknownTaskError,
+    redact_url,
+)
 from tickkit.plugin_api import UTC, list_drivers, list_plugins
 
 from ..folder import DEFAULT_TASKS_DIR
@@ -59,6 +70,26 @@ def sqlite_file(url: str) -> str | None:
     return path[1:] if path.startswith("/") else path or None
 
 
+#: a kernel the store commands use instead of opening the store themselves (see
+#: :func:`use_kernel`)
+_GIVEN_KERNEL: contextvars.ContextVar[Kernel | None] = contextvars.ContextVar(
+    "tickkit_cli_kernel", default=None
+)
+
+
+@contextmanager
+def use_kernel(kernel: Kernel) -> Iterator[None]:
+    """Run store commands (through :func:`tickkit.plugins.cli.app.run`) against ``kernel``, an
+    open kernel of this program (any store, the memory store included), instead of opening the
+    store of ``--driver``. The kernel is left open. For programs that embed the commands, and
+    tests."""
+    token = _GIVEN_KERNEL.set(kernel)
+    try:
+        yield
+    finally:
+        _GIVEN_KERNEL.reset(token)
+
+
 @asynccontextmanager
 async def open_store(
     args: argparse.Namespace, *, load_tasks: bool = False, create: bool = False
@@ -68,6 +99,10 @@ async def open_store(
     A SQLite file that does not exist is an error unless ``create`` (``add``): a command that
     reads or changes jobs must not create an empty store where a path was mistyped.
     """
+    given = _GIVEN_KERNEL.get()
+    if given is not None:
+        yield given
+        return
     url = driver_url(args)
     if url.split("://", 1)[0].lower() == "memory":
         raise UsageError(
@@ -101,7 +136,8 @@ async def _open(url: str, settings: dict[str, Any]) -> Kernel:
     redis-py does not know) as a :class:`~tickkit.DriverError`."""
     kernel: Kernel | None = None
     try:
-        kernel = Kernel(url, settings=settings)
+        # a registry of its own: the tasks of one command, however many run in one process
+        kernel = Kernel(url, tasks=TaskRegistry(), settings=settings)
         await kernel.open()
         return kernel
     except BaseException as exc:
@@ -124,10 +160,40 @@ async def _open(url: str, settings: dict[str, Any]) -> Kernel:
 # --- store commands ---------------------------------------------------------------------------
 
 
+def _where(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The ``--where KEY=VALUE`` options as one mapping (None when none was given); a key given
+    twice is a usage error."""
+    pairs: list[tuple[str, Any]] | None = getattr(args, "where", None)
+    if not pairs:
+        return None
+    where: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in where:
+            raise UsageError(f"--where {key!r} is given twice (every --where must match)")
+        where[key] = value
+    return where
+
+
 async def cmd_list(args: argparse.Namespace) -> int:
     static = {"static": True, "dynamic": False}.get(args.kind)
+    where = _where(args)
     async with open_store(args) as kernel:
-        jobs = await kernel.list_tasks(args.task, state=args.state, static=static, limit=args.limit)
+        try:
+            jobs = await kernel.list_tasks(
+                args.task,
+                where=where,
+                state=args.state,
+                static=static,
+                limit=args.limit,
+                after=args.after,
+            )
+        except JobNotFoundError as exc:
+            if args.after is None:
+                raise
+            raise JobNotFoundError(
+                f"--after {args.after!r}: no job has this id any more (it ran or was deleted "
+                "since that page was listed): list again without --after"
+            ) from exc
         now = kernel.clock.now()
     if args.json:
         output.emit_json([output.job_to_dict(job) for job in jobs])
@@ -135,6 +201,19 @@ async def cmd_list(args: argparse.Namespace) -> int:
         output.echo("no jobs")
     else:
         output.echo(output.jobs_table(jobs, now))
+        if args.limit is not None and len(jobs) == args.limit:
+            output.echo(f"next page: --after {jobs[-1].id}")
+    return 0
+
+
+async def cmd_count(args: argparse.Namespace) -> int:
+    where = _where(args)
+    async with open_store(args) as kernel:
+        count = await kernel.count_tasks(args.name, where=where, state=args.state)
+    if args.json:
+        output.emit_json({"task": args.name, "where": where, "state": args.state, "count": count})
+    else:
+        output.echo(str(count))
     return 0
 
 
@@ -146,6 +225,7 @@ async def cmd_show(args: argparse.Namespace) -> int:
         now = kernel.clock.now()
         assert kernel.hooks is not None
         schedule = kernel.hooks.parse_spec(job.schedule) if job.schedule else None
+        failed = await _last_failure(kernel, job)
     upcoming: list[datetime] = []
     if schedule is not None and schedule.recurring and job.next_run_at is not None:
         at: datetime | None = job.scheduled_at or job.next_run_at
@@ -157,6 +237,7 @@ async def cmd_show(args: argparse.Namespace) -> int:
         doc = output.job_to_dict(job)
         doc["schedule_text"] = schedule.describe() if schedule is not None else None
         doc["upcoming"] = [output.iso(t) for t in upcoming]
+        doc["last_failure"] = output.run_to_dict(failed) if failed is not None else None
         output.emit_json(doc)
         return 0
     when = output.local_time(job.next_run_at)
@@ -191,6 +272,47 @@ async def cmd_show(args: argparse.Namespace) -> int:
     width = max(len(key) for key, _ in rows)
     for key, value in rows:
         output.echo(f"{key + ':':<{width + 1}} {value}")
+    if failed is not None and failed.error:
+        output.echo(
+            f"last failure ({failed.outcome}, attempt {failed.attempt}, "
+            f"finished {output.local_time(failed.finished_at)}):"
+        )
+        output.echo(output.indented(failed.error))
+    elif job.last_error and "\n" in job.last_error.strip():
+        output.echo("last error in full:")
+        output.echo(output.indented(job.last_error))
+    return 0
+
+
+#: how many runs ``show`` looks through for the last failure
+_SHOW_RUNS = 20
+
+
+async def _last_failure(kernel: Kernel, job: Job) -> RunRecord | None:
+    """The newest failed (or timed out) run among the job's last runs, when its last run did
+    not succeed (a failure before a success is no longer the job's last error)."""
+    if job.id is None or not job.last_error:
+        return None
+    for run in await kernel.get_runs(job.id, limit=_SHOW_RUNS):
+        if run.error:
+            return run
+        if str(run.outcome) == "succeeded":
+            return None
+    return None
+
+
+async def cmd_runs(args: argparse.Namespace) -> int:
+    async with open_store(args) as kernel:
+        runs = await kernel.get_runs(args.id, limit=args.limit)
+        job = await kernel.get_task(args.id) if not runs else None
+    if not runs and job is None:
+        raise JobNotFoundError(f"no job with id {args.id!r} and no run of it in the history")
+    if args.json:
+        output.emit_json([output.run_to_dict(run) for run in runs])
+    elif not runs:
+        output.echo(f"no runs of job {args.id} yet")
+    else:
+        output.echo(output.runs_text(runs))
     return 0
 
 
@@ -289,6 +411,66 @@ async def cmd_add(args: argparse.Namespace) -> int:
         )
     else:
         output.echo(f"added job {job_id} (task {args.name})")
+    return 0
+
+
+def _update_given(args: argparse.Namespace) -> str:
+    """The options of ``update`` as typed (for an error line)."""
+    shown = []
+    for option, value in (
+        ("--in", args.in_),
+        ("--at", args.at),
+        ("--cron", args.cron),
+        ("--every", args.every),
+        ("--tz", args.tz),
+    ):
+        if value is not None:
+            text = value.isoformat() if isinstance(value, datetime) else str(value)
+            shown.append(f"{option} {text!r}")
+    if args.data is not NO_DATA:
+        shown.append("--data " + _short_json(args.data))
+    return ", ".join(shown)
+
+
+#: ``update`` without ``--data`` (``--data null`` sets the data to null)
+NO_DATA = object()
+
+
+async def cmd_update(args: argparse.Namespace) -> int:
+    scheduled = any(value is not None for value in (args.in_, args.at, args.cron, args.every))
+    if args.tz is not None and args.cron is None and args.at is None:
+        raise UsageError("--tz applies to --cron and --at only")
+    if args.data is NO_DATA and not scheduled:
+        raise UsageError(
+            "nothing to update: give --data JSON and/or one of --in, --at, --cron, --every"
+        )
+    changes: dict[str, Any] = {}
+    try:
+        if scheduled:
+            changes["schedule"] = _schedule_from(args)
+        if args.data is not NO_DATA:
+            changes["data"] = args.data
+        async with open_store(args, load_tasks=True) as kernel:
+            job = await kernel.update_task(args.id, **changes)
+            now = kernel.clock.now()
+    except (ValueError, TypeError, ArithmeticError, RecursionError) as exc:
+        if isinstance(exc, tickkit.TickkitError):
+            raise
+        raise tickkit.TickkitError(
+            f"cannot update job {args.id!r} with {_update_given(args)}: "
+            f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        ) from exc
+    if args.json:
+        output.emit_json(output.job_to_dict(job))
+        return 0
+    what = " and ".join(k for k in ("data", "schedule") if k in changes)
+    line = f"updated the {what} of job {job.id} (task {job.name})"
+    if job.next_run_at is not None:
+        line += (
+            f": next run {output.local_time(job.next_run_at)} "
+            f"({output.relative(job.next_run_at, now)})"
+        )
+    output.echo(line)
     return 0
 
 

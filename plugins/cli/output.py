@@ -6,10 +6,13 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tickkit import Job
 from tickkit.plugin_api import EntryPointInfo
+
+if TYPE_CHECKING:
+    from tickkit import RunRecord
 
 from .logs import scrub
 
@@ -118,6 +121,57 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "meta": dict(job.meta),
         "defect": job.defect,
     }
+
+
+def indented(text: str, prefix: str = "    ") -> str:
+    """Every line of ``text`` (a traceback) indented, trailing blank lines dropped."""
+    return "\n".join(prefix + line if line else "" for line in text.rstrip().splitlines())
+
+
+def run_to_dict(run: RunRecord) -> dict[str, Any]:
+    """One run of the history as a JSON-able dict (times in ISO 8601, UTC)."""
+    return {
+        "job_id": run.job_id,
+        "task": run.name,
+        "scheduled_at": iso(run.scheduled_at),
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
+        "attempt": run.attempt,
+        "outcome": str(run.outcome),
+        "error": run.error,
+        "worker": run.worker,
+    }
+
+
+def took(run: RunRecord) -> str:
+    """How long a run took (``0.31s``, ``2m 5s``), ``-`` when its start is unknown."""
+    if run.started_at is None:
+        return "-"
+    seconds = (run.finished_at - run.started_at).total_seconds()
+    return f"{seconds:.2f}s" if seconds < 60 else span(round(seconds))
+
+
+def runs_text(runs: Sequence[RunRecord]) -> str:
+    """The ``tickkit runs`` output: one line per run, newest first, each failure followed by its
+    traceback (indented)."""
+    rows = [
+        [
+            local_time(run.finished_at),
+            str(run.outcome),
+            str(run.attempt),
+            local_time(run.scheduled_at),
+            took(run),
+            run.worker or "-",
+        ]
+        for run in runs
+    ]
+    lines = table(["FINISHED", "OUTCOME", "ATTEMPT", "SCHEDULED", "TOOK", "WORKER"], rows)
+    out = []
+    for run, line in zip(runs, lines.splitlines()[1:], strict=True):
+        out.append(line)
+        if run.error:
+            out.append(indented(run.error))
+    return "\n".join([lines.splitlines()[0], *out])
 
 
 def jobs_table(jobs: Sequence[Job], now: datetime) -> str:

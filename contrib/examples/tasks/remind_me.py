@@ -1,4 +1,6 @@
-"""The remind-me task: a dynamic job per reminder, created by the bot's ``/remind-me`` command.
+"""The remind-me task: a dynamic job per reminder, created from the shell
+(``tickkit add remind-me``) or by your own command (the example bot uses the reminders cog and
+its own task instead).
 
 Data: ``{"channel_id": int, "user_id": int, "message": str}``. With a bot (``ctx.client``, set by
 the ``tickkit.plugins.discord`` extension) the reminder is sent to the channel; without one
