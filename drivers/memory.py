@@ -311,6 +311,8 @@ class MemoryDriver(Driver):
             self._index_add(job)
         if schedule is not UNSET:
             job.schedule = schedule
+            # the kernel passes a spec only for a schedule that repeats (None: one-off)
+            job.recurring = schedule is not None
         if not isinstance(next_run_at, Unset):
             self._revision[job_id] = self._revision.get(job_id, 0) + 1
             job.next_run_at = job.scheduled_at = next_run_at
