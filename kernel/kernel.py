@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.abc
 
+from .checks import resolve_definition
 from .clock import Clock, SystemClock
 from .codec import Codec
 from .dispatch import Dispatcher
@@ -177,6 +178,7 @@ class Kernel(JobAPI):
         )
         hooks.refresh()
         codec = self.codec = hooks.data_codec()
+        self._resolve_tasks(hooks, codec)
         driver = self.driver = resolve_driver(self._driver_spec, hooks, self._driver_options)
         trio = running_trio()
         if trio and not driver.supports_trio:
@@ -224,6 +226,13 @@ class Kernel(JobAPI):
         self._tg = None
         self._internal = InternalTasks()
 
+    def _resolve_tasks(self, hooks: Hooks, codec: Codec) -> None:
+        """Check the tasks against this kernel's plugins (see ``resolve_definition``)."""
+        for definition in self.tasks:
+            resolved = resolve_definition(definition, hooks, codec)
+            if resolved is not definition:
+                self.tasks.add(resolved, replace=True)
+
     def _opened(self) -> Live:
         """What the open kernel holds (internal paths that run only once it is open)."""
         if self._live is None:
@@ -252,6 +261,7 @@ class Kernel(JobAPI):
         try:
             for definition in live.hooks.load_tasks(self):
                 self.tasks.add(definition)
+            self._resolve_tasks(live.hooks, live.codec)
             await self.sync_static()
             self._owner = anyio.get_current_task().id
             self._exit = AsyncExitStack()

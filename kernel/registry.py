@@ -7,20 +7,19 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, overload
 
 import attrs
 
+from .checks import check_data, parse_given
 from .codec import find_surrogate
 from .errors import (
     DuplicateTaskError,
-    InvalidDataError,
     InvalidJobIdError,
     InvalidTaskError,
     TickkitError,
     UnknownTaskError,
-    describe_error,
     short,
 )
 from .manager import default_hooks
@@ -135,6 +134,12 @@ class TaskDefinition:
     max_instances: int | None = None
     #: where the task was defined (``file:line``), for error messages and reload
     source: str | None = None
+    #: the schedule as it was given (``schedule`` is it parsed, or None while pending: no
+    #: installed plugin understood it when the task was defined; a kernel parses it with its
+    #: own plugins, ``Kernel(plugins=[...])`` included, when it opens)
+    schedule_spec: object = None
+    #: whether ``max_instances`` was given (else 1 for a recurring schedule, no limit otherwise)
+    max_instances_given: bool = True
 
     def __attrs_post_init__(self) -> None:
         task = short(self.name)
@@ -190,6 +195,11 @@ class TaskDefinition:
     def max_attempts(self) -> int:
         return self.retries + 1
 
+    @property
+    def pending(self) -> bool:
+        """True when the schedule waits for a kernel's plugins to be parsed."""
+        return self.schedule is None and self.schedule_spec is not None
+
     def __call__(self, ctx: TaskContext) -> Awaitable[Any]:
         """Calling a task definition calls its ``execute`` (handy in tests)."""
         return self.execute(ctx)
@@ -215,37 +225,15 @@ def define_task(
     misfire_grace: float | timedelta | None = None,
     max_instances: int | type[_Default] | None = _Default,
 ) -> TaskDefinition:
-    """Build a validated TaskDefinition (parses the schedule and checks data now)."""
+    """Build a validated TaskDefinition: the schedule and the data are checked now, against the
+    installed plugins. A schedule none of them understands is kept as given (``pending``) and
+    parsed by the kernel, with its own plugins too, when it opens; a schedule a plugin
+    recognized and found bad is refused here."""
+    task_name = _task_name(name, execute)
     hooks = default_hooks()
-    if name is None:
-        name = getattr(execute, "__name__", None)
-        if not isinstance(name, str):
-            raise InvalidTaskError(
-                f"a task needs a name: give name=..., or an execute function that has a "
-                f"__name__ (got execute={short(execute)})"
-            )
-    task_name = check_name(name)
-    if timezone is not None:
-        if not isinstance(timezone, str):
-            raise InvalidTaskError(
-                f"task {short(task_name)}: timezone must be an IANA name (a string) or None, "
-                f"got {short(timezone)}"
-            )
-        # the zone a naive datetime given to create_task takes: checked now, by the plugins
-        # that will read it
-        hooks.parse_schedule(datetime(2000, 1, 1), timezone)
-    parsed = hooks.parse_schedule(schedule, timezone) if schedule is not None else None
+    parsed = parse_given(task_name, schedule, timezone, hooks)
     if data is not None:
-        codec = hooks.data_codec()
-        try:
-            codec.encode(data)
-        except TickkitError:
-            raise
-        except Exception as exc:  # a codec plugin's own error
-            raise InvalidDataError(
-                f"task {short(task_name)}: data {short(data)} cannot be encoded: "
-                f"{describe_error(exc)}"
-            ) from exc
+        check_data(task_name, data, hooks.data_codec())
     limit: int | None
     if max_instances is _Default:
         limit = 1 if parsed is not None and parsed.recurring else None
@@ -266,7 +254,20 @@ def define_task(
         misfire_grace=misfire_grace,
         max_instances=limit,
         source=_source_of(execute),
+        schedule_spec=schedule,
+        max_instances_given=max_instances is not _Default,
     )
+
+
+def _task_name(name: str | None, execute: object) -> str:
+    if name is None:
+        name = getattr(execute, "__name__", None)
+        if not isinstance(name, str):
+            raise InvalidTaskError(
+                f"a task needs a name: give name=..., or an execute function that has a "
+                f"__name__ (got execute={short(execute)})"
+            )
+    return check_name(name)
 
 
 class TaskRegistry:

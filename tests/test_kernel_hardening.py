@@ -1203,7 +1203,8 @@ async def test_waiting_for_a_max_instances_slot_counts_against_the_timeout(
         async with Kernel(
             local_driver(), tasks=registry, clock=clock, shutdown_timeout=0, cancel_grace=1
         ) as kernel:
-            slot = kernel._opened().pool.limits.semaphore(definition)  # a run elsewhere holds the only slot
+            # a run elsewhere holds the only slot
+            slot = kernel._opened().pool.limits.semaphore(definition)
             assert slot is not None
             await slot.acquire()
             job_id = await kernel.create_task("limited")
