@@ -10,7 +10,7 @@ One claim goes: ``Dispatcher.dispatch`` (``driver.acquire``) -> ``submit`` (the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -40,8 +40,9 @@ class Dispatcher(WorkerPool):
         self.runner = Runner(kernel, hooks, self)
         self._dispatch_scope: anyio.CancelScope | None = None
 
-    def spawn(self, fn: object, *args: object) -> None:
-        self.kernel._spawn(fn, *args)  # type: ignore[arg-type]
+    def spawn(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        """Start a kernel-internal task (a run's watchdog)."""
+        self.kernel._spawn(fn, *args)
 
     def plan(self, job: Job, scheduled_at: datetime, attempt: int, now: datetime) -> Plan:
         """What to do with an occurrence now (``DriverContext.plan``)."""

@@ -106,7 +106,11 @@ class WorkerPool:
     """The workers of one started kernel and the claims they hold (``inflight``).
 
     Subclassed by :class:`tickkit.dispatch.Dispatcher`, which runs a claim (``_run_claim``)
-    and gives one back to the store (``release``)."""
+    and gives one back to the store (``release``).
+
+    The queue is a deque with one wake-up event per idle worker, not a memory object stream:
+    a claim handed to a worker whose wait is cancelled at that moment (shutdown) could be lost
+    with a stream, while one left in the deque is released to the store at shutdown."""
 
     def __init__(self, kernel: Kernel, *, trio: bool) -> None:
         self.kernel = kernel
