@@ -24,6 +24,8 @@ from .schedule import first_run
 
 if TYPE_CHECKING:
     from .clock import Clock
+    from .codec import Codec
+    from .manager import Hooks
     from .state import Live
 
 #: the largest ``list_tasks`` limit: a store's integer (SQLite's, Redis's) is signed 64-bit
@@ -38,6 +40,9 @@ class JobAPI:
     _wakeup: anyio.Event
 
     def _require(self) -> Live:
+        raise NotImplementedError
+
+    def _resolve_tasks(self, hooks: Hooks, codec: Codec) -> None:
         raise NotImplementedError
 
     def static_job(self, definition: TaskDefinition, now: datetime) -> Job | None:
@@ -62,8 +67,12 @@ class JobAPI:
         return job
 
     async def sync_static(self) -> None:
-        """Reconcile the store's static schedules with this kernel's tasks."""
-        driver = self._require().driver
+        """Reconcile the store's static schedules with this kernel's tasks (checked first
+        against this kernel's plugins: tasks added since it opened, by a plugin or a reload,
+        may have pending schedules)."""
+        live = self._require()
+        self._resolve_tasks(live.hooks, live.codec)
+        driver = live.driver
         now = self.clock.now()
         jobs = [j for d in self.tasks if (j := self.static_job(d, now)) is not None]
         for job in jobs:

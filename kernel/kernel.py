@@ -261,7 +261,6 @@ class Kernel(JobAPI):
         try:
             for definition in live.hooks.load_tasks(self):
                 self.tasks.add(definition)
-            self._resolve_tasks(live.hooks, live.codec)
             await self.sync_static()
             self._owner = anyio.get_current_task().id
             self._exit = AsyncExitStack()

@@ -159,3 +159,20 @@ async def test_a_task_reaches_its_kernels_plugin_state() -> None:
         with anyio.fail_after(5):
             await ran.wait()
         assert seen == [kernel.plugin_state(key, list)]
+
+
+async def test_a_pending_task_added_while_running_is_parsed_by_sync_static() -> None:
+    # what a reload does: add definitions, then sync_static
+    registry = TaskRegistry()
+
+    async def noop(ctx: TaskContext) -> None:
+        pass
+
+    clock = VirtualClock(T0)
+    async with Kernel(MemoryDriver(), tasks=registry, clock=clock, plugins=[Weekdays()]) as k:
+        task(name="late", schedule={"type": "weekdays"}, execute=noop, registry=registry)
+        assert k.tasks.require("late").pending
+        await k.sync_static()
+        assert isinstance(k.tasks.require("late").schedule, EveryWeekday)
+        job = await k.get_task("late")
+        assert job is not None and job.next_run_at == T0.replace(hour=12)
