@@ -40,6 +40,25 @@ def describe_error(exc: BaseException, limit: int = SHORT_LIMIT) -> str:
     return f"{name}: {text}" if text else name
 
 
+def printable(text: str) -> str:
+    """``text`` with lone surrogates escaped, so every store can hold it."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def error_text(error: BaseException, limit: int = 2000) -> str:
+    """``"TypeName: message"`` of a task's exception as a store records it: printable, at most
+    ``limit`` characters, never raising (:func:`describe_error` is the short form for
+    messages)."""
+    try:
+        detail = str(error)
+    except Exception:
+        detail = "<str() of the exception failed>"
+    text = printable(f"{type(error).__name__}: {detail}")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class _SafeRepr(reprlib.Repr):
     """reprlib with larger limits and ints and strings kept short."""
 

@@ -181,6 +181,26 @@ class Hooks:
             return value
         return parse_with(self._parse_hook, value, timezone)
 
+    def parse_known(self, value: object, timezone: str | None = None) -> Schedule | None:
+        """Like :meth:`parse_schedule`, but None when no plugin understands ``value`` (it may
+        be a schedule type of a plugin these hooks lack); a plugin that recognized it and found
+        it bad raises as there."""
+        if isinstance(value, Schedule):
+            return value
+        seen: list[Schedule | None] = []
+
+        def parse(v: object, tz: str | None) -> Schedule | None:
+            result = self._parse_hook(v, tz)
+            seen.append(result)
+            return result
+
+        try:
+            return parse_with(parse, value, timezone)
+        except InvalidScheduleError:
+            if seen == [None]:
+                return None
+            raise
+
     def _parse_hook(self, value: object, timezone: str | None) -> Schedule | None:
         result: Schedule | None = self._hook.tickkit_parse_schedule(value=value, timezone=timezone)
         return result

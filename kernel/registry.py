@@ -7,20 +7,19 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, overload
 
 import attrs
 
+from .checks import check_data, parse_given
 from .codec import find_surrogate
 from .errors import (
     DuplicateTaskError,
-    InvalidDataError,
     InvalidJobIdError,
     InvalidTaskError,
     TickkitError,
     UnknownTaskError,
-    describe_error,
     short,
 )
 from .manage import check_index_keys
@@ -138,6 +137,12 @@ class TaskDefinition:
     source: str | None = None
     #: data keys that ``where`` looks up through the store's index (``task(indexes=[...])``)
     indexes: tuple[str, ...] = ()
+    #: the schedule as it was given (``schedule`` is it parsed, or None while pending: no
+    #: installed plugin understood it when the task was defined; a kernel parses it with its
+    #: own plugins, ``Kernel(plugins=[...])`` included, when it opens)
+    schedule_spec: object = None
+    #: whether ``max_instances`` was given (else 1 for a recurring schedule, no limit otherwise)
+    max_instances_given: bool = True
 
     def __attrs_post_init__(self) -> None:
         task = short(self.name)
@@ -196,6 +201,11 @@ class TaskDefinition:
     def max_attempts(self) -> int:
         return self.retries + 1
 
+    @property
+    def pending(self) -> bool:
+        """True when the schedule waits for a kernel's plugins to be parsed."""
+        return self.schedule is None and self.schedule_spec is not None
+
     def __call__(self, ctx: TaskContext) -> Awaitable[Any]:
         """Calling a task definition calls its ``execute`` (handy in tests)."""
         return self.execute(ctx)
@@ -222,37 +232,15 @@ def define_task(
     max_instances: int | type[_Default] | None = _Default,
     indexes: Iterable[str] = (),
 ) -> TaskDefinition:
-    """Build a validated TaskDefinition (parses the schedule and checks data now)."""
+    """Build a validated TaskDefinition: the schedule and the data are checked now, against the
+    installed plugins. A schedule none of them understands is kept as given (``pending``) and
+    parsed by the kernel, with its own plugins too, when it opens; a schedule a plugin
+    recognized and found bad is refused here."""
+    task_name = _task_name(name, execute)
     hooks = default_hooks()
-    if name is None:
-        name = getattr(execute, "__name__", None)
-        if not isinstance(name, str):
-            raise InvalidTaskError(
-                f"a task needs a name: give name=..., or an execute function that has a "
-                f"__name__ (got execute={short(execute)})"
-            )
-    task_name = check_name(name)
-    if timezone is not None:
-        if not isinstance(timezone, str):
-            raise InvalidTaskError(
-                f"task {short(task_name)}: timezone must be an IANA name (a string) or None, "
-                f"got {short(timezone)}"
-            )
-        # the zone a naive datetime given to create_task takes: checked now, by the plugins
-        # that will read it
-        hooks.parse_schedule(datetime(2000, 1, 1), timezone)
-    parsed = hooks.parse_schedule(schedule, timezone) if schedule is not None else None
+    parsed = parse_given(task_name, schedule, timezone, hooks)
     if data is not None:
-        codec = hooks.data_codec()
-        try:
-            codec.encode(data)
-        except TickkitError:
-            raise
-        except Exception as exc:  # a codec plugin's own error
-            raise InvalidDataError(
-                f"task {short(task_name)}: data {short(data)} cannot be encoded: "
-                f"{describe_error(exc)}"
-            ) from exc
+        check_data(task_name, data, hooks.data_codec())
     limit: int | None
     if max_instances is _Default:
         limit = 1 if parsed is not None and parsed.recurring else None
@@ -274,7 +262,20 @@ def define_task(
         max_instances=limit,
         source=_source_of(execute),
         indexes=check_index_keys(indexes, task_name),
+        schedule_spec=schedule,
+        max_instances_given=max_instances is not _Default,
     )
+
+
+def _task_name(name: str | None, execute: object) -> str:
+    if name is None:
+        name = getattr(execute, "__name__", None)
+        if not isinstance(name, str):
+            raise InvalidTaskError(
+                f"a task needs a name: give name=..., or an execute function that has a "
+                f"__name__ (got execute={short(execute)})"
+            )
+    return check_name(name)
 
 
 class TaskRegistry:

@@ -6,18 +6,23 @@ ships cron, date, interval and delay); the kernel knows only this interface and 
 from __future__ import annotations
 
 import abc
+import random
 from collections.abc import Callable
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     InvalidScheduleError,
+    PrepareResultError,
     TickkitError,
     UnknownTimezoneError,
     describe_error,
     short,
 )
-from .models import LATEST_TIME, RESOLUTION, Misfire, Plan, check_time, round_ms
+from .models import LATEST_TIME, RESOLUTION, Job, Misfire, Outcome, Plan, check_time, round_ms
+
+if TYPE_CHECKING:
+    from .registry import TaskDefinition
 
 #: how many missed occurrences the ONCE policy walks through to find the latest one
 _COALESCE_WALK_LIMIT = 10_000
@@ -122,16 +127,30 @@ def plan_occurrence(
     if misfire is Misfire.SKIP:
         if late(scheduled_at):
             return Plan(False, scheduled_at, 1, next_run(schedule, now))
-        nxt = next_run(schedule, scheduled_at)
-        skipped = 0
-        if nxt is not None and nxt <= now:
-            # occurrences that fell between this one and now are dropped
-            after_now = next_run(schedule, now)
-            skipped = _count_between(schedule, nxt, now)
-            nxt = after_now
-        return Plan(True, scheduled_at, skipped, nxt)
+        return _skip_between(schedule, scheduled_at, now)
 
-    # ONCE: walk to the latest overdue occurrence
+    latest, missed, nxt = _latest_overdue(schedule, scheduled_at, now)
+    if late(latest):
+        return Plan(False, latest, missed + 1, nxt)
+    return Plan(True, latest, missed, nxt)
+
+
+def _skip_between(schedule: Schedule, scheduled_at: datetime, now: datetime) -> Plan:
+    """SKIP, an occurrence in time: it runs; those that fell between it and now are dropped."""
+    nxt = next_run(schedule, scheduled_at)
+    skipped = 0
+    if nxt is not None and nxt <= now:
+        after_now = next_run(schedule, now)
+        skipped = _count_between(schedule, nxt, now)
+        nxt = after_now
+    return Plan(True, scheduled_at, skipped, nxt)
+
+
+def _latest_overdue(
+    schedule: Schedule, scheduled_at: datetime, now: datetime
+) -> tuple[datetime, int, datetime | None]:
+    """ONCE: walk to the latest overdue occurrence; return it, how many overdue ones came
+    before it, and the next occurrence after it."""
     latest = scheduled_at
     missed = 0
     nxt = next_run(schedule, latest)
@@ -145,9 +164,35 @@ def plan_occurrence(
         # too many to walk: jump past now; the latest overdue one is not known exactly
         nxt = next_run(schedule, now)
         latest = now
-    if late(latest):
-        return Plan(False, latest, missed + 1, nxt)
-    return Plan(True, latest, missed, nxt)
+    return latest, missed, nxt
+
+
+def plan_retry(
+    job: Job,
+    definition: TaskDefinition,
+    *,
+    attempt: int,
+    outcome: Outcome,
+    now: datetime,
+    rng: random.Random | None = None,
+    error: BaseException | None = None,
+) -> datetime | None:
+    """When a finished run is tried again: a time, or None (no retry).
+
+    Only a FAILED or TIMED_OUT run is retried, and only while ``attempt`` (1-based) is below
+    the job's ``max_attempts`` (else the task's); a ``PrepareResultError`` (a bug in the task,
+    the same on every attempt) is never retried. The delay is the job's backoff (else the
+    task's) for ``attempt``, counted from ``now`` (when the run ended); ``rng`` draws the
+    jitter (default: the ``random`` module). A pure function: no clock, no store.
+    """
+    if outcome not in (Outcome.FAILED, Outcome.TIMED_OUT):
+        return None
+    if isinstance(error, PrepareResultError):
+        return None
+    if attempt >= (job.max_attempts or definition.max_attempts):
+        return None
+    backoff = job.backoff or definition.backoff
+    return now + timedelta(seconds=backoff.delay_for(attempt, rng))
 
 
 def _count_between(schedule: Schedule, first: datetime, now: datetime, limit: int = 10_000) -> int:

@@ -550,16 +550,25 @@ async def test_a_failing_task_or_plugin_never_stops_the_kernel(
         def tickkit_run_started(self, ctx: TaskContext) -> None:
             raise RuntimeError("plugin bug")
 
+    exploded: list[int] = []
+
     async def explode(ctx: TaskContext) -> None:
+        exploded.append(ctx.attempt)
         raise KeyError("nope")
 
     task(name="explode", execute=explode, registry=registry)
     task(name="fine", schedule="* * * * *", execute=recording(runs), registry=registry)
     async with make_kernel(plugins=[BrokenPlugin()]) as k:
-        for _ in range(5):
-            await k.create_task("explode")
+        ids = [await k.create_task("explode") for _ in range(5)]
         await clock.advance(timedelta(minutes=3))
+        failed = [await k.get_task(job_id) for job_id in ids]
     assert len(runs) == 3
+    # every failing run ran once (no retries configured) and is recorded as failed
+    assert exploded == [1] * 5
+    assert [(j.state, j.last_outcome) for j in failed if j is not None] == [
+        (JobState.FAILED, Outcome.FAILED)
+    ] * 5
+    assert all("KeyError" in (j.last_error or "") for j in failed if j is not None)
 
 
 async def test_unknown_task_name_fails_clearly(

@@ -409,7 +409,7 @@ async def test_a_portable_return_value_is_stored_as_it_is(
 
 
 def test_portable_value() -> None:
-    from tickkit.kernel import MAX_RESULT_DEPTH, portable_value
+    from tickkit.runner import MAX_RESULT_DEPTH, portable_value
 
     assert portable_value(None) == (None, None)
     assert portable_value((1, "x", [2.0])) == ([1, "x", [2.0]], None)
@@ -994,7 +994,7 @@ async def test_an_abandoned_run_gives_back_its_max_instances_slot(
                 await anyio.sleep(0.005)
             assert len(runs) >= 4, runs  # before the fix: 1 (the slot stayed held)
             assert not release.is_set()
-            assert len(kernel._inflight) <= 1
+            assert len(kernel._opened().pool.inflight) <= 1
     finally:
         release.set()
 
@@ -1203,7 +1203,8 @@ async def test_waiting_for_a_max_instances_slot_counts_against_the_timeout(
         async with Kernel(
             local_driver(), tasks=registry, clock=clock, shutdown_timeout=0, cancel_grace=1
         ) as kernel:
-            slot = kernel._limit(definition)  # a run elsewhere holds the only slot
+            # a run elsewhere holds the only slot
+            slot = kernel._opened().pool.limits.semaphore(definition)
             assert slot is not None
             await slot.acquire()
             job_id = await kernel.create_task("limited")
