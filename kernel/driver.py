@@ -27,7 +27,19 @@ import attrs
 
 from .clock import Clock
 from .codec import Codec
-from .models import Acquired, Claim, Job, JobState, Plan, RunResult
+from .models import (
+    UNSET,
+    Acquired,
+    Claim,
+    Cursor,
+    Job,
+    JobState,
+    Plan,
+    RunRecord,
+    RunResult,
+    Where,
+    _Unset,
+)
 from .redact import redact_url
 from .schedule import Schedule
 
@@ -39,22 +51,54 @@ def select_jobs(
     state: JobState | None = None,
     static: bool | None = None,
     limit: int | None = None,
+    where: Where | None = None,
+    after: Cursor | None = None,
 ) -> list[Job]:
     """:meth:`Driver.list_jobs`'s filters and order, for a driver that has its jobs in hand:
-    those matching every filter given, by ``next_run_at`` (None last), at most ``limit``."""
+    those matching every filter given, in the total order (next_run_at None last, then
+    next_run_at, then id), strictly after ``after``, at most ``limit``."""
     found = [
         job
         for job in jobs
         if (name is None or job.name == name)
         and (state is None or job.state is state)
         and (static is None or job.static == static)
+        and (not where or matches_where(job.data, where))
     ]
-    found.sort(key=_by_next_run)
+    found.sort(key=list_order)
+    if after is not None:
+        mark = _position(after.next_run_at, after.id)
+        found = [job for job in found if list_order(job) > mark]
     return found[:limit] if limit is not None else found
 
 
-def _by_next_run(job: Job) -> tuple[bool, float]:
-    return (job.next_run_at is None, job.next_run_at.timestamp() if job.next_run_at else 0.0)
+def _same_scalar(have: Any, want: Any) -> bool:
+    """JSON equality of scalars: 1 == 1.0, but True != 1."""
+    if isinstance(want, bool) or isinstance(have, bool):
+        return isinstance(want, bool) and isinstance(have, bool) and want is have
+    if want is None or have is None:
+        return want is None and have is None
+    if isinstance(want, (int, float)) and isinstance(have, (int, float)):
+        return bool(want == have)
+    if isinstance(want, str) and isinstance(have, str):
+        return want == have
+    return False
+
+
+def matches_where(data: Any, where: Where) -> bool:
+    """True when ``data`` is an object holding every key of ``where`` with an equal scalar."""
+    if not isinstance(data, dict):
+        return False
+    return all(key in data and _same_scalar(data[key], value) for key, value in where.items())
+
+
+def _position(next_run_at: datetime | None, job_id: str) -> tuple[bool, float, str]:
+    return (next_run_at is None, next_run_at.timestamp() if next_run_at else 0.0, job_id)
+
+
+def list_order(job: Job) -> tuple[bool, float, str]:
+    """The total order of :meth:`Driver.list_jobs`: (next_run_at is None, next_run_at, id)."""
+    return _position(job.next_run_at, job.id or "")
 
 
 @attrs.define(eq=False)
@@ -154,9 +198,12 @@ class Driver(abc.ABC):
         name: str | None = None,
         state: JobState | None = None,
         static: bool | None = None,
+        where: Where | None = None,
         limit: int | None = None,
+        after: Cursor | None = None,
     ) -> list[Job]:
-        """Return jobs matching every filter given, ordered by ``next_run_at`` (None last)."""
+        """Return jobs matching every filter given, in the order (next_run_at is None,
+        next_run_at, id), strictly after ``after``, at most ``limit``."""
 
     @abc.abstractmethod
     async def remove_job(self, job_id: str) -> bool:
@@ -181,12 +228,39 @@ class Driver(abc.ABC):
         Used by ``run_task_now`` on one-off jobs. Return False when the job is missing or running.
         """
 
-    async def count_jobs(self) -> dict[JobState, int]:
-        """Return the number of jobs in each state (drivers may answer without listing)."""
+    async def count_jobs(
+        self,
+        *,
+        name: str | None = None,
+        state: JobState | None = None,
+        static: bool | None = None,
+        where: Where | None = None,
+    ) -> dict[JobState, int]:
+        """Return the number of matching jobs in each state (drivers may answer without
+        listing)."""
         counts: dict[JobState, int] = {}
-        for job in await self.list_jobs():
+        for job in await self.list_jobs(name=name, state=state, static=static, where=where):
             counts[job.state] = counts.get(job.state, 0) + 1
         return counts
+
+    async def update_job(
+        self,
+        job_id: str,
+        *,
+        data: Any = UNSET,
+        schedule: dict[str, Any] | _Unset | None = UNSET,
+        next_run_at: datetime | _Unset | None = UNSET,
+    ) -> Job | None:
+        """Atomically replace the given fields; return the job as stored, None when missing.
+        A running occurrence finishes with what it had; its completion keeps the update."""
+        raise NotImplementedError(f"{type(self).__name__} cannot update jobs")
+
+    async def get_runs(self, job_id: str, *, limit: int = 20) -> list[RunRecord]:
+        """The job's finished runs, newest first (kept for the driver's retention)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no run history")
+
+    async def ensure_indexes(self, keys: Iterable[str]) -> None:
+        """Record ``keys`` as indexed data keys in the store and index existing jobs."""
 
     def io_pending(self) -> bool:
         """True while a call waits on a worker thread or socket that the event loop cannot see

@@ -448,3 +448,36 @@ def from_millis(ms: int | float) -> datetime:
     if isinstance(ms, float) and ms.is_integer():
         ms = int(ms)
     return _EPOCH + timedelta(milliseconds=ms)
+
+
+@attrs.frozen
+class Cursor:
+    """A position in the list order: after the job with this (next_run_at, id)."""
+
+    next_run_at: datetime | None
+    id: str
+
+
+@attrs.frozen
+class RunRecord:
+    """One finished run (attempt) of a job, as kept in the store's history."""
+
+    job_id: str
+    name: str
+    scheduled_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime
+    attempt: int  # 1-based attempt number of that occurrence
+    outcome: Outcome  # completed / failed / timed_out / missed
+    error: str | None  # the traceback text of a failure (else the error line), None on success
+    worker: str | None  # DriverContext.owner of the kernel that ran it
+
+
+class _Unset(enum.Enum):
+    UNSET = "UNSET"
+
+
+UNSET = _Unset.UNSET
+
+#: top-level data keys to JSON scalars; all must match
+Where = Mapping[str, str | int | float | bool | None]

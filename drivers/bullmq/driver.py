@@ -8,7 +8,7 @@ import itertools
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from importlib import resources
@@ -24,6 +24,7 @@ from tickkit import (
     Driver,
     DriverContext,
     DriverError,
+    InvalidArgumentError,
     InvalidDataError,
     InvalidScheduleError,
     Job,
@@ -37,7 +38,7 @@ from tickkit import (
     redact_url,
 )
 from tickkit.driver import select_jobs
-from tickkit.models import from_millis, to_millis
+from tickkit.models import UNSET, Cursor, RunRecord, Where, _Unset, from_millis, to_millis
 from tickkit.redact import scrub
 
 from . import mapping
@@ -60,6 +61,7 @@ _SCRIPTS = (
     "acquire",
     "add",
     "complete",
+    "index",
     "move_to",
     "next",
     "pause_job",
@@ -69,6 +71,7 @@ _SCRIPTS = (
     "renew",
     "scheduler",
     "stalled",
+    "update",
 )
 #: containers a job can be in, checked in this order
 _ZSETS = ("delayed", "tk:paused", "prioritized", "completed", "failed")
@@ -96,6 +99,8 @@ URL_OPTIONS = (
     "ssl_check_hostname",
     "ssl_min_version",
     "ssl_ciphers",
+    "history_limit",
+    "history_max_age",
 )
 #: how long a management call (list, get, create... outside a worker) tries to reach Redis
 MANAGEMENT_GIVE_UP = 5.0
@@ -189,6 +194,49 @@ def _text(value: str) -> str:
     return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def _history_limit(value: Any) -> int:
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidArgumentError(f"history_limit must be an integer >= 0, got {value!r}")
+    return value
+
+
+def _history_max_age(value: Any) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not value > 0
+        or value == float("inf")
+    ):
+        raise InvalidArgumentError(
+            f"history_max_age must be a number of seconds > 0, got {value!r}"
+        )
+    return float(value)
+
+
+def _index_value(value: Any) -> str | None:
+    """The index-set key part of a JSON scalar, as common.lua's indexValue writes it."""
+    if isinstance(value, bool):
+        return "b:true" if value else "b:false"
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return "s:" + value
+    if isinstance(value, (int, float)):
+        number = float(value)
+        return "n:0" if number == 0 else "n:" + format(number, ".17g")
+    return None
+
+
 def _retention(value: Retention, what: str) -> Any:
     if isinstance(value, bool):
         return value
@@ -230,6 +278,8 @@ class BullMQDriver(Driver):
         poll_interval: float | None = 5.0,
         block_timeout: float = 10.0,
         connect_retries: int = 20,
+        history_limit: int = 100,
+        history_max_age: float = 604800.0,
     ) -> None:
         if not isinstance(queue, str) or not queue or ":" in queue:
             raise DriverError(f"invalid BullMQ queue name {queue!r}: non-empty, without ':'")
@@ -240,6 +290,8 @@ class BullMQDriver(Driver):
                 f"lock_duration ({lock_duration!r}) and stalled_interval ({stalled_interval!r}) "
                 f"must be > 0 and max_stalled_count ({max_stalled_count!r}) >= 0"
             )
+        self.history_limit = _history_limit(history_limit)
+        self.history_max_age = _history_max_age(history_max_age)
         self._url: str | None = url_or_connection if isinstance(url_or_connection, str) else None
         self._given = None if isinstance(url_or_connection, str) else url_or_connection
         if self._url is not None:
@@ -283,13 +335,13 @@ class BullMQDriver(Driver):
         parts = urlsplit(url)
         query = []
         for name, value in parse_qsl(parts.query):
-            if name in ("queue", "prefix"):
+            if name in ("queue", "prefix", "history_limit", "history_max_age"):
                 options.setdefault(name, value)
             else:
                 query.append((name, value))
         try:
             return cls(urlunsplit(parts._replace(query=urlencode(query))), **options)
-        except DriverError as exc:
+        except (DriverError, InvalidArgumentError) as exc:
             # a queue or prefix taken from a URL whose password holds a raw '?' is a piece of it
             raise type(exc)(scrub(str(exc), url)) from None
 
@@ -654,8 +706,276 @@ class BullMQDriver(Driver):
         name: str | None = None,
         state: JobState | None = None,
         static: bool | None = None,
+        where: Where | None = None,
         limit: int | None = None,
+        after: Cursor | None = None,
     ) -> list[Job]:
+        if where:
+            ids = await self._indexed_ids(where)
+            if ids is not None:
+                jobs = await self._fetch_jobs(sorted(ids))
+                return select_jobs(
+                    jobs,
+                    name=name,
+                    state=state,
+                    static=static,
+                    where=where,
+                    limit=limit,
+                    after=after,
+                )
+        return select_jobs(
+            await self._all_jobs(),
+            name=name,
+            state=state,
+            static=static,
+            where=where,
+            limit=limit,
+            after=after,
+        )
+
+    async def count_jobs(
+        self,
+        *,
+        name: str | None = None,
+        state: JobState | None = None,
+        static: bool | None = None,
+        where: Where | None = None,
+    ) -> dict[JobState, int]:
+        counts: dict[JobState, int] = {}
+        for job in await self.list_jobs(name=name, state=state, static=static, where=where):
+            counts[job.state] = counts.get(job.state, 0) + 1
+        return counts
+
+    async def update_job(
+        self,
+        job_id: str,
+        *,
+        data: Any = UNSET,
+        schedule: dict[str, Any] | _Unset | None = UNSET,
+        next_run_at: datetime | _Unset | None = UNSET,
+    ) -> Job | None:
+        repeat = ""
+        spec = ""
+        if not isinstance(schedule, _Unset) and schedule is not None:
+            if schedule.get("type") in mapping.RECURRING_TYPES:
+                repeat = json.dumps(mapping.spec_to_repeat(schedule))
+            elif schedule.get("type") not in mapping.ONE_OFF_TYPES:
+                mapping.spec_to_repeat(schedule)  # raises the explanatory error
+            spec = json.dumps(schedule)
+        data_text = "" if data is UNSET else self.ctx.codec.encode(data)
+        next_ms = (
+            to_millis(next_run_at)
+            if not isinstance(next_run_at, _Unset) and next_run_at is not None
+            else ""
+        )
+        result = await self._run(
+            "update",
+            self._now_ms(),
+            job_id,
+            "0" if data is UNSET else "1",
+            data_text,
+            "0" if isinstance(schedule, _Unset) else "1",
+            repeat,
+            "0" if isinstance(next_run_at, _Unset) else "1",
+            next_ms,
+            spec,
+        )
+        if result[0] == "missing":
+            return None
+        if result[0] == "kind":
+            # a one-off job becomes recurring (a BullMQ job scheduler) or back: the job is
+            # replaced under its id in one script (a running occurrence finishes unrecorded)
+            current = await self.get_job(job_id)
+            if current is None:
+                return None
+            assert not isinstance(schedule, _Unset)
+            replacement = attrs.evolve(
+                current,
+                data=current.data if data is UNSET else data,
+                schedule=schedule,
+                next_run_at=None if isinstance(next_run_at, _Unset) else next_run_at,
+                scheduled_at=None if isinstance(next_run_at, _Unset) else next_run_at,
+                attempt=0,
+                state=JobState.PAUSED if current.state is JobState.PAUSED else JobState.SCHEDULED,
+            )
+            await self.add_job(replacement, replace=True)
+        return await self.get_job(job_id)
+
+    async def get_runs(self, job_id: str, *, limit: int = 20) -> list[RunRecord]:
+        if limit <= 0:
+            return []
+        oldest = self._now_ms() - int(self.history_max_age * 1000)
+        async with self._busy():
+            try:
+                members = await self._redis.zrevrangebyscore(
+                    f"{self.key}tk:runs:{job_id}", "+inf", oldest, start=0, num=limit
+                )
+            except RedisError as exc:
+                if "WRONGTYPE" in str(exc):
+                    return []
+                raise
+        runs: list[RunRecord] = []
+        for member in members:
+            try:
+                r = json.loads(member)
+                runs.append(
+                    RunRecord(
+                        job_id=job_id,
+                        name=str(r["n"]),
+                        scheduled_at=from_millis(r["s"]) if r.get("s") is not None else None,
+                        started_at=from_millis(r["b"]) if r.get("b") is not None else None,
+                        finished_at=from_millis(r["f"]),
+                        attempt=int(r["a"]),
+                        outcome=Outcome(r["o"]),
+                        error=r.get("e"),
+                        worker=r.get("w"),
+                    )
+                )
+            except (ValueError, TypeError, KeyError, AttributeError):
+                log.warning("skipped an unreadable run record of job %s: %.200r", job_id, member)
+        runs.sort(key=lambda run: (run.finished_at, run.attempt), reverse=True)
+        return runs
+
+    # --- indexes ----------------------------------------------------------------------------
+
+    def _index_key(self, key: str, value: Any) -> str | None:
+        part = _index_value(value)
+        return None if part is None else f"{self.key}tk:idx:{key}:{part}"
+
+    async def _indexed_ids(self, where: Where) -> set[str] | None:
+        """The ids the index sets give for ``where`` (a superset of the matches: the caller
+        filters), or None when no key of ``where`` is indexed (the caller scans)."""
+        keys = {k: self._index_key(k, v) for k, v in where.items()}
+        async with self._busy():
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.smembers(self.key + "tk:indexes:ready")
+            for index_key in keys.values():
+                if index_key is not None:
+                    pipe.smembers(index_key)
+            ready, *members = await pipe.execute()
+        found: set[str] | None = None
+        sets = iter(members)
+        for k, index_key in keys.items():
+            if index_key is None:
+                continue  # (a where value that is not a scalar matches nothing)
+            ids = set(next(sets))
+            if k in ready:
+                found = ids if found is None else found & ids
+        return found
+
+    async def ensure_indexes(self, keys: Iterable[str]) -> None:
+        """Record ``keys`` as indexed (every process's scripts then index writes) and index
+        the jobs stored before (once per key: a key is used for ``where`` only when its
+        backfill finished)."""
+        wanted = sorted(set(keys))
+        for key in wanted:
+            if not isinstance(key, str) or not key:
+                raise InvalidArgumentError(f"an index key must be a non-empty string, got {key!r}")
+        if not wanted:
+            return
+        async with self._busy():
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.sadd(self.key + "tk:indexes", *wanted)
+            pipe.smembers(self.key + "tk:indexes:ready")
+            _, ready = await pipe.execute()
+        missing = [k for k in wanted if k not in ready]
+        if missing:
+            await self.reindex(missing)
+
+    async def reindex(self, keys: Iterable[str] | None = None) -> int:
+        """Index every stored job under ``keys`` (default: every recorded index key), e.g.
+        after Node BullMQ wrote jobs (its scripts do not index). Returns the jobs seen."""
+        async with self._busy():
+            recorded = await self._redis.smembers(self.key + "tk:indexes")
+        chosen = sorted(set(keys) if keys is not None else set(recorded))
+        if not chosen:
+            return 0
+        where, schedulers = await self._snapshot()
+        ids = [i for i in where if ":" not in i] + list(schedulers)
+        seen = 0
+        for start in range(0, len(ids), 500):
+            seen += int(await self._run("index", json.dumps(chosen), *ids[start : start + 500]))
+        async with self._busy():
+            await self._redis.sadd(self.key + "tk:indexes:ready", *chosen)
+        return seen
+
+    async def _fetch_jobs(self, ids: Sequence[str]) -> list[Job]:
+        """The tickkit jobs with these ids (schedulers or one-off jobs; missing ones are
+        left out), in a few round trips whatever their number."""
+        async with self._busy():
+            pipe = self._redis.pipeline(transaction=True)
+            for job_id in ids:
+                pipe.hgetall(f"{self.key}repeat:{job_id}")
+                pipe.zscore(self.key + "repeat", job_id)
+                pipe.hgetall(self.key + job_id)
+                for zset in _ZSETS:
+                    pipe.zscore(self.key + zset, job_id)
+            first = await pipe.execute(raise_on_error=False)
+        step = 3 + len(_ZSETS)
+        rows = [first[i * step : (i + 1) * step] for i in range(len(ids))]
+        # second round: where each one-off job not in a sorted set is, and each scheduler's
+        # pending job with its place
+        lookups: list[str] = []
+        for job_id, (sh, next_ms, h, *scores) in zip(ids, rows, strict=True):
+            if sh and not isinstance(sh, Exception):
+                if next_ms is not None and not isinstance(next_ms, Exception):
+                    lookups.append(f"repeat:{job_id}:{int(float(next_ms))}")
+            elif h and all(sc is None for sc in scores):
+                lookups.append(job_id)
+        located: dict[str, tuple[Any, str | None, float | None]] = {}
+        if lookups:
+            async with self._busy():
+                pipe = self._redis.pipeline(transaction=True)
+                for job_id in lookups:
+                    pipe.hgetall(self.key + job_id)
+                    for zset in _ZSETS:
+                        pipe.zscore(self.key + zset, job_id)
+                    for lst in _LISTS:
+                        pipe.lpos(self.key + lst, job_id)
+                second = await pipe.execute(raise_on_error=False)
+            width = 1 + len(_ZSETS) + len(_LISTS)
+            for i, job_id in enumerate(lookups):
+                h2, *found = second[i * width : (i + 1) * width]
+                place: tuple[Any, str | None, float | None] = (h2, None, None)
+                for cname, value in zip((*_ZSETS, *_LISTS), found, strict=True):
+                    if value is not None and not isinstance(value, Exception):
+                        score = float(value) if cname in _ZSETS else None
+                        place = (h2, _WHERE.get(cname, cname), score)
+                        break
+                located[job_id] = place
+        jobs: list[Job] = []
+        for job_id, (sh, next_ms, h, *scores) in zip(ids, rows, strict=True):
+            if isinstance(sh, Exception):
+                jobs.append(mapping.unreadable_view(job_id, None, _wrong_type(sh, "job scheduler")))
+            elif sh:
+                if isinstance(next_ms, Exception):
+                    next_ms = None
+                current: dict[str, str] | None = None
+                container: str | None = None
+                if next_ms is not None:
+                    h2, container, _ = located.get(
+                        f"repeat:{job_id}:{int(float(next_ms))}", (None, None, None)
+                    )
+                    current = h2 if h2 and not isinstance(h2, Exception) else None
+                jobs.append(
+                    mapping.scheduler_view(self.ctx.codec, job_id, sh, next_ms, current, container)
+                )
+            elif isinstance(h, Exception):
+                jobs.append(mapping.unreadable_view(job_id, None, _wrong_type(h, "job")))
+            elif h and ":" not in job_id:
+                place = (h, None, None)
+                for zset, score in zip(_ZSETS, scores, strict=True):
+                    if score is not None and not isinstance(score, Exception):
+                        place = (h, _WHERE.get(zset, zset), float(score))
+                        break
+                else:
+                    place = located.get(job_id, place)
+                _, container, score = place
+                jobs.append(mapping.one_off_view(self.ctx.codec, job_id, h, container, score))
+        return jobs
+
+    async def _all_jobs(self) -> list[Job]:
+        """Every tickkit job (a scan of the whole queue)."""
         where, schedulers = await self._snapshot()
         ids = [job_id for job_id in where if not job_id.startswith("repeat:")]
         async with self._busy():
@@ -690,7 +1010,7 @@ class BullMQDriver(Driver):
                 jobs.append(
                     mapping.scheduler_view(self.ctx.codec, sid, sh, score, ch or None, container)
                 )
-        return select_jobs(jobs, name=name, state=state, static=static, limit=limit)
+        return jobs
 
     async def queue_counts(self) -> dict[str, int]:
         """Jobs per BullMQ state, as Node's ``Queue.getJobCounts()`` reports them."""
@@ -769,8 +1089,8 @@ class BullMQDriver(Driver):
     ) -> Acquired:
         if claim.handle is None:
             return await self.acquire(now=now, limit=limit, exclude=exclude)
-        job_id, token = claim.handle
-        out = await self._finish(job_id, token, result, fetch=limit, now=now)
+        job_id = claim.handle[0]
+        out = await self._finish(claim, result, fetch=limit, now=now)
         code = int(out[0])
         if code != 0:
             log.warning("the outcome of job %s was not recorded (lock lost, code %s)", job_id, code)
@@ -933,21 +1253,50 @@ class BullMQDriver(Driver):
     async def complete(self, claim: Claim, result: RunResult) -> None:
         if claim.handle is None:
             return
-        job_id, token = claim.handle
-        code = int(await self._finish(job_id, token, result))
+        job_id = claim.handle[0]
+        code = int(await self._finish(claim, result))
         if code != 0:
             log.warning("the outcome of job %s was not recorded (lock lost, code %s)", job_id, code)
 
+    def _run_record(self, claim: Claim, result: RunResult, error: str | None) -> str:
+        """complete.lua's run-record argument: the record and the history retention."""
+        if self.history_limit == 0 or claim.job.id is None:
+            return ""
+        failed = result.outcome in (Outcome.FAILED, Outcome.TIMED_OUT)
+        record = {
+            "j": claim.handle[0] if claim.handle else None,  # BullMQ's job id for this run
+            "n": claim.job.name,
+            "s": to_millis(claim.scheduled_at),
+            "b": to_millis(result.started_at) if result.started_at is not None else None,
+            "f": to_millis(result.finished_at),
+            "a": claim.attempt,
+            "o": result.outcome.value,
+            "e": _text(result.traceback or result.error or result.outcome.value)
+            if failed
+            else (_text(error) if error else None),
+            "w": self.ctx.owner,
+        }
+        return json.dumps(
+            {
+                "k": claim.job.id,
+                "r": json.dumps(record, ensure_ascii=False),
+                "f": record["f"],
+                "n": self.history_limit,
+                "a": int(self.history_max_age * 1000),
+            },
+            ensure_ascii=False,
+        )
+
     async def _finish(
         self,
-        job_id: str,
-        token: str,
+        claim: Claim,
         result: RunResult,
         *,
         fetch: int = 0,
         now: datetime | None = None,
     ) -> Any:
         """complete.lua: the code, or with ``fetch`` > 0 ``[code, *takeJobs' result]``."""
+        job_id, token = claim.handle
         failed = result.outcome in (Outcome.FAILED, Outcome.TIMED_OUT)
         if result.retry_at is not None:
             kind, value = "retry", _text(result.error or "")
@@ -982,6 +1331,7 @@ class BullMQDriver(Driver):
             self._keep_fail,
             started,
             _text(result.error or ""),
+            self._run_record(claim, result, None),
             *take,
         )
 

@@ -9,6 +9,7 @@ local K = {
   events = P .. "events", marker = P .. "marker", stalled = P .. "stalled",
   stalledCheck = P .. "stalled-check", limiter = P .. "limiter", rep = P .. "repeat",
   paused = P .. "paused", tkPaused = P .. "tk:paused", tkStatic = P .. "tk:static",
+  tkIndexes = P .. "tk:indexes",
 }
 
 -- stored text decoded as a JSON object, or nil (a hash written by hand or by another tool)
@@ -18,6 +19,40 @@ local function decodeObject(text)
   -- (an array decodes to a table too: its first element is at index 1)
   if ok and type(value) == "table" and value[1] == nil then return value end
   return nil
+end
+
+-- the index-set key part of a JSON scalar (driver.py's _index_value writes the same):
+-- "s:<text>", "n:<%.17g>" (so 1 and 1.0 share a set), "b:true"/"b:false", "null";
+-- nil for an object or array (never indexed)
+local function indexValue(v)
+  local t = type(v)
+  if t == "string" then return "s:" .. v end
+  if t == "number" then
+    if v == 0 then return "n:0" end
+    return "n:" .. string.format("%.17g", v)
+  end
+  if t == "boolean" then
+    if v then return "b:true" end
+    return "b:false"
+  end
+  if v == cjson.null then return "null" end
+  return nil
+end
+
+-- add (op "SADD") or remove (op "SREM") tickkit job `id` in the index sets of the data keys
+-- recorded in tk:indexes, from the job's stored data text (not an object: nothing to index)
+local function indexJob(id, dataText, op, keys)
+  keys = keys or call("SMEMBERS", K.tkIndexes)
+  if #keys == 0 or type(dataText) ~= "string" then return end
+  local data = decodeObject(dataText)
+  if not data then return end
+  for _, k in ipairs(keys) do
+    local v = data[k]
+    if v ~= nil then
+      local part = indexValue(v)
+      if part then call(op, P .. "tk:idx:" .. k .. ":" .. part, id) end
+    end
+  end
 end
 
 -- a stored integer field as HINCRBY reads it: an optional '-' and at most 18 digits
@@ -178,6 +213,10 @@ end
 
 local function removeKeys(jobId)
   local key = P .. jobId
+  -- (a tickkit one-off job's id has no ':'; a scheduler's produced jobs are never indexed)
+  if not string.find(jobId, ":", 1, true) and keyType(key) == "hash" then
+    indexJob(jobId, call("HGET", key, "data"), "SREM")
+  end
   call("DEL", key, key .. ":logs", key .. ":lock", key .. ":dependencies", key .. ":processed",
     key .. ":failed", key .. ":unsuccessful")
 end
@@ -210,6 +249,9 @@ local function removeScheduler(id, now)
     end
   end
   call("ZREM", K.rep, id)
+  if keyType(K.rep .. ":" .. id) == "hash" then
+    indexJob(id, call("HGET", K.rep .. ":" .. id, "data"), "SREM")
+  end
   call("DEL", K.rep .. ":" .. id)
   call("SREM", K.tkStatic, id)
 end
@@ -403,6 +445,7 @@ local function takeJobs(now, limit, tokenPrefix, lockMs, worker)
       local token = tokenPrefix .. ":" .. jobId
       call("SET", key .. ":lock", token, "PX", lockMs)
       call("HSET", key, "processedOn", now, "pb", worker)
+      call("HDEL", key, "tk.requeue")
       hincr(key, "ats", 1)
       emit("active", "jobId", jobId, "prev", "waiting")
       local defa = call("HGET", key, "defa")
