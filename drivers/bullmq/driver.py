@@ -789,6 +789,11 @@ class BullMQDriver(Driver):
             if current is None:
                 return None
             assert not isinstance(schedule, _Unset)
+            if repeat and job_id.isdigit():
+                raise InvalidScheduleError(
+                    f"job {job_id!r} has an id BullMQ numbered: it cannot become a recurring job "
+                    "(a BullMQ job scheduler needs a custom id); create a recurring task instead"
+                )
             replacement = attrs.evolve(
                 current,
                 data=current.data if data is UNSET else data,

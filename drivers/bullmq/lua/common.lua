@@ -39,19 +39,50 @@ local function indexValue(v)
   return nil
 end
 
--- add (op "SADD") or remove (op "SREM") tickkit job `id` in the index sets of the data keys
--- recorded in tk:indexes, from the job's stored data text (not an object: nothing to index)
-local function indexJob(id, dataText, op, keys)
+-- index (op "SADD") or unindex (op "SREM") tickkit job `id`, whose record is hash `hkey`,
+-- under the data keys recorded in tk:indexes (or `keys`), from its data text. The sets a job
+-- is in are written to its field tk.idx, so unindexing never depends on the data (a data
+-- field edited by hand or by another tool still leaves the sets exact).
+local function indexJob(id, hkey, dataText, op, keys)
+  if op == "SREM" then
+    local text = call("HGET", hkey, "tk.idx")
+    if text then
+      call("HDEL", hkey, "tk.idx")
+      local ok, listed = pcall(cjson.decode, text)
+      if ok and type(listed) == "table" then
+        for _, name in ipairs(listed) do
+          if type(name) == "string" then call("SREM", P .. name, id) end
+        end
+        return
+      end
+    end
+  end
   keys = keys or call("SMEMBERS", K.tkIndexes)
   if #keys == 0 or type(dataText) ~= "string" then return end
   local data = decodeObject(dataText)
   if not data then return end
+  local names = {}
+  if op == "SADD" then
+    local ok, old = pcall(cjson.decode, call("HGET", hkey, "tk.idx") or "[]")
+    if ok and type(old) == "table" then
+      for _, name in ipairs(old) do names[name] = true end
+    end
+  end
   for _, k in ipairs(keys) do
     local v = data[k]
     if v ~= nil then
       local part = indexValue(v)
-      if part then call(op, P .. "tk:idx:" .. k .. ":" .. part, id) end
+      if part then
+        local name = "tk:idx:" .. k .. ":" .. part
+        call(op, P .. name, id)
+        names[name] = true
+      end
     end
+  end
+  if op == "SADD" then
+    local list = {}
+    for name in pairs(names) do list[#list + 1] = name end
+    if #list > 0 then call("HSET", hkey, "tk.idx", cjson.encode(list)) end
   end
 end
 
@@ -215,7 +246,7 @@ local function removeKeys(jobId)
   local key = P .. jobId
   -- (a tickkit one-off job's id has no ':'; a scheduler's produced jobs are never indexed)
   if not string.find(jobId, ":", 1, true) and keyType(key) == "hash" then
-    indexJob(jobId, call("HGET", key, "data"), "SREM")
+    indexJob(jobId, key, call("HGET", key, "data"), "SREM")
   end
   call("DEL", key, key .. ":logs", key .. ":lock", key .. ":dependencies", key .. ":processed",
     key .. ":failed", key .. ":unsuccessful")
@@ -250,7 +281,7 @@ local function removeScheduler(id, now)
   end
   call("ZREM", K.rep, id)
   if keyType(K.rep .. ":" .. id) == "hash" then
-    indexJob(id, call("HGET", K.rep .. ":" .. id, "data"), "SREM")
+    indexJob(id, K.rep .. ":" .. id, call("HGET", K.rep .. ":" .. id, "data"), "SREM")
   end
   call("DEL", K.rep .. ":" .. id)
   call("SREM", K.tkStatic, id)

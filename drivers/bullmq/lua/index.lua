@@ -8,10 +8,10 @@ for i = 3, #ARGV do
   local id = ARGV[i]
   local skey = K.rep .. ":" .. id
   if keyType(skey) == "hash" then
-    indexJob(id, call("HGET", skey, "data"), "SADD", keys)
+    indexJob(id, skey, call("HGET", skey, "data"), "SADD", keys)
     n = n + 1
   elseif not string.find(id, ":", 1, true) and keyType(P .. id) == "hash" then
-    indexJob(id, call("HGET", P .. id, "data"), "SADD", keys)
+    indexJob(id, P .. id, call("HGET", P .. id, "data"), "SADD", keys)
     n = n + 1
   end
 end

@@ -14,9 +14,9 @@ if keyType(skey) == "hash" then
   if hasSchedule and ARGV[7] == "" then return {"kind"} end
   hincr(skey, "tk.rev", 1)
   if hasData then
-    indexJob(id, call("HGET", skey, "data"), "SREM")
+    indexJob(id, skey, call("HGET", skey, "data"), "SREM")
     call("HSET", skey, "data", ARGV[5])
-    indexJob(id, ARGV[5], "SADD")
+    indexJob(id, skey, ARGV[5], "SADD")
   end
   if hasSchedule then
     local rep = cjson.decode(ARGV[7])
@@ -51,9 +51,9 @@ if keyType(key) ~= "hash" or string.find(id, ":", 1, true) then return {"missing
 if hasSchedule and ARGV[7] ~= "" then return {"kind"} end
 hincr(key, "tk.rev", 1)
 if hasData then
-  indexJob(id, call("HGET", key, "data"), "SREM")
+  indexJob(id, key, call("HGET", key, "data"), "SREM")
   call("HSET", key, "data", ARGV[5])
-  indexJob(id, ARGV[5], "SADD")
+  indexJob(id, key, ARGV[5], "SADD")
 end
 if hasSchedule then
   if ARGV[10] == "" then
