@@ -1263,8 +1263,9 @@ class BullMQDriver(Driver):
         if code != 0:
             log.warning("the outcome of job %s was not recorded (lock lost, code %s)", job_id, code)
 
-    def _run_record(self, claim: Claim, result: RunResult, error: str | None) -> str:
-        """complete.lua's run-record argument: the record and the history retention."""
+    def _run_record(self, claim: Claim, result: RunResult, finished_ms: int) -> str:
+        """complete.lua's run-record argument: the record and the history retention. The run
+        finished when BullMQ's hash says (``finishedOn``), so dashboards and tickkit agree."""
         if self.history_limit == 0 or claim.job.id is None:
             return ""
         failed = result.outcome in (Outcome.FAILED, Outcome.TIMED_OUT)
@@ -1273,12 +1274,12 @@ class BullMQDriver(Driver):
             "n": claim.job.name,
             "s": to_millis(claim.scheduled_at),
             "b": to_millis(result.started_at) if result.started_at is not None else None,
-            "f": to_millis(result.finished_at),
+            "f": finished_ms,
             "a": claim.attempt,
             "o": result.outcome.value,
             "e": _text(result.traceback or result.error or result.outcome.value)
             if failed
-            else (_text(error) if error else None),
+            else None,
             "w": self.ctx.owner,
         }
         return json.dumps(
@@ -1321,9 +1322,10 @@ class BullMQDriver(Driver):
                 kind, value = "finish", str(exc)
         started = to_millis(result.started_at) if result.started_at is not None else ""
         take = (fetch, *self._take_args()) if fetch > 0 else ()
+        now_ms = to_millis(now) if now is not None else self._now_ms()
         return await self._run(
             "complete",
-            to_millis(now) if now is not None else self._now_ms(),
+            now_ms,
             job_id,
             token,
             kind,
@@ -1336,7 +1338,7 @@ class BullMQDriver(Driver):
             self._keep_fail,
             started,
             _text(result.error or ""),
-            self._run_record(claim, result, None),
+            self._run_record(claim, result, now_ms),
             *take,
         )
 
