@@ -9,23 +9,31 @@ from __future__ import annotations
 
 import heapq
 import uuid
-from collections.abc import Sequence
-from datetime import datetime
+from collections import deque
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
 
 from tickkit import (
+    UNSET,
     Acquired,
     Claim,
+    Cursor,
     Driver,
+    InvalidArgumentError,
     Job,
     JobExistsError,
     JobState,
     Outcome,
+    RunRecord,
     RunResult,
+    Where,
 )
 from tickkit.driver import select_jobs
+from tickkit.manage import DEFAULT_HISTORY_LIMIT, DEFAULT_HISTORY_MAX_AGE, check_history_options
+from tickkit.models import _Unset
 
 #: how many due jobs of capped tasks (``exclude``) one acquire steps over before it gives up
 _MAX_HELD = 1024
@@ -36,14 +44,37 @@ class MemoryDriver(Driver):
 
     Options: ``keep_completed`` keeps finished one-off jobs (state ``completed`` or ``missed``)
     so they can be listed; ``keep_failed`` (default True) keeps one-off jobs whose last attempt
-    failed, as the dead-letter view. Static jobs are always kept.
+    failed, as the dead-letter view. Static jobs are always kept. ``history_limit`` (default
+    100; 0 keeps none) and ``history_max_age`` (seconds or a timedelta, default 7 days; None:
+    no age limit): the run history kept per job (:meth:`get_runs`), also after the job ended.
+
+    ``where`` on a key given to :meth:`ensure_indexes` reads a dict index (key -> value -> job
+    ids); on any other key it scans every job.
     """
 
     supports_trio = True
 
-    def __init__(self, *, keep_completed: bool = False, keep_failed: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        keep_completed: bool = False,
+        keep_failed: bool = True,
+        history_limit: int = DEFAULT_HISTORY_LIMIT,
+        history_max_age: float | timedelta | None = DEFAULT_HISTORY_MAX_AGE,
+    ) -> None:
         self.keep_completed = keep_completed
         self.keep_failed = keep_failed
+        self.history_limit, self.history_max_age = check_history_options(
+            history_limit, history_max_age
+        )
+        #: indexed data key -> normalized value -> ids of the jobs holding it
+        self._index: dict[str, dict[tuple[str, Any], set[str]]] = {}
+        #: job id -> revision (bumped when update_job changes its timing)
+        self._revision: dict[str, int] = {}
+        #: job id -> its finished runs, oldest first
+        self._runs: dict[str, deque[RunRecord]] = {}
+        #: every kept run in the order written, for age retention
+        self._run_order: deque[RunRecord] = deque()
         self._jobs: dict[str, Job] = {}
         self._heap: list[tuple[float, int, str]] = []
         self._due: dict[str, int] = {}
@@ -77,6 +108,7 @@ class MemoryDriver(Driver):
     def _store(self, job: Job) -> None:
         assert job.id is not None
         self._jobs[job.id] = job
+        self._index_add(job)
         if job.state is JobState.SCHEDULED and job.next_run_at is not None:
             self._push(job)
 
@@ -84,7 +116,61 @@ class MemoryDriver(Driver):
         job = self._jobs.pop(job_id, None)
         self._unqueue(job_id)
         self._pause_after.discard(job_id)
+        self._revision.pop(job_id, None)
+        if job is not None:
+            self._index_remove(job)
         return job
+
+    # --- where index ----------------------------------------------------------------------
+    def _index_add(self, job: Job) -> None:
+        if not self._index or not isinstance(job.data, dict):
+            return
+        assert job.id is not None
+        for key, values in self._index.items():
+            if key in job.data:
+                found = _index_value(job.data[key])
+                if found is not None:
+                    values.setdefault(found, set()).add(job.id)
+
+    def _index_remove(self, job: Job) -> None:
+        if not self._index or not isinstance(job.data, dict):
+            return
+        for key, values in self._index.items():
+            if key in job.data:
+                found = _index_value(job.data[key])
+                ids = values.get(found) if found is not None else None
+                if ids is not None:
+                    ids.discard(job.id or "")
+                    if not ids:
+                        del values[found]  # type: ignore[arg-type]
+
+    async def ensure_indexes(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            if key in self._index:
+                continue
+            values: dict[tuple[str, Any], set[str]] = {}
+            self._index[key] = values
+            for job_id, job in self._jobs.items():
+                if isinstance(job.data, dict) and key in job.data:
+                    found = _index_value(job.data[key])
+                    if found is not None:
+                        values.setdefault(found, set()).add(job_id)
+
+    def _candidates(self, where: Where | None) -> Iterable[Job]:
+        """The jobs a ``where`` may match: through the index when it names an indexed key
+        (the smallest set of those), else all of them (a scan)."""
+        best: set[str] | None = None
+        for key, value in (where or {}).items():
+            values = self._index.get(key)
+            if values is None:
+                continue
+            found = _index_value(value)
+            ids = values.get(found, set()) if found is not None else set()
+            if best is None or len(ids) < len(best):
+                best = ids
+        if best is None:
+            return self._jobs.values()
+        return [self._jobs[job_id] for job_id in best if job_id in self._jobs]
 
     async def add_job(self, job: Job, *, replace: bool = False) -> str:
         job = attrs.evolve(job, meta=dict(job.meta))
@@ -108,7 +194,9 @@ class MemoryDriver(Driver):
             assert job_id is not None
             old = self._jobs.get(job_id)
             if old is not None and old.static and old.schedule == new.schedule:
+                self._index_remove(old)
                 old.data = new.data
+                self._index_add(old)
                 old.max_attempts = new.max_attempts
                 old.backoff = new.backoff
                 continue
@@ -126,9 +214,19 @@ class MemoryDriver(Driver):
         name: str | None = None,
         state: JobState | None = None,
         static: bool | None = None,
+        where: Where | None = None,
         limit: int | None = None,
+        after: Cursor | None = None,
     ) -> list[Job]:
-        found = select_jobs(self._jobs.values(), name=name, state=state, static=static, limit=limit)
+        found = select_jobs(
+            self._candidates(where),
+            name=name,
+            state=state,
+            static=static,
+            where=where,
+            limit=limit,
+            after=after,
+        )
         return [_copy(job) for job in found]
 
     async def remove_job(self, job_id: str) -> bool:
@@ -166,11 +264,102 @@ class MemoryDriver(Driver):
         self._push(job)
         return True
 
-    async def count_jobs(self) -> dict[JobState, int]:
+    async def count_jobs(
+        self,
+        *,
+        name: str | None = None,
+        state: JobState | None = None,
+        static: bool | None = None,
+        where: Where | None = None,
+    ) -> dict[JobState, int]:
+        jobs: Iterable[Job] = self._candidates(where)
+        if name is not None or state is not None or static is not None or where:
+            jobs = select_jobs(jobs, name=name, state=state, static=static, where=where)
         counts: dict[JobState, int] = {}
-        for job in self._jobs.values():
+        for job in jobs:
             counts[job.state] = counts.get(job.state, 0) + 1
         return counts
+
+    async def update_job(
+        self,
+        job_id: str,
+        *,
+        data: Any | _Unset = UNSET,
+        schedule: dict[str, Any] | _Unset | None = UNSET,
+        next_run_at: datetime | _Unset = UNSET,
+    ) -> Job | None:
+        if next_run_at is None:
+            raise InvalidArgumentError(
+                f"update_job of {job_id!r}: next_run_at must be a datetime, got None"
+            )
+        job = self._jobs.get(job_id)
+        if job is None:
+            return None
+        if data is not UNSET:
+            self._index_remove(job)
+            job.data = data
+            self._index_add(job)
+        if schedule is not UNSET:
+            job.schedule = schedule
+        if not isinstance(next_run_at, _Unset):
+            self._revision[job_id] = self._revision.get(job_id, 0) + 1
+            job.next_run_at = job.scheduled_at = next_run_at
+            if job.state is not JobState.RUNNING:
+                job.attempt = 0
+                if job.state in (JobState.COMPLETED, JobState.FAILED, JobState.MISSED):
+                    job.state = JobState.SCHEDULED
+                if job.state is JobState.SCHEDULED:
+                    self._push(job)
+        return _copy(job)
+
+    async def get_runs(self, job_id: str, *, limit: int = 20) -> list[RunRecord]:
+        self._expire_runs()
+        runs = sorted(
+            self._runs.get(job_id, ()),
+            key=lambda r: (r.finished_at, r.attempt),
+            reverse=True,
+        )
+        return runs[: max(limit, 0)]
+
+    def _record_run(self, claim: Claim, result: RunResult) -> None:
+        if self.history_limit == 0 or result.outcome is Outcome.MISSED:
+            return
+        job = claim.job
+        assert job.id is not None
+        record = RunRecord(
+            job_id=job.id,
+            name=job.name,
+            scheduled_at=claim.scheduled_at,
+            started_at=result.started_at,
+            finished_at=result.finished_at,
+            attempt=claim.attempt,
+            outcome=result.outcome,
+            error=result.traceback or result.error,
+            worker=self.ctx.owner if hasattr(self, "ctx") else None,
+        )
+        runs = self._runs.setdefault(job.id, deque())
+        runs.append(record)
+        while len(runs) > self.history_limit:
+            runs.popleft()
+        if self.history_max_age is not None:
+            self._run_order.append(record)
+        self._expire_runs()
+
+    def _expire_runs(self) -> None:
+        """Drop runs older than ``history_max_age`` (by the kernel's clock)."""
+        if self.history_max_age is None or not self._run_order or not hasattr(self, "ctx"):
+            return
+        cutoff = self.ctx.clock.now() - timedelta(seconds=self.history_max_age)
+        order = self._run_order
+        while order and order[0].finished_at < cutoff:
+            record = order.popleft()
+            runs = self._runs.get(record.job_id)
+            if runs is None:
+                continue
+            while runs and runs[0].finished_at < cutoff:
+                runs.popleft()
+            if not runs:
+                del self._runs[record.job_id]
 
     # --- running jobs -------------------------------------------------------------------
     async def acquire(
@@ -199,7 +388,12 @@ class MemoryDriver(Driver):
             job.state = JobState.RUNNING
             assert job.scheduled_at is not None
             claims.append(
-                Claim(job=job, scheduled_at=job.scheduled_at, attempt=job.attempt + 1, handle=job)
+                Claim(
+                    job=job,
+                    scheduled_at=job.scheduled_at,
+                    attempt=job.attempt + 1,
+                    handle=(job, self._revision.get(job_id, 0)),
+                )
             )
         for entry in held:
             heapq.heappush(heap, entry)
@@ -211,8 +405,10 @@ class MemoryDriver(Driver):
         job_id = claim.job.id
         assert job_id is not None
         job = self._jobs.get(job_id)
-        if job is None or job is not claim.handle:
+        held, revision = claim.handle
+        if job is None or job is not held:
             return  # removed or replaced while it ran
+        self._record_run(claim, result)
         job.last_run_at = result.started_at or result.finished_at
         job.last_outcome = result.outcome
         job.last_error = result.error
@@ -220,7 +416,10 @@ class MemoryDriver(Driver):
             job.runs += 1
         paused = job_id in self._pause_after
         self._pause_after.discard(job_id)
-        if result.retry_at is not None:
+        if self._revision.get(job_id, 0) != revision:
+            # updated while it ran: the stored next run (and schedule) stay
+            job.attempt = 0
+        elif result.retry_at is not None:
             job.attempt = claim.attempt
             job.next_run_at = result.retry_at
         elif result.next_run_at is not None:
@@ -245,7 +444,7 @@ class MemoryDriver(Driver):
             job_id = claim.job.id
             assert job_id is not None
             job = self._jobs.get(job_id)
-            if job is None or job is not claim.handle or job.state is not JobState.RUNNING:
+            if job is None or job is not claim.handle[0] or job.state is not JobState.RUNNING:
                 continue
             paused = job_id in self._pause_after
             self._pause_after.discard(job_id)
@@ -256,3 +455,17 @@ class MemoryDriver(Driver):
 
 def _copy(job: Job) -> Job:
     return attrs.evolve(job, meta=dict(job.meta))
+
+
+def _index_value(value: Any) -> tuple[str, Any] | None:
+    """The key of a data value in the where index: JSON-equal scalars share one (1 and 1.0 do,
+    True and 1 do not); objects and arrays are not indexed (a where never matches them)."""
+    if value is None:
+        return ("null", None)
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, str):
+        return ("str", value)
+    if isinstance(value, (int, float)):
+        return ("num", value)
+    return None

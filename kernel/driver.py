@@ -20,13 +20,14 @@ from __future__ import annotations
 import abc
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, ClassVar
 
 import attrs
 
 from .clock import Clock
 from .codec import Codec
+from .errors import DriverError
 from .models import (
     UNSET,
     Acquired,
@@ -50,13 +51,14 @@ def select_jobs(
     name: str | None = None,
     state: JobState | None = None,
     static: bool | None = None,
-    limit: int | None = None,
     where: Where | None = None,
+    limit: int | None = None,
     after: Cursor | None = None,
 ) -> list[Job]:
     """:meth:`Driver.list_jobs`'s filters and order, for a driver that has its jobs in hand:
-    those matching every filter given, in the total order (next_run_at None last, then
-    next_run_at, then id), strictly after ``after``, at most ``limit``."""
+    those matching every filter given, in the list order (:func:`list_order`), only those
+    strictly after ``after``, at most ``limit``."""
+    position = list_order(after) if after is not None else None
     found = [
         job
         for job in jobs
@@ -64,41 +66,46 @@ def select_jobs(
         and (state is None or job.state is state)
         and (static is None or job.static == static)
         and (not where or matches_where(job.data, where))
+        and (position is None or list_order(job) > position)
     ]
     found.sort(key=list_order)
-    if after is not None:
-        mark = _position(after.next_run_at, after.id)
-        found = [job for job in found if list_order(job) > mark]
     return found[:limit] if limit is not None else found
 
 
-def _same_scalar(have: Any, want: Any) -> bool:
-    """JSON equality of scalars: 1 == 1.0, but True != 1."""
-    if isinstance(want, bool) or isinstance(have, bool):
-        return isinstance(want, bool) and isinstance(have, bool) and want is have
-    if want is None or have is None:
-        return want is None and have is None
-    if isinstance(want, (int, float)) and isinstance(have, (int, float)):
-        return bool(want == have)
-    if isinstance(want, str) and isinstance(have, str):
-        return want == have
-    return False
+def list_order(job: Job | Cursor) -> tuple[bool, datetime, str]:
+    """The key of the list order, a total order: ``next_run_at`` (None last), then the id
+    (string order, which is UTF-8 byte order too)."""
+    at = job.next_run_at
+    return (at is None, at if at is not None else _NO_TIME, job.id or "")
+
+
+_NO_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def matches_where(data: Any, where: Where) -> bool:
-    """True when ``data`` is an object holding every key of ``where`` with an equal scalar."""
+    """Whether task ``data`` matches every ``key: value`` of ``where``: ``data`` is an object
+    holding each key with a JSON-equal value (``1 == 1.0``; ``True != 1``; ``None`` matches
+    JSON null only, not a missing key)."""
     if not isinstance(data, dict):
         return False
-    return all(key in data and _same_scalar(data[key], value) for key, value in where.items())
+    for key, value in where.items():
+        if key not in data or not json_equal(data[key], value):
+            return False
+    return True
 
 
-def _position(next_run_at: datetime | None, job_id: str) -> tuple[bool, float, str]:
-    return (next_run_at is None, next_run_at.timestamp() if next_run_at else 0.0, job_id)
-
-
-def list_order(job: Job) -> tuple[bool, float, str]:
-    """The total order of :meth:`Driver.list_jobs`: (next_run_at is None, next_run_at, id)."""
-    return _position(job.next_run_at, job.id or "")
+def json_equal(stored: Any, wanted: Any) -> bool:
+    """JSON equality of two scalars: numbers by value (int or float), booleans only with
+    booleans, strings with strings, null with null; objects and arrays equal nothing."""
+    if wanted is None or stored is None:
+        return wanted is None and stored is None
+    if isinstance(wanted, bool) or isinstance(stored, bool):
+        return isinstance(wanted, bool) and isinstance(stored, bool) and wanted == stored
+    if isinstance(wanted, str) or isinstance(stored, str):
+        return isinstance(wanted, str) and isinstance(stored, str) and wanted == stored
+    if isinstance(wanted, (int, float)) and isinstance(stored, (int, float)):
+        return bool(wanted == stored)
+    return False
 
 
 @attrs.define(eq=False)
@@ -202,8 +209,16 @@ class Driver(abc.ABC):
         limit: int | None = None,
         after: Cursor | None = None,
     ) -> list[Job]:
-        """Return jobs matching every filter given, in the order (next_run_at is None,
-        next_run_at, id), strictly after ``after``, at most ``limit``."""
+        """Return jobs matching every filter given, in the list order: ``next_run_at`` (None
+        last), then ``id`` (string order) -- a total order (:func:`list_order`).
+
+        ``where``: top-level data keys to JSON scalars, all of which must match
+        (:func:`matches_where`; keys and values are checked by the kernel). A key recorded by
+        :meth:`ensure_indexes` is looked up through the driver's index; any other key is a
+        scan of the jobs the other filters leave. ``after``: only jobs strictly after that
+        position (keyset paging, stable while jobs are added and removed). :func:`select_jobs`
+        implements all of it for a driver that has its jobs in hand.
+        """
 
     @abc.abstractmethod
     async def remove_job(self, job_id: str) -> bool:
@@ -236,8 +251,8 @@ class Driver(abc.ABC):
         static: bool | None = None,
         where: Where | None = None,
     ) -> dict[JobState, int]:
-        """Return the number of matching jobs in each state (drivers may answer without
-        listing)."""
+        """Return the number of jobs in each state among those matching every filter given
+        (the filters of :meth:`list_jobs`; drivers may answer without listing)."""
         counts: dict[JobState, int] = {}
         for job in await self.list_jobs(name=name, state=state, static=static, where=where):
             counts[job.state] = counts.get(job.state, 0) + 1
@@ -247,20 +262,42 @@ class Driver(abc.ABC):
         self,
         job_id: str,
         *,
-        data: Any = UNSET,
+        data: Any | _Unset = UNSET,
         schedule: dict[str, Any] | _Unset | None = UNSET,
-        next_run_at: datetime | _Unset | None = UNSET,
+        next_run_at: datetime | _Unset = UNSET,
     ) -> Job | None:
-        """Atomically replace the given fields; return the job as stored, None when missing.
-        A running occurrence finishes with what it had; its completion keeps the update."""
-        raise NotImplementedError(f"{type(self).__name__} cannot update jobs")
+        """Atomically replace the fields given; return the job as stored, None when missing.
+
+        ``data``: the new task data (already validated and encodable). ``schedule``: the new
+        schedule spec (None: a one-off job); the kernel gives it with ``next_run_at``, the new
+        first run it computed (``scheduled_at`` takes it too, and ``attempt`` resets to 0). A
+        job that had finished (completed, failed, missed) and gets a ``next_run_at`` is
+        scheduled again; a paused job stays paused. Indexes follow the new data.
+
+        A RUNNING job keeps running with what it had. Its completion records the run (last
+        outcome, runs, history) but, when ``next_run_at`` changed while it ran, keeps the stored
+        ``next_run_at``/``scheduled_at``/schedule instead of the result's (the driver keeps a
+        per-job revision carried in the claim). A data-only change does not alter what the
+        completion decides (retry, next occurrence or end); the next run reads the new data.
+
+        The base implementation refuses: a driver without atomic updates cannot offer them.
+        """
+        raise DriverError(f"{type(self).__name__} does not support updating a job in place")
 
     async def get_runs(self, job_id: str, *, limit: int = 20) -> list[RunRecord]:
-        """The job's finished runs, newest first (kept for the driver's retention)."""
-        raise NotImplementedError(f"{type(self).__name__} keeps no run history")
+        """The job's finished runs kept in the history, newest first (by ``finished_at``, then
+        ``attempt``), at most ``limit``. Works after the job was removed or finished, for the
+        retention period (driver options ``history_limit`` and ``history_max_age``). Every
+        :meth:`complete` of a run that ran (outcome not MISSED) writes one record in the same
+        transaction, with ``worker = ctx.owner``. The base implementation keeps no history."""
+        return []
 
     async def ensure_indexes(self, keys: Iterable[str]) -> None:
-        """Record ``keys`` as indexed data keys in the store and index existing jobs."""
+        """Index the data ``keys`` for ``where`` (the kernel calls it at start with the union
+        of every loaded task's ``indexes``). The driver records the keys in the store, so that
+        every process sharing it indexes writes the same way, and indexes the jobs already
+        stored. Idempotent; several processes may call it at once. The base implementation
+        indexes nothing: ``where`` then always scans."""
 
     def io_pending(self) -> bool:
         """True while a call waits on a worker thread or socket that the event loop cannot see

@@ -450,6 +450,9 @@ def from_millis(ms: int | float) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)
 
 
+# --- issue 14: managing jobs (paging, run history, updates) ---------------------------------
+
+
 @attrs.frozen
 class Cursor:
     """A position in the list order: after the job with this (next_run_at, id)."""
@@ -467,17 +470,22 @@ class RunRecord:
     scheduled_at: datetime | None
     started_at: datetime | None
     finished_at: datetime
-    attempt: int  # 1-based attempt number of that occurrence
-    outcome: Outcome  # completed / failed / timed_out / missed
-    error: str | None  # the traceback text of a failure (else the error line), None on success
-    worker: str | None  # DriverContext.owner of the kernel that ran it
+    #: 1-based attempt number of that occurrence
+    attempt: int
+    #: completed / failed / timed_out / missed
+    outcome: Outcome
+    #: the traceback text of a failure (else the error line), None on success
+    error: str | None
+    #: DriverContext.owner of the kernel that ran it
+    worker: str | None
 
 
 class _Unset(enum.Enum):
     UNSET = "UNSET"
 
 
+#: "not given" for :meth:`Driver.update_job`'s fields (None is a value there)
 UNSET = _Unset.UNSET
 
-#: top-level data keys to JSON scalars; all must match
+#: a ``where`` filter: top-level data keys to JSON scalars, all of which must match
 Where = Mapping[str, str | int | float | bool | None]

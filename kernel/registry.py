@@ -23,6 +23,7 @@ from .errors import (
     describe_error,
     short,
 )
+from .manage import check_index_keys
 from .manager import default_hooks
 from .models import MAX_ATTEMPTS, Backoff, Misfire, check_duration, to_seconds
 from .schedule import Schedule
@@ -135,6 +136,8 @@ class TaskDefinition:
     max_instances: int | None = None
     #: where the task was defined (``file:line``), for error messages and reload
     source: str | None = None
+    #: data keys that ``where`` looks up through the store's index (``task(indexes=[...])``)
+    indexes: tuple[str, ...] = ()
 
     def __attrs_post_init__(self) -> None:
         task = short(self.name)
@@ -186,6 +189,9 @@ class TaskDefinition:
                 f"got {short(self.max_instances)}"
             )
 
+        # a list given here is kept as the checked tuple (a str is refused, not split)
+        object.__setattr__(self, "indexes", check_index_keys(self.indexes, self.name))
+
     @property
     def max_attempts(self) -> int:
         return self.retries + 1
@@ -214,6 +220,7 @@ def define_task(
     misfire: Misfire | str = Misfire.ONCE,
     misfire_grace: float | timedelta | None = None,
     max_instances: int | type[_Default] | None = _Default,
+    indexes: Iterable[str] = (),
 ) -> TaskDefinition:
     """Build a validated TaskDefinition (parses the schedule and checks data now)."""
     hooks = default_hooks()
@@ -266,6 +273,7 @@ def define_task(
         misfire_grace=misfire_grace,
         max_instances=limit,
         source=_source_of(execute),
+        indexes=check_index_keys(indexes, task_name),
     )
 
 
@@ -352,6 +360,7 @@ def task(
     misfire: Misfire | str = ...,
     misfire_grace: float | timedelta | None = ...,
     max_instances: int | type[_Default] | None = ...,
+    indexes: Iterable[str] = ...,
     registry: TaskRegistry | None = ...,
 ) -> Callable[[ExecuteFn], TaskDefinition]: ...
 
@@ -372,6 +381,7 @@ def task(
     misfire: Misfire | str = ...,
     misfire_grace: float | timedelta | None = ...,
     max_instances: int | type[_Default] | None = ...,
+    indexes: Iterable[str] = ...,
     registry: TaskRegistry | None = ...,
 ) -> TaskDefinition: ...
 
@@ -391,6 +401,7 @@ def task(
     misfire: Misfire | str = Misfire.ONCE,
     misfire_grace: float | timedelta | None = None,
     max_instances: int | type[_Default] | None = _Default,
+    indexes: Iterable[str] = (),
     registry: TaskRegistry | None = None,
 ) -> TaskDefinition | Callable[[ExecuteFn], TaskDefinition]:
     """Define a static task and register it in the default registry (or ``registry``, or the
@@ -424,6 +435,7 @@ def task(
             misfire=misfire,
             misfire_grace=misfire_grace,
             max_instances=max_instances,
+            indexes=indexes,
         )
         target = registry if registry is not None else _collector.get()
         (target if target is not None else default_registry).add(definition)
