@@ -61,6 +61,7 @@ _SCRIPTS = (
     "acquire",
     "add",
     "complete",
+    "find",
     "index",
     "move_to",
     "next",
@@ -235,6 +236,11 @@ def _index_value(value: Any) -> str | None:
         number = float(value)
         return "n:0" if number == 0 else "n:" + format(number, ".17g")
     return None
+
+
+def _pairs(flat: Sequence[str]) -> dict[str, str]:
+    """A hash as HGETALL returns it from a script (a flat list) -> a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _retention(value: Retention, what: str) -> Any:
@@ -711,9 +717,8 @@ class BullMQDriver(Driver):
         after: Cursor | None = None,
     ) -> list[Job]:
         if where:
-            ids = await self._indexed_ids(where)
-            if ids is not None:
-                jobs = await self._fetch_jobs(sorted(ids))
+            jobs = await self._find(where)
+            if jobs is not None:
                 return select_jobs(
                     jobs,
                     name=name,
@@ -847,6 +852,43 @@ class BullMQDriver(Driver):
         part = _index_value(value)
         return None if part is None else f"{self.key}tk:idx:{key}:{part}"
 
+    async def _find(self, where: Where) -> list[Job] | None:
+        """The jobs the index sets give for ``where`` (a superset of the matches: the caller
+        filters), read in one script; None when no key of ``where`` is indexed (scan)."""
+        args: list[str] = []
+        for k, v in where.items():
+            part = _index_value(v)
+            if part is None:
+                return []  # a where value that is not a scalar matches nothing
+            args.extend((k, f"tk:idx:{k}:{part}"))
+        result = await self._run("find", *args)
+        if result[0] == "scan":
+            return None
+        jobs: list[Job] = []
+        codec = self.ctx.codec
+        for row in result[1:]:
+            job_id, kind = row[0], row[1]
+            if kind == "s":
+                current = _pairs(row[4]) if row[4] else None
+                jobs.append(
+                    mapping.scheduler_view(
+                        codec,
+                        job_id,
+                        _pairs(row[2]),
+                        float(row[3]) if row[3] is not None else None,
+                        current,
+                        _WHERE.get(row[5], row[5]) if row[5] else None,
+                    )
+                )
+            elif kind == "j":
+                container = _WHERE.get(row[3], row[3]) if row[3] else None
+                score = float(row[4]) if row[4] is not None else None
+                jobs.append(mapping.one_off_view(codec, job_id, _pairs(row[2]), container, score))
+            else:
+                reason = f"the {row[2]} key is not a hash (it holds a {row[3]})"
+                jobs.append(mapping.unreadable_view(job_id, None, reason))
+        return jobs
+
     async def _indexed_ids(self, where: Where) -> set[str] | None:
         """The ids the index sets give for ``where`` (a superset of the matches: the caller
         filters), or None when no key of ``where`` is indexed (the caller scans)."""
@@ -903,81 +945,6 @@ class BullMQDriver(Driver):
         async with self._busy():
             await self._redis.sadd(self.key + "tk:indexes:ready", *chosen)
         return seen
-
-    async def _fetch_jobs(self, ids: Sequence[str]) -> list[Job]:
-        """The tickkit jobs with these ids (schedulers or one-off jobs; missing ones are
-        left out), in a few round trips whatever their number."""
-        async with self._busy():
-            pipe = self._redis.pipeline(transaction=True)
-            for job_id in ids:
-                pipe.hgetall(f"{self.key}repeat:{job_id}")
-                pipe.zscore(self.key + "repeat", job_id)
-                pipe.hgetall(self.key + job_id)
-                for zset in _ZSETS:
-                    pipe.zscore(self.key + zset, job_id)
-            first = await pipe.execute(raise_on_error=False)
-        step = 3 + len(_ZSETS)
-        rows = [first[i * step : (i + 1) * step] for i in range(len(ids))]
-        # second round: where each one-off job not in a sorted set is, and each scheduler's
-        # pending job with its place
-        lookups: list[str] = []
-        for job_id, (sh, next_ms, h, *scores) in zip(ids, rows, strict=True):
-            if sh and not isinstance(sh, Exception):
-                if next_ms is not None and not isinstance(next_ms, Exception):
-                    lookups.append(f"repeat:{job_id}:{int(float(next_ms))}")
-            elif h and all(sc is None for sc in scores):
-                lookups.append(job_id)
-        located: dict[str, tuple[Any, str | None, float | None]] = {}
-        if lookups:
-            async with self._busy():
-                pipe = self._redis.pipeline(transaction=True)
-                for job_id in lookups:
-                    pipe.hgetall(self.key + job_id)
-                    for zset in _ZSETS:
-                        pipe.zscore(self.key + zset, job_id)
-                    for lst in _LISTS:
-                        pipe.lpos(self.key + lst, job_id)
-                second = await pipe.execute(raise_on_error=False)
-            width = 1 + len(_ZSETS) + len(_LISTS)
-            for i, job_id in enumerate(lookups):
-                h2, *found = second[i * width : (i + 1) * width]
-                place: tuple[Any, str | None, float | None] = (h2, None, None)
-                for cname, value in zip((*_ZSETS, *_LISTS), found, strict=True):
-                    if value is not None and not isinstance(value, Exception):
-                        score = float(value) if cname in _ZSETS else None
-                        place = (h2, _WHERE.get(cname, cname), score)
-                        break
-                located[job_id] = place
-        jobs: list[Job] = []
-        for job_id, (sh, next_ms, h, *scores) in zip(ids, rows, strict=True):
-            if isinstance(sh, Exception):
-                jobs.append(mapping.unreadable_view(job_id, None, _wrong_type(sh, "job scheduler")))
-            elif sh:
-                if isinstance(next_ms, Exception):
-                    next_ms = None
-                current: dict[str, str] | None = None
-                container: str | None = None
-                if next_ms is not None:
-                    h2, container, _ = located.get(
-                        f"repeat:{job_id}:{int(float(next_ms))}", (None, None, None)
-                    )
-                    current = h2 if h2 and not isinstance(h2, Exception) else None
-                jobs.append(
-                    mapping.scheduler_view(self.ctx.codec, job_id, sh, next_ms, current, container)
-                )
-            elif isinstance(h, Exception):
-                jobs.append(mapping.unreadable_view(job_id, None, _wrong_type(h, "job")))
-            elif h and ":" not in job_id:
-                place = (h, None, None)
-                for zset, score in zip(_ZSETS, scores, strict=True):
-                    if score is not None and not isinstance(score, Exception):
-                        place = (h, _WHERE.get(zset, zset), float(score))
-                        break
-                else:
-                    place = located.get(job_id, place)
-                _, container, score = place
-                jobs.append(mapping.one_off_view(self.ctx.codec, job_id, h, container, score))
-        return jobs
 
     async def _all_jobs(self) -> list[Job]:
         """Every tickkit job (a scan of the whole queue)."""
