@@ -208,6 +208,11 @@ async def test_poisoned_records_do_not_break_a_where_lookup(env: Any) -> None:
     await r.sadd(driver.key + "tk:idx:user_id:n:5", "ghost")  # an id with no job at all
     found = await driver.list_jobs(where={"user_id": 5})
     assert [j.id for j in found] == [good]
+    # an index set overwritten by another type: where falls back to the scan
+    await r.set(driver.key + "tk:idx:user_id:n:6", "garbage")
+    other = await k.create_task("remind", {"user_id": 6}, timedelta(minutes=5))
+    assert [j.id for j in await driver.list_jobs(where={"user_id": 6})] == [other]
+    await r.delete(driver.key + "tk:idx:user_id:n:6")
     # removing the poisoned ones leaves the index exact again
     await k.delete_task(bad_data)
     assert await driver._indexed_ids({"user_id": 5}) == {good, wrong_type, "ghost"} - {bad_data}
@@ -313,6 +318,13 @@ async def test_run_history(env: Any) -> None:
     h = await driver._redis.hgetall(driver.key + job_id)
     assert h["atm"] == "3" and h["failedReason"] == "RuntimeError: boom 3"
     assert h["pb"] == k.id
+    # a history key overwritten by another type: runs are still recorded in BullMQ's hash
+    await driver._redis.set(f"{driver.key}tk:runs:poisoned", "garbage")
+    await k.create_task("remind", {"user_id": 1}, id="poisoned", replace=True)
+    await clock.advance(timedelta(seconds=5))
+    done = await driver.get_job("poisoned")
+    assert done is not None and done.state is JobState.COMPLETED
+    assert await driver.get_runs("poisoned") == []
     # history outlives the job
     await k.delete_task(job_id)
     assert len(await driver.get_runs(job_id)) == 3

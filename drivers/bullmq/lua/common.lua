@@ -39,6 +39,14 @@ local function indexValue(v)
   return nil
 end
 
+-- an index set key that holds a set or nothing (one overwritten by another type is skipped,
+-- never failing the write it belongs to; find.lua then scans for that value)
+local function indexSetUsable(name)
+  local t = call("TYPE", name)
+  if type(t) == "table" then t = t["ok"] end
+  return t == "set" or t == "none"
+end
+
 -- index (op "SADD") or unindex (op "SREM") tickkit job `id`, whose record is hash `hkey`,
 -- under the data keys recorded in tk:indexes (or `keys`), from its data text. The sets a job
 -- is in are written to its field tk.idx, so unindexing never depends on the data (a data
@@ -51,7 +59,9 @@ local function indexJob(id, hkey, dataText, op, keys)
       local ok, listed = pcall(cjson.decode, text)
       if ok and type(listed) == "table" then
         for _, name in ipairs(listed) do
-          if type(name) == "string" then call("SREM", P .. name, id) end
+          if type(name) == "string" and indexSetUsable(P .. name) then
+            call("SREM", P .. name, id)
+          end
         end
         return
       end
@@ -74,7 +84,7 @@ local function indexJob(id, hkey, dataText, op, keys)
       local part = indexValue(v)
       if part then
         local name = "tk:idx:" .. k .. ":" .. part
-        call(op, P .. name, id)
+        if indexSetUsable(P .. name) then call(op, P .. name, id) end
         names[name] = true
       end
     end

@@ -37,8 +37,10 @@ local function finish()
   if ARGV[15] ~= "" and outcome ~= "missed" then
     local h = cjson.decode(ARGV[15])
     local limit = tonumber(h["n"]) or 0
-    if limit > 0 then
-      local runs = P .. "tk:runs:" .. h["k"]
+    local runs = P .. "tk:runs:" .. h["k"]
+    local t = keyType(runs)
+    -- (a history key overwritten by another type is left alone: the outcome is still recorded)
+    if limit > 0 and (t == "zset" or t == "none") then
       local age = tonumber(h["a"])
       call("ZADD", runs, tonumber(h["f"]), h["r"])
       call("ZREMRANGEBYSCORE", runs, "-inf", "(" .. (now - age))
