@@ -10,6 +10,8 @@ from typing import Any
 
 import anyio
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tickkit import (
     InvalidArgumentError,
@@ -362,3 +364,42 @@ async def test_history_limit_and_age(redis_url: str) -> None:
         assert ("remind", {"n": "none"}, 1) in runs
         assert await none.get_runs(job_id) == []
         assert await none._redis.exists(f"{none.key}tk:runs:{job_id}") == 0
+
+
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-3, max_value=3),
+    st.sampled_from([0.0, -0.0, 1.0, 2.5, 1e20, 0.1, 2**53, 2**53 + 1]),
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=4),
+)
+
+
+@given(st.lists(SCALARS, min_size=1, max_size=12), st.lists(SCALARS, min_size=1, max_size=6))
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_indexed_where_answers_as_the_scan(
+    redis_url: str, stored: list[Any], asked: list[Any]
+) -> None:
+    """Random values stored (by the scripts) and asked for: the index path answers exactly what
+    select_jobs answers over every job (JSON equality: 1 == 1.0, True != 1, "1" != 1)."""
+
+    async def check() -> None:
+        driver = BullMQDriver(redis_url, queue=f"prop-{uuid.uuid4().hex[:10]}")
+        kernel = Kernel(driver, tasks=registry([]), clock=VirtualClock(T0))
+        await kernel.open()
+        try:
+            await driver.ensure_indexes(["v"])
+            for i, value in enumerate(stored):
+                data: Any = {"v": value} if i % 5 else [value]  # some data is not an object
+                await kernel.create_task("remind", data, timedelta(minutes=i + 1))
+            everything = await driver._all_jobs()
+            for value in asked + stored[:3]:
+                where = {"v": value}
+                assert await driver._find(where) is not None
+                assert await driver.list_jobs(where=where) == select_jobs(everything, where=where)
+        finally:
+            await kernel.stop()
+
+    anyio.run(check)
