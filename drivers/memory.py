@@ -319,6 +319,10 @@ class MemoryDriver(Driver):
             key=lambda r: (r.finished_at, r.attempt),
             reverse=True,
         )
+        if self.history_max_age is not None and runs:
+            # a run written with an older finish time than those before it is still dropped
+            cutoff = self.ctx.clock.now() - timedelta(seconds=self.history_max_age)
+            runs = [r for r in runs if r.finished_at >= cutoff]
         return runs[: max(limit, 0)]
 
     def _record_run(self, claim: Claim, result: RunResult) -> None:
@@ -389,7 +393,8 @@ class MemoryDriver(Driver):
             assert job.scheduled_at is not None
             claims.append(
                 Claim(
-                    job=job,
+                    # a snapshot: update_job changes the stored job, not the running occurrence
+                    job=attrs.evolve(job),
                     scheduled_at=job.scheduled_at,
                     attempt=job.attempt + 1,
                     handle=(job, self._revision.get(job_id, 0)),

@@ -20,6 +20,7 @@ Design in short:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import json
 import os
@@ -45,22 +46,34 @@ import anyio
 import attrs
 
 from tickkit import (
+    UNSET,
     Acquired,
     Backoff,
     Claim,
+    Cursor,
     Driver,
     DriverContext,
     DriverError,
     IncompatibleStoreError,
+    InvalidArgumentError,
     Job,
     JobExistsError,
     JobState,
     MissingExtraError,
     Outcome,
+    RunRecord,
     RunResult,
+    TickkitError,
+    Where,
 )
 from tickkit.errors import short
-from tickkit.models import MAX_DURATION, from_millis, to_millis
+from tickkit.manage import (
+    DEFAULT_HISTORY_LIMIT,
+    DEFAULT_HISTORY_MAX_AGE,
+    check_history_options,
+    check_index_keys,
+)
+from tickkit.models import MAX_DURATION, _Unset, from_millis, to_millis
 from tickkit.redact import redact_url, scrub
 
 try:
@@ -139,6 +152,30 @@ MIGRATIONS: tuple[Migration, ...] = (
             "WHERE static = 0 AND state IN ('completed', 'missed')",
             "CREATE INDEX tickkit_jobs_failed ON tickkit_jobs (finished_at) "
             "WHERE static = 0 AND state = 'failed'",
+        ),
+    ),
+    Migration(
+        3,
+        "job revision for updates; run history; indexed data keys",
+        (
+            "ALTER TABLE tickkit_jobs ADD COLUMN revision INTEGER NOT NULL DEFAULT 0",
+            """CREATE TABLE tickkit_runs (
+                job_id TEXT NOT NULL,
+                name TEXT,
+                scheduled_at INTEGER,
+                started_at INTEGER,
+                finished_at INTEGER,
+                attempt INTEGER,
+                outcome TEXT,
+                error TEXT,
+                worker TEXT
+            )""",
+            "CREATE INDEX tickkit_runs_job ON tickkit_runs (job_id, finished_at, attempt)",
+            "CREATE INDEX tickkit_runs_finished ON tickkit_runs (finished_at)",
+            """CREATE TABLE tickkit_indexes (
+                key TEXT PRIMARY KEY NOT NULL,
+                created_at INTEGER NOT NULL
+            )""",
         ),
     ),
 )
@@ -245,9 +282,23 @@ SQL_CLAIM = (
     "OR state NOT IN (" + ", ".join(f"'{s.value}'" for s in JobState) + "))"
 )
 _DONE = "static = 0 AND state IN ('completed', 'missed')"
+_FINISHED = "'completed', 'failed', 'missed'"
 _FAILED = "static = 0 AND state = 'failed'"
 _RESUMED_STATE = "CASE WHEN pause_requested THEN 'paused' ELSE 'scheduled' END"
 _NO_LEASE = "lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, pause_requested = 0"
+#: the run history row of an outcome, written only while the claim still holds its lease
+_SQL_RUN = (
+    "INSERT INTO tickkit_runs (job_id, name, scheduled_at, started_at, finished_at, attempt, "
+    "outcome, error, worker) SELECT :id, :run_name, :run_scheduled, :run_started, "
+    ":run_finished, :run_attempt, :outcome, :run_error, :worker WHERE EXISTS (SELECT 1 FROM "
+    "tickkit_jobs WHERE id = :id AND lease_token = :token AND state = 'running')"
+)
+#: the job's history beyond history_limit rows
+_SQL_RUN_PRUNE = (
+    "DELETE FROM tickkit_runs WHERE rowid IN (SELECT rowid FROM tickkit_runs "
+    "INDEXED BY tickkit_runs_job WHERE job_id = :id "
+    "ORDER BY finished_at DESC, attempt DESC LIMIT -1 OFFSET :keep_runs)"
+)
 #: reads a claim makes at most when other processes keep winning the race for the due rows
 _CLAIM_ROUNDS = 10
 #: SQLite's default limit on bound parameters is 999 before 3.32
@@ -314,11 +365,21 @@ def _seconds(value: object, option: str, *, minimum: float, allow_zero: bool = F
 
 
 _SYNCHRONOUS = ("off", "normal", "full", "extra")
-_URL_OPTIONS = {"poll_interval", "lease_duration", "busy_timeout", "synchronous", "keep_failed"}
+_URL_OPTIONS = {
+    "poll_interval",
+    "lease_duration",
+    "busy_timeout",
+    "synchronous",
+    "keep_failed",
+    "history_limit",
+    "history_max_age",
+}
 
 
-#: an outcome waiting to be written: (statement, parameters, state to prune, future)
-_Outcome = tuple[str, dict[str, Any], "tuple[JobState, int] | None", "asyncio.Future[None]"]
+#: an outcome waiting to be written: (statements, parameters, state to prune, future)
+_Outcome = tuple[
+    tuple[str, ...], dict[str, Any], "tuple[JobState, int] | None", "asyncio.Future[None]"
+]
 
 
 @attrs.define
@@ -367,6 +428,10 @@ class SQLiteDriver(Driver):
         synchronous: SQLite's ``synchronous`` setting: ``"normal"`` (default; in WAL mode a
             committed change survives a crash of the process, the last commits may be lost on
             power loss) or ``"full"`` (survives power loss too, one fsync per commit).
+        history_limit: finished runs kept per job in the run history (:meth:`get_runs`,
+            table ``tickkit_runs``; default 100, 0 keeps none).
+        history_max_age: seconds (or a timedelta) a run stays in the history (default 7
+            days; None: no age limit). Both hold after the job itself is gone.
 
     Static jobs (the schedules of static tasks) are always kept.
     """
@@ -383,6 +448,8 @@ class SQLiteDriver(Driver):
         keep_completed: bool | int | timedelta = False,
         keep_failed: bool | int | timedelta = True,
         synchronous: str = "normal",
+        history_limit: int = DEFAULT_HISTORY_LIMIT,
+        history_max_age: float | timedelta | None = DEFAULT_HISTORY_MAX_AGE,
     ) -> None:
         text = os.fspath(path)
         if not isinstance(text, str) or not text:
@@ -406,6 +473,11 @@ class SQLiteDriver(Driver):
                 f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, got {synchronous!r}"
             )
         self.synchronous = synchronous.lower()
+        self.history_limit, self.history_max_age = check_history_options(
+            history_limit, history_max_age
+        )
+        #: the data keys recorded in ``tickkit_indexes`` (read at start and by ensure_indexes)
+        self._indexed: set[str] = set()
         self._conn: aiosqlite.Connection | None = None
         self._probe: sqlite3.Connection | None = None
         self._lock: anyio.Lock | None = None
@@ -427,10 +499,11 @@ class SQLiteDriver(Driver):
     def from_url(cls, url: str, **options: Any) -> SQLiteDriver:
         """``sqlite:///relative/tasks.db`` or ``sqlite:////absolute/tasks.db``; the query string
         may set ``poll_interval``, ``lease_duration``, ``busy_timeout`` (seconds),
-        ``synchronous`` and ``keep_failed`` (true/false); keyword options win over it."""
+        ``synchronous``, ``keep_failed`` (true/false), ``history_limit`` (an integer) and
+        ``history_max_age`` (seconds); keyword options win over it."""
         try:
             return cls._from_url(url, **options)
-        except DriverError as exc:
+        except (DriverError, InvalidArgumentError) as exc:
             # a key or value taken from a URL whose password holds a raw '?' or '/' is a piece
             # of that password: every piece of the URL's secrets is masked
             raise type(exc)(scrub(str(exc), url)) from None
@@ -472,6 +545,21 @@ class SQLiteDriver(Driver):
                 if value.lower() not in ("true", "false", "1", "0"):
                     raise DriverError(f"keep_failed in sqlite URL {shown!r} must be true or false")
                 from_query[key] = value.lower() in ("true", "1")
+            elif key == "history_max_age":
+                try:
+                    from_query[key] = float(value)
+                except ValueError:
+                    raise InvalidArgumentError(
+                        f"history_max_age in sqlite URL {shown!r} must be a number of seconds, "
+                        f"got {value!r}"
+                    ) from None
+            elif key == "history_limit":
+                try:
+                    from_query[key] = int(value)
+                except ValueError:
+                    raise InvalidArgumentError(
+                        f"history_limit in sqlite URL {shown!r} must be an integer, got {value!r}"
+                    ) from None
             else:
                 try:
                     from_query[key] = float(value)
@@ -747,6 +835,8 @@ class SQLiteDriver(Driver):
                 # another process may have migrated the file meanwhile
                 await self._migrate(await self._stored_version())
         await self._prune_all(to_millis(self.ctx.clock.now()))
+        async with self._session():
+            await self._read_indexed()
 
     async def _use_wal(self) -> str:
         """Switch the file to WAL unless it is in WAL already; return the journal mode.
@@ -1007,29 +1097,63 @@ class SQLiteDriver(Driver):
             rows = await self._all(f"SELECT {_COLUMNS} FROM tickkit_jobs WHERE id = ?", (job_id,))
         return self._to_job(rows[0]) if rows else None
 
+    def _filters(
+        self,
+        *,
+        name: str | None,
+        state: JobState | None,
+        static: bool | None,
+        where: Where | None,
+        after: Cursor | None = None,
+    ) -> tuple[list[str], list[Any]]:
+        """SQL conditions and their parameters for list_jobs' and count_jobs' filters. Values
+        are always parameters; a key is written into the SQL only when it is recorded in
+        ``tickkit_indexes`` (checked there to hold no quote, backslash or control character),
+        because SQLite uses an expression index only for the very same expression."""
+        conds: list[str] = []
+        params: list[Any] = []
+        if name is not None:
+            conds.append("name = ?")
+            params.append(name)
+        if state is not None:
+            conds.append("state = ?")
+            params.append(JobState(state).value)
+        if static is not None:
+            conds.append("static = ?")
+            params.append(int(static))
+        for key, value in (where or {}).items():
+            if key in self._indexed:
+                cond, values = _indexed_match(key, value)
+            else:
+                cond, values = _scan_match(key, value)
+            conds.append(cond)
+            params.extend(values)
+        if after is not None:
+            if after.next_run_at is None:
+                conds.append("(next_run_at IS NULL AND id > ?)")
+                params.append(after.id)
+            else:
+                conds.append("(next_run_at IS NULL OR (next_run_at, id) > (?, ?))")
+                params.extend([to_millis(after.next_run_at), after.id])
+        return conds, params
+
     async def list_jobs(
         self,
         *,
         name: str | None = None,
         state: JobState | None = None,
         static: bool | None = None,
+        where: Where | None = None,
         limit: int | None = None,
+        after: Cursor | None = None,
     ) -> list[Job]:
-        where: list[str] = []
-        params: list[Any] = []
-        if name is not None:
-            where.append("name = ?")
-            params.append(name)
-        if state is not None:
-            where.append("state = ?")
-            params.append(JobState(state).value)
-        if static is not None:
-            where.append("static = ?")
-            params.append(int(static))
+        conds, params = self._filters(
+            name=name, state=state, static=static, where=where, after=after
+        )
         sql = f"SELECT {_COLUMNS} FROM tickkit_jobs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY next_run_at IS NULL, next_run_at, rowid"
+        if conds:
+            sql += " WHERE " + " AND ".join(conds)
+        sql += " ORDER BY next_run_at IS NULL, next_run_at, id"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(max(int(limit), 0))
@@ -1078,13 +1202,167 @@ class SQLiteDriver(Driver):
             )
         return changed > 0
 
-    async def count_jobs(self) -> dict[JobState, int]:
+    async def count_jobs(
+        self,
+        *,
+        name: str | None = None,
+        state: JobState | None = None,
+        static: bool | None = None,
+        where: Where | None = None,
+    ) -> dict[JobState, int]:
+        conds, params = self._filters(name=name, state=state, static=static, where=where)
+        sql = "SELECT state, COUNT(*) FROM tickkit_jobs"
+        if conds:
+            sql += " WHERE " + " AND ".join(conds)
         async with self._session():
-            rows = await self._all("SELECT state, COUNT(*) FROM tickkit_jobs GROUP BY state")
+            rows = await self._all(sql + " GROUP BY state", params)
         # a state tickkit does not know is not counted (a worker fails such a job when it
         # claims it; list_jobs shows it with its defect)
         known = {s.value for s in JobState}
         return {JobState(state): int(count) for state, count in rows if state in known}
+
+    async def update_job(
+        self,
+        job_id: str,
+        *,
+        data: Any | _Unset = UNSET,
+        schedule: dict[str, Any] | _Unset | None = UNSET,
+        next_run_at: datetime | _Unset = UNSET,
+    ) -> Job | None:
+        if next_run_at is None:
+            raise InvalidArgumentError(
+                f"update_job of {short(job_id)}: next_run_at must be a datetime, got None"
+            )
+        sets: list[str] = []
+        params: dict[str, Any] = {"id": job_id}
+        if not isinstance(data, _Unset):
+            sets.append("data = :data")
+            params["data"] = self.ctx.codec.encode(data)  # refuses before anything is written
+        if not isinstance(schedule, _Unset):
+            sets.append("schedule = :schedule")
+            params["schedule"] = (
+                json.dumps(schedule, sort_keys=True) if schedule is not None else None
+            )
+        if not isinstance(next_run_at, _Unset):
+            params["next"] = to_millis(next_run_at)
+            sets += [
+                "next_run_at = :next",
+                "scheduled_at = :next",
+                "revision = revision + 1",
+                "attempt = CASE WHEN state = 'running' THEN attempt ELSE 0 END",
+                f"state = CASE WHEN state IN ({_FINISHED}) THEN 'scheduled' ELSE state END",
+                f"finished_at = CASE WHEN state IN ({_FINISHED}) THEN NULL ELSE finished_at END",
+            ]
+        rows: list[Any] = []
+        for attempt in _attempts():
+            async with self._session(write=True, attempt=attempt):
+                if sets:
+                    await self._exec(
+                        f"UPDATE tickkit_jobs SET {', '.join(sets)} WHERE id = :id", params
+                    )
+                rows = await self._all(
+                    f"SELECT {_COLUMNS} FROM tickkit_jobs WHERE id = ?", (job_id,)
+                )
+        return self._to_job(rows[0]) if rows else None
+
+    async def get_runs(self, job_id: str, *, limit: int = 20) -> list[RunRecord]:
+        """The job's kept runs, newest first. A row that cannot be read whole (edited by hand,
+        another tool) is returned with what can be read (an unreadable optional column is
+        None); one whose finish time, attempt or outcome cannot be read is left out and
+        logged, naming the row: the listing never fails on it."""
+        sql = (
+            "SELECT rowid, job_id, name, scheduled_at, started_at, finished_at, attempt, "
+            "outcome, error, worker FROM tickkit_runs WHERE job_id = ?"
+        )
+        params: list[Any] = [job_id]
+        if self.history_max_age is not None:
+            sql += " AND NOT (finished_at < ?)"
+            params.append(to_millis(self.ctx.clock.now()) - int(self.history_max_age * 1000))
+        sql += " ORDER BY finished_at DESC, attempt DESC, rowid DESC LIMIT ?"
+        params.append(max(int(limit), 0))
+        async with self._session():
+            rows = await self._all(sql, params)
+        records: list[RunRecord] = []
+        for row in rows:
+            record = self._to_run(row)
+            if record is not None:
+                records.append(record)
+        return records
+
+    def _to_run(self, row: Sequence[Any]) -> RunRecord | None:
+        problems: list[str] = []
+
+        def read(column: str, value: Any, reader: Any) -> Any:
+            try:
+                return reader(value)
+            except Exception as exc:
+                problems.append(f"{column} = {_short(value)}: {_reason(exc)}")
+                return None
+
+        finished = read("finished_at", row[5], _time)
+        attempt = read("attempt", row[6], _count)
+        outcome = read("outcome", row[7], _outcome)
+        if finished is None or attempt is None or outcome is None:
+            why = "; ".join(problems) or "finished_at, attempt or outcome is NULL"
+            self.ctx.logger.warning(
+                "SQLite store %s: run history row %s of job %s cannot be read (%s); left out",
+                self.path,
+                row[0],
+                _short(row[1]),
+                why,
+            )
+            return None
+        return RunRecord(
+            job_id=str(row[1]),
+            name=read("name", row[2], _text) or "",
+            scheduled_at=read("scheduled_at", row[3], _time),
+            started_at=read("started_at", row[4], _time),
+            finished_at=finished,
+            attempt=attempt,
+            outcome=outcome,
+            error=read("error", row[8], _optional_text),
+            worker=read("worker", row[9], _optional_text),
+        )
+
+    async def ensure_indexes(self, keys: Iterable[str]) -> None:
+        """Record ``keys`` in ``tickkit_indexes`` and create their expression indexes
+        (``CREATE INDEX IF NOT EXISTS``, which indexes the stored jobs), in one transaction:
+        several processes may do it at once."""
+        try:
+            wanted = check_index_keys(list(keys), "ensure_indexes")
+        except TickkitError as exc:
+            raise InvalidArgumentError(str(exc)) from None
+        now = to_millis(self.ctx.clock.now())
+        for attempt in _attempts():
+            async with self._session(write=True, attempt=attempt):
+                for key in wanted:
+                    await self._exec(
+                        "INSERT OR IGNORE INTO tickkit_indexes (key, created_at) VALUES (?, ?)",
+                        (key, now),
+                    )
+                await self._read_indexed()
+        self._idle = None
+
+    async def _read_indexed(self) -> None:
+        """Read the recorded index keys and create any index missing (in a session)."""
+        rows = await self._all("SELECT key FROM tickkit_indexes")
+        keys = set()
+        for (key,) in rows:
+            try:
+                keys.update(check_index_keys([key]))
+            except (TickkitError, TypeError):
+                self.ctx.logger.warning(
+                    "SQLite store %s: tickkit_indexes holds the key %s, which cannot be "
+                    "indexed; where on it scans",
+                    self.path,
+                    _short(key),
+                )
+        for key in sorted(keys - self._indexed):
+            await self._exec(
+                f"CREATE INDEX IF NOT EXISTS {_index_name(key)} ON tickkit_jobs "
+                f"({_value_expr(key)})"
+            )
+        self._indexed = keys
 
     async def dead_letters(
         self, *, name: str | None = None, limit: int | None = None
@@ -1188,7 +1466,7 @@ class SQLiteDriver(Driver):
         got: dict[Any, Any] = {}
         for chunk in _chunks(ids):
             for row in await self._all(
-                f"SELECT {_COLUMNS} FROM tickkit_jobs "
+                f"SELECT {_COLUMNS}, revision FROM tickkit_jobs "
                 f"WHERE id IN ({_marks(chunk)}) AND lease_token = ?",
                 (*chunk, token),
             ):
@@ -1218,6 +1496,7 @@ class SQLiteDriver(Driver):
                     attempt=(job.attempt or 0) + 1,
                     token=token,
                     lease_expires_at=lease_expires_at,
+                    handle=row[_NCOLS],  # the revision the completion compares
                 )
             )
         return claims
@@ -1264,66 +1543,94 @@ class SQLiteDriver(Driver):
         job_id = claim.job.id
         if claim.token is None or job_id is None:
             return
+        finished = to_millis(result.finished_at)
         common = {
             "id": job_id,
             "token": claim.token,
+            "rev": claim.handle if isinstance(claim.handle, int) else 0,
             "last_run_at": to_millis(result.started_at or result.finished_at),
             "outcome": result.outcome.value,
             "error": result.error,
             "traceback": result.traceback,
             "ran": 0 if result.outcome is Outcome.CANCELLED else 1,
+            # the run history row
+            "run_name": claim.job.name if isinstance(claim.job.name, str) else "",
+            "run_scheduled": to_millis(claim.scheduled_at),
+            "run_started": _ms(result.started_at),
+            "run_finished": finished,
+            "run_attempt": claim.attempt,
+            "run_error": result.traceback or result.error,
+            "worker": self.ctx.owner,
+            "keep_runs": self.history_limit,
         }
+        history: tuple[str, ...] = ()
+        if self.history_limit > 0 and result.outcome is not Outcome.MISSED:
+            history = (_SQL_RUN, _SQL_RUN_PRUNE)  # before the update, which ends the lease
         recorded = (
             "last_run_at = :last_run_at, last_outcome = :outcome, last_error = :error, "
             "last_traceback = :traceback, runs = runs + :ran, " + _NO_LEASE
         )
         mine = "WHERE id = :id AND lease_token = :token AND state = 'running'"
+        # updated while it ran (update_job changed its timing): the stored next run stays
+        same = "revision IS :rev"
         if result.retry_at is not None:
             sql = (
-                f"UPDATE tickkit_jobs SET state = {_RESUMED_STATE}, attempt = :attempt, "
-                f"next_run_at = :next, {recorded} {mine}"
+                f"UPDATE tickkit_jobs SET state = {_RESUMED_STATE}, "
+                f"attempt = CASE WHEN {same} THEN :attempt ELSE 0 END, "
+                f"next_run_at = CASE WHEN {same} THEN :next ELSE next_run_at END, "
+                f"{recorded} {mine}"
             )
             params = {**common, "attempt": claim.attempt, "next": to_millis(result.retry_at)}
         elif result.next_run_at is not None:
             sql = (
                 f"UPDATE tickkit_jobs SET state = {_RESUMED_STATE}, attempt = 0, "
-                f"next_run_at = :next, scheduled_at = :next, {recorded} {mine}"
+                f"next_run_at = CASE WHEN {same} THEN :next ELSE next_run_at END, "
+                f"scheduled_at = CASE WHEN {same} THEN :next ELSE scheduled_at END, "
+                f"{recorded} {mine}"
             )
             params = {**common, "next": to_millis(result.next_run_at)}
         else:
             final = result.final_state
             retention = self.keep_failed if final is JobState.FAILED else self.keep_completed
-            if not claim.job.static and not retention.keeps_any:
-                await self._record(
-                    "DELETE FROM tickkit_jobs WHERE id = :id AND lease_token = :token "
-                    "AND state = 'running'",
-                    {"id": job_id, "token": claim.token},
-                )
-                return
             attempt = claim.attempt if result.outcome is not Outcome.MISSED else claim.attempt - 1
             sql = (
-                "UPDATE tickkit_jobs SET state = :final, attempt = :attempt, next_run_at = NULL, "
-                f"finished_at = :finished, {recorded} {mine}"
+                f"UPDATE tickkit_jobs SET "
+                f"state = CASE WHEN {same} THEN :final ELSE {_RESUMED_STATE} END, "
+                f"attempt = CASE WHEN {same} THEN :attempt ELSE 0 END, "
+                f"next_run_at = CASE WHEN {same} THEN NULL ELSE next_run_at END, "
+                f"finished_at = CASE WHEN {same} THEN :finished ELSE finished_at END, "
+                f"{recorded} {mine}"
             )
-            params = {
-                **common,
-                "final": final.value,
-                "attempt": attempt,
-                "finished": to_millis(result.finished_at),
-            }
-            if not claim.job.static and not retention.keep_all:
-                await self._record(sql, params, prune=(final, params["finished"]))
+            params = {**common, "final": final.value, "attempt": attempt, "finished": finished}
+            if not claim.job.static and not retention.keeps_any:
+                # removed at once, unless updated while it ran (then it runs again)
+                await self._record(
+                    (
+                        *history,
+                        sql + " AND revision IS NOT :rev",
+                        "DELETE FROM tickkit_jobs WHERE id = :id AND lease_token = :token "
+                        "AND state = 'running' AND revision IS :rev",
+                    ),
+                    params,
+                )
                 return
-        await self._record(sql, params)
+            if not claim.job.static and not retention.keep_all:
+                await self._record((*history, sql), params, prune=(final, finished))
+                return
+        await self._record((*history, sql), params)
 
     async def _record(
-        self, sql: str, params: dict[str, Any], *, prune: tuple[JobState, int] | None = None
+        self,
+        statements: tuple[str, ...],
+        params: dict[str, Any],
+        *,
+        prune: tuple[JobState, int] | None = None,
     ) -> None:
-        """Write one outcome. Outcomes that arrive while a write is under way are written
-        together in the next transaction (one statement per job, all committed at once), so
+        """Write one outcome (its statements, in order, in one transaction). Outcomes that
+        arrive while a write is under way are written together in the next transaction, so
         that many runs finishing at once cost one commit instead of one each."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._outcomes.append((sql, params, prune, future))
+        self._outcomes.append((statements, params, prune, future))
         if not self._writing_outcomes:
             self._writing_outcomes = True
             try:
@@ -1335,26 +1642,37 @@ class SQLiteDriver(Driver):
         await future
 
     async def _write_outcomes(self, batch: list[_Outcome]) -> None:
-        groups: dict[str, list[dict[str, Any]]] = {}
-        for sql, params, _prune, _future in batch:
-            groups.setdefault(sql, []).append(params)
+        # outcomes of the same statements run as one executemany per statement, in order
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for statements, params, _prune, _future in batch:
+            groups.setdefault(statements, []).append(params)
         # retention counts ages from the latest finish time in the batch
         prunes: dict[JobState, int] = {}
-        for *_sql_params, prune, _future in batch:
+        latest: int | None = None
+        for _statements, params, prune, _future in batch:
             if prune is not None:
                 prunes[prune[0]] = max(prunes.get(prune[0], prune[1]), prune[1])
+            if _SQL_RUN in _statements:
+                finished = params["run_finished"]
+                latest = finished if latest is None else max(latest, finished)
+        several = len(batch) > 1 or any(len(statements) > 1 for statements in groups)
         try:
             for attempt in _attempts():
-                async with self._session(write=len(batch) > 1 or bool(prunes), attempt=attempt):
+                async with self._session(
+                    write=several or bool(prunes) or latest is not None, attempt=attempt
+                ):
                     self._idle = None
-                    for sql, rows in groups.items():
-                        if len(rows) == 1:
-                            await self._exec(sql, rows[0])
-                        else:
-                            await self._many(sql, rows)
+                    for statements, rows in groups.items():
+                        for sql in statements:
+                            if len(rows) == 1:
+                                await self._exec(sql, rows[0])
+                            else:
+                                await self._many(sql, rows)
                     for state, now_ms in prunes.items():
                         keep = self.keep_failed if state is JobState.FAILED else self.keep_completed
                         await self._prune(state, keep, now_ms)
+                    if latest is not None:
+                        await self._prune_runs(latest)
         except BaseException as exc:
             for *_rest, future in batch:
                 if not future.done():
@@ -1365,6 +1683,14 @@ class SQLiteDriver(Driver):
             for *_rest, future in batch:
                 if not future.done():
                     future.set_result(None)
+
+    async def _prune_runs(self, now_ms: int) -> None:
+        """Drop history rows older than ``history_max_age`` (in a transaction)."""
+        if self.history_max_age is not None:
+            await self._exec(
+                "DELETE FROM tickkit_runs WHERE finished_at < ?",
+                (now_ms - int(self.history_max_age * 1000),),
+            )
 
     async def release(self, claims: Sequence[Claim]) -> None:
         rows = [(c.job.id, c.token) for c in claims if c.token is not None and c.job.id]
@@ -1409,6 +1735,7 @@ class SQLiteDriver(Driver):
             async with self._session(write=True, attempt=attempt):
                 await self._prune(JobState.COMPLETED, self.keep_completed, now_ms)
                 await self._prune(JobState.FAILED, self.keep_failed, now_ms)
+                await self._prune_runs(now_ms)
 
 
 def _is_full(exc: sqlite3.Error) -> bool:
@@ -1573,3 +1900,58 @@ def _marks(values: Sequence[Any]) -> str:
 
 def _chunks(values: Sequence[T]) -> list[Sequence[T]]:
     return [values[i : i + _CHUNK] for i in range(0, len(values), _CHUNK)]
+
+
+# --- where ----------------------------------------------------------------------------------
+
+
+def _index_name(key: str) -> str:
+    """The name of the expression index of a data key (the same in every process)."""
+    return "tickkit_where_" + hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+def _path(key: str) -> str:
+    """The JSON path of an indexed key as a SQL string literal. Index keys hold no '"', '\\'
+    or control character (check_index_keys); a "'" is doubled."""
+    return "'$.\"" + key.replace("'", "''") + "\"'"
+
+
+def _value_expr(key: str) -> str:
+    """The indexed expression: the key's value in the data (NULL when the data is not JSON,
+    not an object, or lacks the key). json_valid keeps a row edited into bad JSON from failing
+    every write and read."""
+    return f"CASE WHEN json_valid(data) THEN json_extract(data, {_path(key)}) END"
+
+
+def _type_expr(key: str) -> str:
+    return f"CASE WHEN json_valid(data) THEN json_type(data, {_path(key)}) END"
+
+
+def _indexed_match(key: str, value: Any) -> tuple[str, list[Any]]:
+    """A where condition on an indexed key: a seek on the index of ``_value_expr`` (the very
+    expression), then the JSON type, which json_extract does not tell (true is 1)."""
+    expr, kind = _value_expr(key), _type_expr(key)
+    if value is None:
+        return f"({expr} IS NULL AND {kind} = 'null')", []
+    if isinstance(value, bool):
+        return f"({expr} = ? AND {kind} = ?)", [int(value), "true" if value else "false"]
+    if isinstance(value, str):
+        return f"({expr} = ? AND {kind} = 'text')", [value]
+    return f"({expr} = ? AND {kind} IN ('integer', 'real'))", [value]
+
+
+def _scan_match(key: str, value: Any) -> tuple[str, list[Any]]:
+    """A where condition on a key that is not indexed: json_each of the row's data, the key a
+    parameter (any key works, quotes included), rows whose data is not a JSON object skipped."""
+    source = (
+        "json_each(CASE WHEN json_valid(tickkit_jobs.data) THEN CASE WHEN "
+        "json_type(tickkit_jobs.data) = 'object' THEN tickkit_jobs.data END END)"
+    )
+    head = f"EXISTS (SELECT 1 FROM {source} AS e WHERE e.key = ? AND "
+    if value is None:
+        return head + "e.type = 'null')", [key]
+    if isinstance(value, bool):
+        return head + "e.type = ?)", [key, "true" if value else "false"]
+    if isinstance(value, str):
+        return head + "e.type = 'text' AND e.atom = ?)", [key, value]
+    return head + "e.type IN ('integer', 'real') AND e.atom = ?)", [key, value]

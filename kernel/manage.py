@@ -226,11 +226,7 @@ def check_history_options(limit: object, max_age: object) -> tuple[int, float | 
     if isinstance(max_age, timedelta):
         max_age = max_age.total_seconds()
     top = MAX_DURATION.total_seconds()
-    if (
-        isinstance(max_age, bool)
-        or not isinstance(max_age, (int, float))
-        or not 0 < max_age <= top
-    ):
+    if isinstance(max_age, bool) or not isinstance(max_age, (int, float)) or not 0 < max_age <= top:
         raise InvalidArgumentError(
             f"history_max_age must be a number of seconds (or a timedelta) above 0 and at most "
             f"{top:g}, or None, got {short(max_age)}"

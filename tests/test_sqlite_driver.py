@@ -194,12 +194,14 @@ async def test_version_1_store_is_migrated_forward(db: Path, clock: VirtualClock
         assert dead.failed_at == T0  # the migration took the finish time from last_run_at
     assert [(r[0], r[1]) for r in runs] == [("record", 2)]
     with sqlite3.connect(db) as conn:
-        assert [r[0] for r in conn.execute("SELECT version FROM tickkit_version")] == [1, 2]
+        assert [r[0] for r in conn.execute("SELECT version FROM tickkit_version")] == [
+            m.version for m in MIGRATIONS
+        ]
     # opening again migrates nothing more
     async with opened(SQLiteDriver(db), clock):
         pass
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM tickkit_version").fetchone() == (2,)
+        assert conn.execute("SELECT COUNT(*) FROM tickkit_version").fetchone() == (len(MIGRATIONS),)
 
 
 # --- storing -------------------------------------------------------------------------------

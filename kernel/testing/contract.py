@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from .. import (
+    Cursor,
     Driver,
     Job,
     JobExistsError,
@@ -39,6 +40,7 @@ from .. import (
     TaskRegistry,
     task,
 )
+from ..driver import list_order, select_jobs
 from . import VirtualClock
 
 UTC = timezone.utc
@@ -86,6 +88,8 @@ class DriverContract:
     orders_by_due_time: bool = True
     #: how long the static-cron test runs a minutely task (a network store may shorten it)
     cron_span: timedelta = timedelta(days=1)
+    #: the run-history tests set the driver attribute ``history_limit`` (the driver option of
+    #: that name) on a driver not yet started
 
     @pytest.fixture
     def make_driver(self) -> Callable[[], Driver]:
@@ -425,3 +429,375 @@ class DriverContract:
             await clock.advance(timedelta(seconds=5))
         numbers = sorted(r[1] for r in runs if r[0] == "record")
         assert numbers == list(range(200))
+
+    # --- managing jobs (issue 14): where, paging, counts, updates, run history ------------
+
+    #: task data covering the where rules: numbers (1 == 1.0), bools (True != 1), strings,
+    #: null, a missing key, nested values, data that is not an object
+    WHERE_DATA: tuple[Any, ...] = (
+        {"u": 1},
+        {"u": 1.0},
+        {"u": True},
+        {"u": False},
+        {"u": 0},
+        {"u": "1"},
+        {"u": None},
+        {"u": 2, "v": "x"},
+        {"u": 1, "v": "x"},
+        {"u": {"n": 1}},
+        {"u": [1]},
+        {"v": 1},
+        {},
+        [1, "u"],
+        "u",
+        7,
+        None,
+        {'q"k': 5, "u": 2.5},
+    )
+    WHERE_QUERIES: tuple[dict[str, Any], ...] = (
+        {"u": 1},
+        {"u": 1.0},
+        {"u": True},
+        {"u": False},
+        {"u": 0},
+        {"u": "1"},
+        {"u": None},
+        {"u": 2.5},
+        {"u": 1, "v": "x"},
+        {"v": "x"},
+        {"v": 1},
+        {'q"k': 5},
+        {"missing": None},
+    )
+
+    async def _where_fixture(self, d: Driver) -> dict[str, Any]:
+        ids: dict[str, Any] = {}
+        for i, data in enumerate(self.WHERE_DATA):
+            job_id = await d.add_job(_job(at=T0 + timedelta(minutes=i), data=data))
+            ids[job_id] = data
+        return ids
+
+    async def test_where_match_rules(self, open_kernel: Any) -> None:
+        async with open_kernel() as k:
+            d = k.driver
+            await self._where_fixture(d)
+            every = await d.list_jobs()
+            expected = [[j.id for j in select_jobs(every, where=q)] for q in self.WHERE_QUERIES]
+            # the rules themselves, on the reference
+            by_data = {j.id: j.data for j in every}
+            found = {
+                repr(q): [by_data[i] for i in e]
+                for q, e in zip(self.WHERE_QUERIES, expected, strict=True)
+            }
+            assert found["{'u': 1}"] == [{"u": 1}, {"u": 1.0}, {"u": 1, "v": "x"}]
+            assert found["{'u': 1.0}"] == found["{'u': 1}"]
+            assert found["{'u': True}"] == [{"u": True}]
+            assert found["{'u': 0}"] == [{"u": 0}]
+            assert found["{'u': False}"] == [{"u": False}]
+            assert found["{'u': None}"] == [{"u": None}]
+            assert found["{'u': '1'}"] == [{"u": "1"}]
+            assert found["{'q\"k': 5}"] == [{'q"k': 5, "u": 2.5}]
+            assert found["{'missing': None}"] == []
+            for indexed in (False, True):
+                if indexed:
+                    await d.ensure_indexes(["u", "v"])
+                for q, want in zip(self.WHERE_QUERIES, expected, strict=True):
+                    got = [j.id for j in await d.list_jobs(where=q)]
+                    assert got == want, (q, indexed)
+                    counts = await d.count_jobs(where=q)
+                    assert sum(counts.values()) == len(got), (q, indexed)
+                # with the other filters
+                got = await d.list_jobs(name="record", where={"u": 1}, limit=2)
+                assert [j.data for j in got] == [{"u": 1}, {"u": 1.0}]
+                assert await d.list_jobs(name="other", where={"u": 1}) == []
+
+    async def test_ensure_indexes_idempotent_and_shared(
+        self, open_kernel: Any, make_driver: Callable[[], Driver], clock: VirtualClock
+    ) -> None:
+        async with open_kernel() as k:
+            d = k.driver
+            await self._where_fixture(d)
+            before = {
+                str(q): [j.id for j in await d.list_jobs(where=q)] for q in self.WHERE_QUERIES
+            }
+            await d.ensure_indexes(["u"])
+            await d.ensure_indexes(["u", "u", "v"])
+            await d.ensure_indexes([])
+            after = {str(q): [j.id for j in await d.list_jobs(where=q)] for q in self.WHERE_QUERIES}
+            assert after == before
+            # writes after indexing are indexed: add, update, remove
+            new = await d.add_job(_job(at=T0 + timedelta(hours=5), data={"u": 99}))
+            assert [j.id for j in await d.list_jobs(where={"u": 99})] == [new]
+            await d.update_job(new, data={"u": 98})
+            assert await d.list_jobs(where={"u": 99}) == []
+            assert [j.id for j in await d.list_jobs(where={"u": 98})] == [new]
+            await d.remove_job(new)
+            assert await d.list_jobs(where={"u": 98}) == []
+            if self.shared_store:
+                # another process on the store, which loaded no task, indexes the same way
+                other_driver = make_driver()
+                async with Kernel(other_driver, tasks=TaskRegistry(), clock=clock):
+                    await other_driver.ensure_indexes(["u"])
+                    second = await other_driver.add_job(
+                        _job(at=T0 + timedelta(hours=6), data={"u": 97})
+                    )
+                assert [j.id for j in await d.list_jobs(where={"u": 97})] == [second]
+
+    async def test_paging_visits_every_job_once(self, open_kernel: Any) -> None:
+        async with open_kernel() as k:
+            d = k.driver
+            # ties on next_run_at (every 10 jobs share a time): the id breaks them
+            ids = [
+                await d.add_job(_job(at=T0 + timedelta(minutes=i % 25), data={"i": i}))
+                for i in range(250)
+            ]
+            # two failed jobs (next_run_at None) come last
+            for failing in ids[:2]:
+                await d.move_to(failing, T0 - timedelta(days=1))
+            for claim in (await d.acquire(now=T0 - timedelta(hours=1), limit=10)).claims:
+                await d.complete(claim, RunResult(Outcome.FAILED, T0, error="E: x"))
+            every = await d.list_jobs()
+            assert len(every) == 250
+            assert [list_order(j) for j in every] == sorted(list_order(j) for j in every)
+            assert [j.next_run_at for j in every[-2:]] == [None, None]
+            seen: list[Job] = []
+            cursor: Cursor | None = None
+            while True:
+                page = await d.list_jobs(limit=7, after=cursor)
+                assert len(page) <= 7
+                if not page:
+                    break
+                seen.extend(page)
+                cursor = Cursor(page[-1].next_run_at, page[-1].id or "")
+            assert [j.id for j in seen] == [j.id for j in every]
+
+    async def test_paging_while_jobs_come_and_go(self, open_kernel: Any) -> None:
+        async with open_kernel() as k:
+            d = k.driver
+            start = [
+                await d.add_job(_job(at=T0 + timedelta(minutes=i % 40), data={"user": i % 3}))
+                for i in range(250)
+            ]
+            removed: set[str] = set()
+            added_later: set[str] = set()
+            seen: list[Job] = []
+            cursor: Cursor | None = None
+            step = 0
+            while True:
+                page = await d.list_jobs(where={"user": 1}, limit=7, after=cursor)
+                if not page:
+                    break
+                seen.extend(page)
+                last = page[-1]
+                cursor = Cursor(last.next_run_at, last.id or "")
+                step += 1
+                # between pages: remove the last job seen (the cursor still holds), remove one
+                # not yet seen, add one before the cursor (not listed) and one after it (listed)
+                await d.remove_job(last.id or "")
+                ahead = [j.id for j in await d.list_jobs(where={"user": 1}, after=cursor, limit=3)]
+                if len(ahead) == 3 and ahead[2] is not None:
+                    await d.remove_job(ahead[2])
+                    removed.add(ahead[2])
+                if step > 8:
+                    continue  # (adding one per page forever would never end the paging)
+                await d.add_job(_job(at=T0 - timedelta(minutes=step), data={"user": 1}))
+                added_later.add(
+                    await d.add_job(
+                        _job(at=T0 + timedelta(hours=5, minutes=step), data={"user": 1})
+                    )
+                )
+            seen_ids = [j.id for j in seen]
+            assert len(seen_ids) == len(set(seen_ids))  # each job at most once
+            assert [list_order(j) for j in seen] == sorted(list_order(j) for j in seen)
+            wanted = {i for n, i in enumerate(start) if n % 3 == 1} - removed
+            assert wanted <= set(seen_ids)  # every job there all along, exactly once
+            # jobs added after the cursor are reached (unless removed before their page)
+            assert added_later - removed <= set(seen_ids)
+            assert set(seen_ids) <= wanted | added_later
+
+    async def test_count_jobs_with_filters(self, open_kernel: Any) -> None:
+        async with open_kernel() as k:
+            d = k.driver
+            for i in range(6):
+                await d.add_job(_job(at=T0 + timedelta(minutes=i), data={"user": i % 2}))
+            other = await d.add_job(_job("other", at=T0, data={"user": 1}))
+            await d.set_paused(other, True)
+            assert await d.count_jobs() == {JobState.SCHEDULED: 6, JobState.PAUSED: 1}
+            assert await d.count_jobs(name="record") == {JobState.SCHEDULED: 6}
+            assert await d.count_jobs(where={"user": 1}) == {
+                JobState.SCHEDULED: 3,
+                JobState.PAUSED: 1,
+            }
+            assert await d.count_jobs(state=JobState.PAUSED) == {JobState.PAUSED: 1}
+            assert await d.count_jobs(name="other", where={"user": 0}) == {}
+            assert await d.count_jobs(static=True) == {}
+
+    async def test_update_job_data_schedule_both_missing(self, open_kernel: Any) -> None:
+        async with open_kernel() as k:
+            d = k.driver
+            job_id = await d.add_job(_job(at=T0 + timedelta(hours=1), data={"user": 1}))
+            updated = await d.update_job(job_id, data={"user": 2, "text": "new"})
+            assert updated is not None and updated.data == {"user": 2, "text": "new"}
+            assert updated.next_run_at == T0 + timedelta(hours=1)
+            stored = await d.get_job(job_id)
+            assert stored is not None and stored.data == {"user": 2, "text": "new"}
+            spec = {"type": "cron", "value": "* * * * *", "timezone": "UTC"}
+            later = T0 + timedelta(hours=3)
+            updated = await d.update_job(job_id, schedule=spec, next_run_at=later)
+            assert updated is not None
+            assert updated.schedule == spec and updated.next_run_at == later
+            assert updated.scheduled_at == later and updated.attempt == 0
+            assert updated.data == {"user": 2, "text": "new"}
+            assert (await d.acquire(now=T0 + timedelta(hours=2), limit=5)).claims == []
+            sooner = T0 + timedelta(minutes=30)
+            both = await d.update_job(job_id, data=[1], schedule=None, next_run_at=sooner)
+            assert both is not None and both.data == [1] and both.schedule is None
+            assert both.next_run_at == sooner and both.state is JobState.SCHEDULED
+            (claim,) = (await d.acquire(now=sooner, limit=5)).claims
+            assert claim.job.id == job_id and claim.job.data == [1]
+            assert claim.scheduled_at == sooner
+            assert await d.update_job("no-such-job", data=1) is None
+            assert await d.get_job("no-such-job") is None
+            paused = await d.add_job(_job(at=T0 + timedelta(hours=1)))
+            await d.set_paused(paused, True)
+            still = await d.update_job(paused, next_run_at=T0 + timedelta(hours=2))
+            assert still is not None and still.state is JobState.PAUSED
+
+    async def test_update_running_job(self, open_kernel: Any) -> None:
+        async with open_kernel() as k:
+            d = k.driver
+            spec = {"type": "cron", "value": "* * * * *", "timezone": "UTC"}
+            job_id = await d.add_job(_job("every-minute", at=T0, schedule=spec, data={"v": 1}))
+            (claim,) = (await d.acquire(now=T0, limit=1)).claims
+            hourly = {"type": "cron", "value": "0 * * * *", "timezone": "UTC"}
+            new_at = T0 + timedelta(hours=1)
+            updated = await d.update_job(job_id, data={"v": 2}, schedule=hourly, next_run_at=new_at)
+            assert updated is not None and updated.data == {"v": 2}
+            assert claim.job.data == {"v": 1}  # the running occurrence keeps what it had
+            # the running occurrence ends, planning its own next run: the update's stays
+            await d.complete(
+                claim,
+                RunResult(
+                    Outcome.SUCCEEDED,
+                    T0,
+                    next_run_at=T0 + timedelta(minutes=1),
+                    started_at=T0,
+                ),
+            )
+            job = await d.get_job(job_id)
+            assert job is not None
+            assert job.state is JobState.SCHEDULED and job.runs == 1
+            assert job.next_run_at == new_at and job.schedule == hourly
+            assert job.data == {"v": 2} and job.last_outcome is Outcome.SUCCEEDED
+            assert (await d.acquire(now=new_at - timedelta(seconds=1), limit=1)).claims == []
+            (nxt,) = (await d.acquire(now=new_at, limit=1)).claims
+            assert nxt.job.data == {"v": 2} and nxt.scheduled_at == new_at
+            # a data-only change while running: the completion plans the next run as usual
+            await d.update_job(job_id, data={"v": 3})
+            after = new_at + timedelta(hours=1)
+            await d.complete(
+                nxt, RunResult(Outcome.SUCCEEDED, new_at, next_run_at=after, started_at=new_at)
+            )
+            job = await d.get_job(job_id)
+            assert job is not None and job.next_run_at == after and job.data == {"v": 3}
+            # a one-off rescheduled while its last attempt fails: it runs again at the new time
+            one = await d.add_job(_job(at=T0, data="x"))
+            (claim,) = (await d.acquire(now=T0, limit=1)).claims
+            again = T0 + timedelta(days=1)
+            await d.update_job(one, next_run_at=again)
+            await d.complete(claim, RunResult(Outcome.FAILED, T0, error="E: x"))
+            job = await d.get_job(one)
+            assert job is not None and job.state is JobState.SCHEDULED
+            assert job.next_run_at == again and job.attempt == 0
+
+    async def test_get_runs_history(self, open_kernel: Any) -> None:
+        async with open_kernel() as k:
+            d = k.driver
+            job_id = await d.add_job(_job(at=T0, data={"n": 1}))
+            (first,) = (await d.acquire(now=T0, limit=1)).claims
+            t1 = T0 + timedelta(seconds=1)
+            await d.complete(
+                first,
+                RunResult(
+                    Outcome.FAILED,
+                    t1,
+                    retry_at=T0 + timedelta(seconds=10),
+                    error="ValueError: boom",
+                    traceback="Traceback (most recent call last):\nValueError: boom\n",
+                    started_at=T0,
+                ),
+            )
+            (second,) = (await d.acquire(now=T0 + timedelta(seconds=10), limit=1)).claims
+            t2 = T0 + timedelta(seconds=11)
+            await d.complete(
+                second, RunResult(Outcome.SUCCEEDED, t2, started_at=T0 + timedelta(seconds=10))
+            )
+            runs = await d.get_runs(job_id)
+            assert [(r.attempt, r.outcome) for r in runs] == [
+                (2, Outcome.SUCCEEDED),
+                (1, Outcome.FAILED),
+            ]
+            newest, oldest = runs
+            assert newest.finished_at == t2 and newest.error is None
+            assert newest.started_at == T0 + timedelta(seconds=10)
+            assert oldest.error is not None and "Traceback" in oldest.error
+            assert oldest.finished_at == t1 and oldest.started_at == T0
+            assert {r.scheduled_at for r in runs} == {T0}
+            assert {r.job_id for r in runs} == {job_id}
+            assert {r.name for r in runs} == {"record"}
+            assert {r.worker for r in runs} == {d.ctx.owner}
+            # the job ended (removed or kept as completed): its history is still there
+            assert [r.attempt for r in await d.get_runs(job_id)] == [2, 1]
+            assert [r.attempt for r in await d.get_runs(job_id, limit=1)] == [2]
+            await d.remove_job(job_id)
+            assert len(await d.get_runs(job_id)) == 2
+            assert await d.get_runs("no-such-job") == []
+
+    async def test_get_runs_through_the_kernel(self, open_kernel: Any, clock: VirtualClock) -> None:
+        async with open_kernel(start=True) as k:
+            job_id = await k.create_task("flaky", "f")
+            await clock.advance(timedelta(minutes=5))
+            runs = await k.driver.get_runs(job_id)
+            assert [(r.attempt, r.outcome) for r in runs] == [
+                (3, Outcome.SUCCEEDED),
+                (2, Outcome.FAILED),
+                (1, Outcome.FAILED),
+            ]
+            assert runs[2].error is not None and "RuntimeError: attempt 1 fails" in runs[2].error
+            assert "Traceback" in runs[2].error
+            assert {r.worker for r in runs} == {k.driver.ctx.owner}
+
+    async def test_history_limit_and_age(
+        self, make_driver: Callable[[], Driver], clock: VirtualClock, runs: list[Any]
+    ) -> None:
+        driver = make_driver()
+        driver.history_limit = 3  # type: ignore[attr-defined]
+        kernel = Kernel(driver, tasks=contract_tasks(runs), clock=clock)
+        await kernel.open()
+        try:
+            d = driver
+            spec = {"type": "cron", "value": "* * * * *", "timezone": "UTC"}
+            job_id = await d.add_job(_job("every-minute", at=T0, schedule=spec))
+            at = T0
+            for _ in range(5):
+                (claim,) = (await d.acquire(now=at, limit=1)).claims
+                nxt = at + timedelta(minutes=1)
+                await d.complete(
+                    claim, RunResult(Outcome.SUCCEEDED, at, next_run_at=nxt, started_at=at)
+                )
+                at = nxt
+            kept = await d.get_runs(job_id, limit=10)
+            assert [r.finished_at for r in kept] == [T0 + timedelta(minutes=m) for m in (4, 3, 2)]
+            # runs older than history_max_age (7 days by default) are not kept
+            old = await d.add_job(_job(at=T0))
+            (claim,) = (await d.acquire(now=T0, limit=1)).claims
+            assert claim.job.id == old
+            await d.complete(
+                claim,
+                RunResult(
+                    Outcome.FAILED, T0 - timedelta(days=8), started_at=T0 - timedelta(days=8)
+                ),
+            )
+            assert await d.get_runs(old) == []
+        finally:
+            await kernel.stop()
