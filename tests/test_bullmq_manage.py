@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 
 from tickkit import (
     InvalidArgumentError,
-    InvalidScheduleError,
     Job,
     JobState,
     Kernel,
@@ -253,9 +252,11 @@ async def test_update_one_off_and_scheduler(env: Any) -> None:
     assert runs[-1] == ("remind", {"user_id": 3}, 1)
     # a one-off job turned into a recurring one (replaced under its id)
     numbered = await k.create_task("remind", {"user_id": 4}, timedelta(hours=5))
-    with pytest.raises(InvalidScheduleError, match=repr(numbered)):
-        await driver.update_job(numbered, schedule={"type": "interval", "value": 60})
-    assert (await driver.get_job(numbered)) is not None
+    job = await driver.update_job(
+        numbered, schedule={"type": "interval", "value": 60}, next_run_at=clock.now()
+    )
+    assert job is not None and job.recurring and job.id == numbered
+    assert await driver._redis.exists(f"{driver.key}repeat:{numbered}") == 1
     other = await k.create_task("remind", {"user_id": 4}, timedelta(hours=5), id="mine")
     job = await driver.update_job(
         other,

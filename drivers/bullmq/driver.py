@@ -545,12 +545,12 @@ class BullMQDriver(Driver):
         """BullMQ's id rules and the queue's own key names (see mapping.RESERVED_IDS)."""
         mapping.check_job_id(job_id)
 
-    async def add_job(self, job: Job, *, replace: bool = False) -> str:
+    async def add_job(self, job: Job, *, replace: bool = False, _check_id: bool = True) -> str:
         if job.schedule is not None and job.schedule.get("type") in mapping.RECURRING_TYPES:
             return await self._add_scheduler(job, "replace" if replace else "create")
         if job.schedule is not None and job.schedule.get("type") not in mapping.ONE_OFF_TYPES:
             mapping.spec_to_repeat(job.schedule)  # raises the explanatory error
-        if job.id is not None:
+        if job.id is not None and _check_id:
             mapping.check_job_id(job.id)
         now = self._now_ms()
         at = to_millis(job.next_run_at) if job.next_run_at is not None else now
@@ -584,10 +584,11 @@ class BullMQDriver(Driver):
             )
         return str(result)
 
-    async def _add_scheduler(self, job: Job, mode: str) -> str:
+    async def _add_scheduler(self, job: Job, mode: str, *, check_id: bool = True) -> str:
         assert job.schedule is not None
         scheduler_id = job.id or uuid.uuid4().hex
-        mapping.check_job_id(scheduler_id)
+        if check_id:
+            mapping.check_job_id(scheduler_id)
         repeat = mapping.spec_to_repeat(job.schedule)
         now = self._now_ms()
         first = to_millis(job.next_run_at) if job.next_run_at is not None else now
@@ -794,11 +795,6 @@ class BullMQDriver(Driver):
             if current is None:
                 return None
             assert not isinstance(schedule, _Unset)
-            if repeat and job_id.isdigit():
-                raise InvalidScheduleError(
-                    f"job {job_id!r} has an id BullMQ numbered: it cannot become a recurring job "
-                    "(a BullMQ job scheduler needs a custom id); create a recurring task instead"
-                )
             replacement = attrs.evolve(
                 current,
                 data=current.data if data is UNSET else data,
@@ -808,7 +804,13 @@ class BullMQDriver(Driver):
                 attempt=0,
                 state=JobState.PAUSED if current.state is JobState.PAUSED else JobState.SCHEDULED,
             )
-            await self.add_job(replacement, replace=True)
+            if repeat:
+                # (an id BullMQ numbered is kept: the scheduler's key `repeat:<id>` and its jobs
+                # `repeat:<id>:<ms>` collide with no numbered job, and the counter never
+                # gives that number again)
+                await self._add_scheduler(replacement, "replace", check_id=False)
+            else:
+                await self.add_job(replacement, replace=True, _check_id=False)
         return await self.get_job(job_id)
 
     async def get_runs(self, job_id: str, *, limit: int = 20) -> list[RunRecord]:
@@ -1230,9 +1232,8 @@ class BullMQDriver(Driver):
         if code != 0:
             log.warning("the outcome of job %s was not recorded (lock lost, code %s)", job_id, code)
 
-    def _run_record(self, claim: Claim, result: RunResult, finished_ms: int) -> str:
-        """complete.lua's run-record argument: the record and the history retention. The run
-        finished when BullMQ's hash says (``finishedOn``), so dashboards and tickkit agree."""
+    def _run_record(self, claim: Claim, result: RunResult) -> str:
+        """complete.lua's run-record argument: the record and the history retention."""
         if self.history_limit == 0 or claim.job.id is None:
             return ""
         failed = result.outcome in (Outcome.FAILED, Outcome.TIMED_OUT)
@@ -1241,7 +1242,7 @@ class BullMQDriver(Driver):
             "n": claim.job.name,
             "s": to_millis(claim.scheduled_at),
             "b": to_millis(result.started_at) if result.started_at is not None else None,
-            "f": finished_ms,
+            "f": to_millis(result.finished_at),
             "a": claim.attempt,
             "o": result.outcome.value,
             "e": _text(result.traceback or result.error or result.outcome.value)
@@ -1305,7 +1306,7 @@ class BullMQDriver(Driver):
             self._keep_fail,
             started,
             _text(result.error or ""),
-            self._run_record(claim, result, now_ms),
+            self._run_record(claim, result),
             *take,
         )
 
