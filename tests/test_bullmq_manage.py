@@ -78,6 +78,8 @@ def test_history_options_validated() -> None:
         BullMQDriver("redis://h", history_max_age=0)
     with pytest.raises(InvalidArgumentError, match="True"):
         BullMQDriver("redis://h", history_limit=True)
+    assert BullMQDriver.from_url("redis://h/0?history_max_age=none").history_max_age is None
+    assert BullMQDriver("redis://h", history_max_age=timedelta(days=1)).history_max_age == 86400
 
 
 def test_index_values_agree_with_json_equality() -> None:
@@ -365,6 +367,14 @@ async def test_history_limit_and_age(redis_url: str) -> None:
         assert ("remind", {"n": "none"}, 1) in runs
         assert await none.get_runs(job_id) == []
         assert await none._redis.exists(f"{none.key}tk:runs:{job_id}") == 0
+    forever = BullMQDriver(redis_url, queue=f"hist-{uuid.uuid4().hex[:10]}", history_max_age=None)
+    clock = VirtualClock(T0)
+    async with Kernel(forever, tasks=registry(runs), clock=clock) as k:
+        job_id = await k.create_task("remind", {"n": "forever"})
+        await clock.advance(timedelta(seconds=5))
+        await clock.advance(timedelta(days=30))
+        assert [r.outcome for r in await forever.get_runs(job_id)] == [Outcome.SUCCEEDED]
+        assert await forever._redis.pttl(f"{forever.key}tk:runs:{job_id}") == -1
 
 
 SCALARS = st.one_of(

@@ -38,6 +38,12 @@ from tickkit import (
     redact_url,
 )
 from tickkit.driver import select_jobs
+from tickkit.manage import (
+    DEFAULT_HISTORY_LIMIT,
+    DEFAULT_HISTORY_MAX_AGE,
+    check_history_options,
+    check_index_keys,
+)
 from tickkit.models import UNSET, Cursor, RunRecord, Where, _Unset, from_millis, to_millis
 from tickkit.redact import scrub
 
@@ -195,33 +201,14 @@ def _text(value: str) -> str:
     return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _history_limit(value: Any) -> int:
-    if isinstance(value, str):
+def _url_number(value: str) -> Any:
+    """A number from a URL query option (left as text when it is none, for the check to name)."""
+    for kind in (int, float):
         try:
-            value = int(value)
+            return kind(value)
         except ValueError:
             pass
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidArgumentError(f"history_limit must be an integer >= 0, got {value!r}")
-    return value
-
-
-def _history_max_age(value: Any) -> float:
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            pass
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not value > 0
-        or value == float("inf")
-    ):
-        raise InvalidArgumentError(
-            f"history_max_age must be a number of seconds > 0, got {value!r}"
-        )
-    return float(value)
+    return None if value.lower() == "none" else value
 
 
 def _index_value(value: Any) -> str | None:
@@ -284,8 +271,8 @@ class BullMQDriver(Driver):
         poll_interval: float | None = 5.0,
         block_timeout: float = 10.0,
         connect_retries: int = 20,
-        history_limit: int = 100,
-        history_max_age: float = 604800.0,
+        history_limit: int = DEFAULT_HISTORY_LIMIT,
+        history_max_age: float | timedelta | None = DEFAULT_HISTORY_MAX_AGE,
     ) -> None:
         if not isinstance(queue, str) or not queue or ":" in queue:
             raise DriverError(f"invalid BullMQ queue name {queue!r}: non-empty, without ':'")
@@ -296,8 +283,9 @@ class BullMQDriver(Driver):
                 f"lock_duration ({lock_duration!r}) and stalled_interval ({stalled_interval!r}) "
                 f"must be > 0 and max_stalled_count ({max_stalled_count!r}) >= 0"
             )
-        self.history_limit = _history_limit(history_limit)
-        self.history_max_age = _history_max_age(history_max_age)
+        self.history_limit, self.history_max_age = check_history_options(
+            history_limit, history_max_age
+        )
         self._url: str | None = url_or_connection if isinstance(url_or_connection, str) else None
         self._given = None if isinstance(url_or_connection, str) else url_or_connection
         if self._url is not None:
@@ -341,8 +329,10 @@ class BullMQDriver(Driver):
         parts = urlsplit(url)
         query = []
         for name, value in parse_qsl(parts.query):
-            if name in ("queue", "prefix", "history_limit", "history_max_age"):
+            if name in ("queue", "prefix"):
                 options.setdefault(name, value)
+            elif name in ("history_limit", "history_max_age"):
+                options.setdefault(name, _url_number(value))
             else:
                 query.append((name, value))
         try:
@@ -816,7 +806,9 @@ class BullMQDriver(Driver):
     async def get_runs(self, job_id: str, *, limit: int = 20) -> list[RunRecord]:
         if limit <= 0:
             return []
-        oldest = self._now_ms() - int(self.history_max_age * 1000)
+        oldest: int | str = "-inf"
+        if self.history_max_age is not None:
+            oldest = self._now_ms() - int(self.history_max_age * 1000)
         async with self._busy():
             try:
                 members = await self._redis.zrevrangebyscore(
@@ -916,10 +908,7 @@ class BullMQDriver(Driver):
         """Record ``keys`` as indexed (every process's scripts then index writes) and index
         the jobs stored before (once per key: a key is used for ``where`` only when its
         backfill finished)."""
-        wanted = sorted(set(keys))
-        for key in wanted:
-            if not isinstance(key, str) or not key:
-                raise InvalidArgumentError(f"an index key must be a non-empty string, got {key!r}")
+        wanted = sorted(check_index_keys(list(keys), "ensure_indexes"))
         if not wanted:
             return
         async with self._busy():
@@ -1256,7 +1245,7 @@ class BullMQDriver(Driver):
                 "r": json.dumps(record, ensure_ascii=False),
                 "f": record["f"],
                 "n": self.history_limit,
-                "a": int(self.history_max_age * 1000),
+                "a": int(self.history_max_age * 1000) if self.history_max_age is not None else None,
             },
             ensure_ascii=False,
         )

@@ -4,7 +4,7 @@
 --       9 stack trace or "", 10 retry time (ms) or "", 11 default removeOnComplete (JSON),
 --       12 default removeOnFail (JSON), 13 run started (ms) or "", 14 error text or "",
 --       15 the run record (JSON {k: tickkit job id, r: record JSON, f: finished ms,
---       n: history_limit, a: history_max_age ms}) or "" (none kept),
+--       n: history_limit, a: history_max_age ms or null}) or "" (none kept),
 --       16 how many jobs to claim next (0: none), 17 token prefix, 18 lock duration (ms),
 --       19 worker name (16-19: BullMQ's fetchNext, one round trip per job for a busy worker)
 -- Returns 0, or -1 (job gone), -2 (lock missing), -6 (lock held by another token),
@@ -41,11 +41,11 @@ local function finish()
     local t = keyType(runs)
     -- (a history key overwritten by another type is left alone: the outcome is still recorded)
     if limit > 0 and (t == "zset" or t == "none") then
-      local age = tonumber(h["a"])
+      local age = tonumber(h["a"])  -- (nil: no age limit)
       call("ZADD", runs, tonumber(h["f"]), h["r"])
-      call("ZREMRANGEBYSCORE", runs, "-inf", "(" .. (now - age))
+      if age then call("ZREMRANGEBYSCORE", runs, "-inf", "(" .. (now - age)) end
       call("ZREMRANGEBYRANK", runs, 0, -(limit + 1))
-      call("PEXPIRE", runs, age)
+      if age then call("PEXPIRE", runs, age) else call("PERSIST", runs) end
     end
   end
   local fields = {"tk.outcome", outcome}
