@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -73,8 +73,9 @@ class MemoryDriver(Driver):
         self._revision: dict[str, int] = {}
         #: job id -> its finished runs, oldest first
         self._runs: dict[str, deque[RunRecord]] = {}
-        #: every kept run in the order written, for age retention
-        self._run_order: deque[RunRecord] = deque()
+        #: job id -> finish time of its last run written, oldest write first (age retention:
+        #: one entry per job, so memory stays bounded by history_limit per job)
+        self._run_order: OrderedDict[str, datetime] = OrderedDict()
         self._jobs: dict[str, Job] = {}
         self._heap: list[tuple[float, int, str]] = []
         self._due: dict[str, int] = {}
@@ -138,11 +139,13 @@ class MemoryDriver(Driver):
         for key, values in self._index.items():
             if key in job.data:
                 found = _index_value(job.data[key])
-                ids = values.get(found) if found is not None else None
+                if found is None:
+                    continue
+                ids = values.get(found)
                 if ids is not None:
                     ids.discard(job.id or "")
                     if not ids:
-                        del values[found]  # type: ignore[arg-type]
+                        del values[found]
 
     async def ensure_indexes(self, keys: Iterable[str]) -> None:
         for key in keys:
@@ -296,6 +299,8 @@ class MemoryDriver(Driver):
         if job is None:
             return None
         if data is not UNSET:
+            # the stored copy is the data as the codec reads it back (refused: nothing changes)
+            data = self.ctx.codec.decode(self.ctx.codec.encode(data))
             self._index_remove(job)
             job.data = data
             self._index_add(job)
@@ -346,7 +351,10 @@ class MemoryDriver(Driver):
         while len(runs) > self.history_limit:
             runs.popleft()
         if self.history_max_age is not None:
-            self._run_order.append(record)
+            self._run_order[job.id] = max(
+                self._run_order.get(job.id, record.finished_at), record.finished_at
+            )
+            self._run_order.move_to_end(job.id)
         self._expire_runs()
 
     def _expire_runs(self) -> None:
@@ -355,15 +363,13 @@ class MemoryDriver(Driver):
             return
         cutoff = self.ctx.clock.now() - timedelta(seconds=self.history_max_age)
         order = self._run_order
-        while order and order[0].finished_at < cutoff:
-            record = order.popleft()
-            runs = self._runs.get(record.job_id)
-            if runs is None:
-                continue
-            while runs and runs[0].finished_at < cutoff:
-                runs.popleft()
-            if not runs:
-                del self._runs[record.job_id]
+        # jobs whose newest run is older than the age: their whole history goes
+        while order:
+            job_id, last = next(iter(order.items()))
+            if last >= cutoff:
+                break
+            del order[job_id]
+            self._runs.pop(job_id, None)
 
     # --- running jobs -------------------------------------------------------------------
     async def acquire(
@@ -410,6 +416,8 @@ class MemoryDriver(Driver):
         job_id = claim.job.id
         assert job_id is not None
         job = self._jobs.get(job_id)
+        if not isinstance(claim.handle, tuple):
+            return  # not a claim of this driver
         held, revision = claim.handle
         if job is None or job is not held:
             return  # removed or replaced while it ran
@@ -449,7 +457,8 @@ class MemoryDriver(Driver):
             job_id = claim.job.id
             assert job_id is not None
             job = self._jobs.get(job_id)
-            if job is None or job is not claim.handle[0] or job.state is not JobState.RUNNING:
+            held = claim.handle[0] if isinstance(claim.handle, tuple) else None
+            if job is None or job is not held or job.state is not JobState.RUNNING:
                 continue
             paused = job_id in self._pause_after
             self._pause_after.discard(job_id)

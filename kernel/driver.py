@@ -253,8 +253,16 @@ class Driver(abc.ABC):
     ) -> dict[JobState, int]:
         """Return the number of jobs in each state among those matching every filter given
         (the filters of :meth:`list_jobs`; drivers may answer without listing)."""
+        # only the filters given: a driver written before ``where`` still counts without them
+        given: dict[str, Any] = {
+            key: value
+            for key, value in (("name", name), ("state", state), ("static", static))
+            if value is not None
+        }
+        if where:
+            given["where"] = where
         counts: dict[JobState, int] = {}
-        for job in await self.list_jobs(name=name, state=state, static=static, where=where):
+        for job in await self.list_jobs(**given):
             counts[job.state] = counts.get(job.state, 0) + 1
         return counts
 

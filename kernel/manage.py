@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
-from datetime import timedelta
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from .codec import MAX_INT, MIN_INT, find_surrogate
 from .driver import Driver
-from .errors import InvalidArgumentError, InvalidTaskError, JobNotFoundError, TickkitError, short
-from .models import MAX_DURATION, UNSET, Cursor, Job, JobState, _Unset
+from .errors import (
+    InvalidArgumentError,
+    InvalidJobIdError,
+    InvalidTaskError,
+    JobNotFoundError,
+    TickkitError,
+    short,
+)
+from .models import MAX_DURATION, UNSET, Cursor, Job, JobState, RunRecord, _Unset
 
 __all__ = [
     "DEFAULT_HISTORY_LIMIT",
@@ -33,7 +40,11 @@ __all__ = [
     "check_static",
     "check_update_given",
     "check_where",
+    "count_jobs",
     "cursor_for",
+    "get_runs",
+    "list_jobs",
+    "update_job",
 ]
 
 #: a ``where`` value: a JSON scalar
@@ -232,3 +243,112 @@ def check_history_options(limit: object, max_age: object) -> tuple[int, float | 
             f"{top:g}, or None, got {short(max_age)}"
         )
     return limit, float(max_age)
+
+
+# --- the Kernel methods' bodies (the Kernel checks it runs, then delegates here) ------------
+
+
+def _check_name_filter(name: object) -> str | None:
+    if name is None:
+        return None
+    if not isinstance(name, str) or find_surrogate(name) >= 0:
+        raise InvalidTaskError(
+            f"invalid task name {short(name)}: a string without lone surrogates is needed"
+        )
+    return name
+
+
+def _check_job_id(job_id: object) -> str:
+    if not isinstance(job_id, str) or find_surrogate(job_id) >= 0:
+        raise InvalidJobIdError(
+            f"invalid job id {short(job_id)}: a string without lone surrogates is needed"
+        )
+    return job_id
+
+
+async def list_jobs(
+    driver: Driver,
+    name: object = None,
+    *,
+    where: object = None,
+    state: object = None,
+    static: object = None,
+    limit: object = None,
+    after: object = None,
+) -> list[Job]:
+    """``Kernel.list_tasks``: every argument checked (naming a bad one, nothing read), the
+    user's ``after`` turned into a Cursor, then ``driver.list_jobs``."""
+    name_ = _check_name_filter(name)
+    where_ = check_where(where)
+    state_ = check_state(state)
+    static_ = check_static(static)
+    limit_ = check_limit(limit)
+    cursor = await cursor_for(driver, check_after(after))
+    return await driver.list_jobs(
+        name=name_,
+        state=state_,
+        static=static_,
+        where=where_ or None,
+        limit=limit_,
+        after=cursor,
+    )
+
+
+async def count_jobs(
+    driver: Driver,
+    name: object = None,
+    *,
+    where: object = None,
+    state: object = None,
+    static: object = None,
+) -> int:
+    """``Kernel.count_tasks``: the number of jobs matching every filter given."""
+    counts = await driver.count_jobs(
+        name=_check_name_filter(name),
+        state=check_state(state),
+        static=check_static(static),
+        where=check_where(where) or None,
+    )
+    return sum(counts.values())
+
+
+async def get_runs(driver: Driver, job_id: object, *, limit: object = 20) -> list[RunRecord]:
+    """``Kernel.get_runs``: the job's kept runs, newest first (``[]`` for an id with none)."""
+    checked = check_limit(limit)
+    if checked is None:
+        raise InvalidArgumentError("limit must be an int from 0, got None")
+    return await driver.get_runs(_check_job_id(job_id), limit=checked)
+
+
+async def update_job(
+    driver: Driver,
+    job_id: object,
+    *,
+    data: Any | _Unset = UNSET,
+    schedule: Any | _Unset = UNSET,
+    check_data: Callable[[Any], Any],
+    plan_schedule: Callable[[Job, Any], tuple[dict[str, Any] | None, datetime]],
+) -> Job:
+    """``Kernel.update_task``: check everything first, then one atomic ``driver.update_job``.
+
+    ``check_data(data)`` returns the data as stored (the kernel: its codec's round trip,
+    raising InvalidDataError naming the value). ``plan_schedule(job, schedule)`` returns the
+    stored spec (None for a one-off) and the first run, as ``create_task`` computes them for
+    that job's task (raising a TickkitError naming the schedule). A missing job raises
+    :class:`~tickkit.JobNotFoundError` naming it, before and after the checks (it may be
+    removed meanwhile).
+    """
+    job_id_ = _check_job_id(job_id)
+    check_update_given(data, schedule)
+    job = await driver.get_job(job_id_)
+    if job is None:
+        raise JobNotFoundError(f"no job with id {short(job_id_)}")
+    new_data: Any | _Unset = UNSET if isinstance(data, _Unset) else check_data(data)
+    if isinstance(schedule, _Unset):
+        updated = await driver.update_job(job_id_, data=new_data)
+    else:
+        spec, first = plan_schedule(job, schedule)
+        updated = await driver.update_job(job_id_, data=new_data, schedule=spec, next_run_at=first)
+    if updated is None:
+        raise JobNotFoundError(f"no job with id {short(job_id_)} (it was removed meanwhile)")
+    return updated

@@ -470,14 +470,10 @@ class RunRecord:
     scheduled_at: datetime | None
     started_at: datetime | None
     finished_at: datetime
-    #: 1-based attempt number of that occurrence
-    attempt: int
-    #: completed / failed / timed_out / missed
-    outcome: Outcome
-    #: the traceback text of a failure (else the error line), None on success
-    error: str | None
-    #: DriverContext.owner of the kernel that ran it
-    worker: str | None
+    attempt: int  # 1-based attempt number of that occurrence
+    outcome: Outcome  # completed / failed / timed_out / missed
+    error: str | None  # the traceback text of a failure (else the error line), None on success
+    worker: str | None  # DriverContext.owner of the kernel that ran it
 
 
 class _Unset(enum.Enum):

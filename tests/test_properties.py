@@ -939,3 +939,151 @@ def test_profiles_are_registered() -> None:
         assert profile.max_examples >= 10
     assert settings.get_profile("ci").deadline is not None
     assert settings.get_profile("ci").derandomize
+
+
+# --- managing jobs (issue 14): where, paging, update_job at the driver ----------------------
+# (memory and SQLite here; the BullMQ driver joins when it implements the same SPI)
+
+_where_values = st.one_of(
+    st.sampled_from([0, 1, 1.0, 2, -1, True, False, None, "1", "", "a", 2.5, 2**53, 2**63 - 1]),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=4),
+)
+#: "a" is indexed (ensure_indexes at the start), "b" and "c" are scanned
+_where_keys = st.sampled_from(["a", "b", "c", 'q"'])
+_job_data = st.one_of(
+    st.dictionaries(
+        _where_keys, st.one_of(_where_values, st.lists(_where_values, max_size=1)), max_size=3
+    ),
+    st.sampled_from([None, 1, "a", [1], ["a", 1]]),
+)
+#: where filters, valid or not (values the kernel refuses: NaN, huge ints, lists, surrogates)
+_wheres = st.dictionaries(
+    st.one_of(_where_keys, st.sampled_from(["", "x" * 201, "\ud800"])),
+    weighted(
+        (10, _where_values),
+        (
+            1,
+            st.sampled_from(
+                [float("nan"), float("inf"), 2**63, -(2**63) - 1, [1], {"k": 1}, "\udfff", b"x"]
+            ),
+        ),
+    ),
+    max_size=3,
+)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'w.db'}"
+    clock = VirtualClock(T0)
+    kernel = Kernel(url, tasks=registry(), clock=clock)
+    with start_blocking_portal("asyncio") as portal:
+        portal.call(kernel.open)
+        assert kernel.driver is not None
+        portal.call(kernel.driver.ensure_indexes, ["a"])
+        try:
+            yield Harness(portal, kernel, clock)
+        finally:
+            portal.call(kernel.stop)
+
+
+@SHARED
+@given(
+    datas=st.lists(st.tuples(_job_data, st.integers(0, 3)), max_size=12),
+    where=_wheres,
+    limit=st.one_of(st.none(), st.integers(0, 5)),
+    after=st.integers(0, 12),
+)
+def test_where_answers_as_select_jobs(
+    store_harness: Harness, datas: list[tuple[Any, int]], where: Any, limit: Any, after: int
+) -> None:
+    from tickkit import Cursor
+    from tickkit.driver import select_jobs
+    from tickkit.manage import check_where
+
+    try:
+        checked = check_where(where)
+    except TickkitError as err:
+        check_refusal(err, where)
+        return
+    driver = store_harness.kernel.driver
+    assert driver is not None
+    added = [
+        store_harness.call(
+            lambda d=data, m=minutes: driver.add_job(  # type: ignore[misc]
+                Job(
+                    id=None,
+                    name="known",
+                    data=d,
+                    next_run_at=T0 + timedelta(minutes=m),
+                    scheduled_at=T0 + timedelta(minutes=m),
+                    created_at=T0,
+                )
+            )
+        )
+        for data, minutes in datas
+    ]
+    try:
+        every = store_harness.call(lambda: driver.list_jobs())
+        cursor = None
+        if every and after < len(every):
+            cursor = Cursor(every[after].next_run_at, every[after].id or "")
+        want = select_jobs(every, where=checked, limit=limit, after=cursor)
+        got = store_harness.call(lambda: driver.list_jobs(where=checked, limit=limit, after=cursor))
+        assert [j.id for j in got] == [j.id for j in want]
+        counts = store_harness.call(lambda: driver.count_jobs(where=checked))
+        assert sum(counts.values()) == len(select_jobs(every, where=checked))
+        event(f"matched: {min(len(want), 3)}")
+    finally:
+        for job_id in added:
+            store_harness.call(lambda j=job_id: driver.remove_job(j))  # type: ignore[misc]
+
+
+@SHARED
+@given(data=data_values, minutes=st.one_of(st.none(), st.integers(-(10**6), 10**6)))
+def test_update_job_reads_back_or_stores_nothing(
+    store_harness: Harness, data: Any, minutes: int | None
+) -> None:
+    driver = store_harness.kernel.driver
+    assert driver is not None
+    job_id = store_harness.call(
+        lambda: driver.add_job(
+            Job(id=None, name="known", data={"a": 1}, next_run_at=T0, scheduled_at=T0)
+        )
+    )
+    try:
+        before = store_harness.call(lambda: driver.get_job(job_id))
+        at = T0 + timedelta(minutes=minutes) if minutes is not None else None
+        try:
+            if at is None:
+                updated = store_harness.call(lambda: driver.update_job(job_id, data=data))
+            else:
+                updated = store_harness.call(
+                    lambda: driver.update_job(
+                        job_id, data=data, schedule={"type": "date"}, next_run_at=at
+                    )
+                )
+        except TickkitError as err:
+            check_refusal(err, data)
+            assert store_harness.call(lambda: driver.get_job(job_id)) == before
+            return
+        stored = store_harness.call(lambda: driver.get_job(job_id))
+        assert updated is not None and stored is not None
+        assert updated.data == stored.data == jsonable(data)
+        if at is not None:
+            assert stored.next_run_at == stored.scheduled_at == at
+            assert stored.schedule == {"type": "date"}
+        else:
+            assert stored.next_run_at == T0
+        # the where index follows the new data
+        found = store_harness.call(lambda: driver.list_jobs(where={"a": 1}))
+        assert (job_id in [j.id for j in found]) == (
+            isinstance(stored.data, dict)
+            and "a" in stored.data
+            and stored.data["a"] == 1
+            and not isinstance(stored.data["a"], bool)
+        )
+    finally:
+        store_harness.call(lambda: driver.remove_job(job_id))

@@ -6,6 +6,7 @@ Every test uses a real file and the virtual clock.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from datetime import timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 
 from tickkit import (
     DriverError,
+    InvalidArgumentError,
     Job,
     JobExistsError,
     JobState,
@@ -540,3 +542,154 @@ async def test_trio_is_refused_clearly(db: Path) -> None:
     kernel = Kernel(SQLiteDriver(db), clock=VirtualClock(T0))
     with pytest.raises(DriverError, match="asyncio only"):
         await kernel.open()
+
+
+# --- managing jobs (issue 14) -----------------------------------------------------------------
+
+
+async def test_version_2_store_is_migrated_to_history_and_revisions(
+    db: Path, clock: VirtualClock
+) -> None:
+    """A store written by the previous schema (version 2) opens: its jobs keep running, and
+    updates, run history and indexes work on it."""
+    with sqlite3.connect(db) as conn:
+        for migration in MIGRATIONS[:2]:
+            for statement in migration.statements:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO tickkit_version VALUES (?, ?, 0)",
+                (migration.version, migration.description),
+            )
+        conn.execute(
+            "INSERT INTO tickkit_jobs (id, name, data, next_run_at, scheduled_at, state) "
+            "VALUES ('old', 'record', '{\"user\": 7}', ?, ?, 'scheduled')",
+            (1_767_225_600_000, 1_767_225_600_000),
+        )
+    async with opened(SQLiteDriver(db), clock) as d:
+        await d.ensure_indexes(["user"])
+        (job,) = await d.list_jobs(where={"user": 7})
+        assert job.id == "old"
+        updated = await d.update_job("old", data={"user": 8})
+        assert updated is not None and updated.data == {"user": 8}
+        (claim,) = (await d.acquire(now=T0, limit=1)).claims
+        await d.complete(claim, RunResult(Outcome.SUCCEEDED, T0, started_at=T0))
+        (run,) = await d.get_runs("old")
+        assert run.outcome is Outcome.SUCCEEDED and run.worker == d.ctx.owner
+    with sqlite3.connect(db) as conn:
+        versions = [r[0] for r in conn.execute("SELECT version FROM tickkit_version")]
+        assert versions == [m.version for m in MIGRATIONS] == [1, 2, 3]
+        assert conn.execute("SELECT revision FROM tickkit_jobs").fetchall() == []  # removed
+
+
+async def test_indexed_where_is_a_seek_and_the_key_is_recorded(
+    db: Path, clock: VirtualClock
+) -> None:
+    async with opened(SQLiteDriver(db), clock) as d:
+        await d.add_jobs(
+            [one_off(f"j{i}", T0, data={"user_id": i % 50, "n": i}) for i in range(500)]
+        )
+        await d.ensure_indexes(["user_id", "it's"])
+        conds, params = d._filters(name=None, state=None, static=None, where={"user_id": 3, "n": 3})
+        sql = f"SELECT id FROM tickkit_jobs WHERE {' AND '.join(conds)}"
+        plan = [row[3] for row in await d._all(f"EXPLAIN QUERY PLAN {sql}", params)]
+        assert any("USING INDEX tickkit_where_" in step for step in plan), plan
+        assert not [step for step in plan if step.startswith("SCAN tickkit_jobs")], plan
+        assert [j.id for j in await d.list_jobs(where={"user_id": 3})] == [
+            f"j{i}" for i in sorted(range(3, 500, 50), key=lambda i: f"j{i}")
+        ]
+        # a key with a quote is indexed and looked up too
+        quoted = await d.add_job(one_off("q", T0, data={"it's": "x"}))
+        assert [j.id for j in await d.list_jobs(where={"it's": "x"})] == [quoted]
+    # another process, which loaded no task, sees the recorded keys
+    async with opened(SQLiteDriver(db), clock) as d2:
+        assert d2._indexed == {"user_id", "it's"}
+    with sqlite3.connect(db) as conn:
+        keys = {r[0] for r in conn.execute("SELECT key FROM tickkit_indexes")}
+        names = {
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM sqlite_master "
+                "WHERE type = 'index' AND name LIKE 'tickkit_where_%'"
+            )
+        }
+    assert keys == {"user_id", "it's"} and len(names) == 2
+
+
+async def test_ensure_indexes_from_many_drivers_at_once(db: Path, clock: VirtualClock) -> None:
+    async with opened(SQLiteDriver(db), clock) as a, opened(SQLiteDriver(db), clock) as b:
+        await a.add_job(one_off("x", T0, data={"k": 1}))
+        async with anyio.create_task_group() as tg:
+            for d in (a, b, a, b):
+                tg.start_soon(d.ensure_indexes, ["k", "m"])
+        assert [j.id for j in await b.list_jobs(where={"k": 1})] == ["x"]
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        {"x'); DROP TABLE tickkit_jobs; --": 1},
+        {"user": "1' OR '1'='1"},
+        {"user": 'x" OR 1=1 --'},
+        {'"': None, "\\": "'"},
+    ],
+)
+async def test_where_values_and_keys_are_never_sql(
+    db: Path, clock: VirtualClock, where: dict[str, Any]
+) -> None:
+    async with opened(SQLiteDriver(db), clock) as d:
+        await d.add_job(one_off("a", T0, data={"user": 1}))
+        for indexed in (False, True):
+            if indexed:
+                await d.ensure_indexes(["user"])
+            assert await d.list_jobs(where=where) == []
+            assert await d.count_jobs(where=where) == {}
+        assert [j.id for j in await d.list_jobs()] == ["a"]
+
+
+def test_history_options_are_checked() -> None:
+    plain = SQLiteDriver("t.db")
+    assert (plain.history_limit, plain.history_max_age) == (100, 604_800.0)
+    d = SQLiteDriver.from_url("sqlite:///t.db?history_limit=5&history_max_age=60")
+    assert (d.history_limit, d.history_max_age) == (5, 60.0)
+    assert SQLiteDriver("t.db", history_max_age=timedelta(hours=1)).history_max_age == 3600.0
+    assert SQLiteDriver("t.db", history_max_age=None).history_max_age is None
+    for bad in (-1, 1.5, "10", True):
+        with pytest.raises(InvalidArgumentError, match=re.escape(repr(bad))):
+            SQLiteDriver("t.db", history_limit=bad)
+    for bad in (0, -5, float("inf"), float("nan"), "1d", 10**12):
+        with pytest.raises(InvalidArgumentError, match="history_max_age"):
+            SQLiteDriver("t.db", history_max_age=bad)
+    with pytest.raises(InvalidArgumentError, match="'many'"):
+        SQLiteDriver.from_url("sqlite:///t.db?history_limit=many")
+    with pytest.raises(InvalidArgumentError, match=r"history_max_age.*-3"):
+        SQLiteDriver.from_url("sqlite:///t.db?history_max_age=-3")
+
+
+async def test_history_is_pruned_in_the_store(db: Path, clock: VirtualClock) -> None:
+    async with opened(SQLiteDriver(db, history_limit=2, history_max_age=3600), clock) as d:
+        spec = {"type": "interval", "seconds": 60}
+        await d.add_job(one_off("r", T0, schedule=spec))
+        at = T0
+        for _ in range(4):
+            (claim,) = (await d.acquire(now=at, limit=1)).claims
+            nxt = at + timedelta(minutes=1)
+            await d.complete(claim, RunResult(Outcome.SUCCEEDED, at, next_run_at=nxt))
+            at = nxt
+        # a run that finishes two hours later drops the ones older than an hour
+        later = T0 + timedelta(hours=2)
+        await d.move_to("r", later)
+        (claim,) = (await d.acquire(now=later, limit=1)).claims
+        await d.complete(claim, RunResult(Outcome.SUCCEEDED, later, next_run_at=later))
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT finished_at FROM tickkit_runs").fetchall()
+    assert rows == [(1_767_225_600_000 + 2 * 3_600_000,)]
+
+
+async def test_history_limit_zero_keeps_none(db: Path, clock: VirtualClock) -> None:
+    async with opened(SQLiteDriver(db, history_limit=0), clock) as d:
+        await d.add_job(one_off("z", T0))
+        (claim,) = (await d.acquire(now=T0, limit=1)).claims
+        await d.complete(claim, RunResult(Outcome.FAILED, T0, error="E: x"))
+        assert await d.get_runs("z") == []
+        job = await d.get_job("z")
+        assert job is not None and job.state is JobState.FAILED

@@ -21,7 +21,7 @@ import anyio
 import pytest
 
 from tickkit import Job, Kernel, TaskRegistry, task
-from tickkit.drivers.sqlite import SQLiteDriver
+from tickkit.drivers.sqlite import MIGRATIONS, SQLiteDriver
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 
@@ -217,7 +217,7 @@ async def test_sigkill_mid_run_runs_again_and_store_is_intact(workers: Workers) 
 OPEN_AND_ADD = """
 import asyncio, sys
 from tickkit import Kernel, TaskRegistry, task
-from tickkit.drivers.sqlite import SQLiteDriver
+from tickkit.drivers.sqlite import MIGRATIONS, SQLiteDriver
 
 async def main():
     reg = TaskRegistry()
@@ -258,3 +258,40 @@ def test_processes_opening_a_new_store_together_all_succeed(tmp_path: Path) -> N
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
             ids = sorted(row[0] for row in conn.execute("SELECT id FROM tickkit_jobs"))
         assert ids == [f"job{i}" for i in range(4)]
+
+
+_INDEXER = """
+import sys, anyio
+from tickkit import Kernel, TaskRegistry
+from tickkit.drivers.sqlite import MIGRATIONS, SQLiteDriver
+
+async def main() -> None:
+    driver = SQLiteDriver(sys.argv[1], busy_timeout=20)
+    async with Kernel(driver, tasks=TaskRegistry()):
+        await driver.ensure_indexes(["user_id", "guild"])
+        await driver.ensure_indexes(["user_id"])
+
+anyio.run(main)
+"""
+
+
+def test_processes_starting_together_index_once(tmp_path: Path) -> None:
+    """Four processes open a new store at once and each ensures the same indexes: every one
+    succeeds, the schema is migrated once, and each key has one recorded row and one index."""
+    db = tmp_path / "together.db"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _INDEXER, str(db)], stderr=subprocess.PIPE)
+        for _ in range(4)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode(errors="replace")
+    with sqlite3.connect(db) as conn:
+        versions = [r[0] for r in conn.execute("SELECT version FROM tickkit_version")]
+        keys = sorted(r[0] for r in conn.execute("SELECT key FROM tickkit_indexes"))
+        indexes = conn.execute(
+            "SELECT COUNT(*) FROM sqlite_master "
+            "WHERE type = 'index' AND name LIKE 'tickkit_where_%'"
+        ).fetchone()
+    assert versions == [m.version for m in MIGRATIONS]
+    assert keys == ["guild", "user_id"] and indexes == (2,)

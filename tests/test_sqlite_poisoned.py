@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 import pytest
 
-from tickkit import Acquired, JobState, Kernel, Outcome
+from tickkit import Acquired, JobState, Kernel, Outcome, RunResult
 from tickkit.drivers.sqlite import SQLiteDriver, claim_read_params, claim_read_sql
 from tickkit.models import to_millis
 from tickkit.testing import VirtualClock
@@ -244,6 +244,50 @@ async def test_to_job_never_raises(db: Path) -> None:
         assert len(await d.list_jobs()) == len(BAD_ROWS)
         assert len(await d.list_jobs(state=JobState.SCHEDULED)) >= 1
         await d.count_jobs()
+
+
+async def test_poisoned_history_rows_never_break_get_runs(
+    db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Hand-edited rows of ``tickkit_runs``: returned with what can be read (an unreadable
+    optional column is None); one without a readable finish time, attempt or outcome is left
+    out and logged, naming it. The listing never raises."""
+    clock = VirtualClock(T0)
+    async with opened(SQLiteDriver(db), clock) as d:
+        await d.add_job(one_off("h"))
+        (claim,) = (await d.acquire(now=T0, limit=1)).claims
+        await d.complete(claim, RunResult(Outcome.SUCCEEDED, T0, started_at=T0))
+        rows = [
+            # (name, scheduled_at, started_at, finished_at, attempt, outcome, error, worker)
+            (b"\x00", "noon", 1.5e300, T0_MS + 1, 2, "failed", b"\xff", b"\x01"),  # junk
+            ("record", None, None, "yesterday", 3, "failed", "E", "w"),  # finished_at text
+            ("record", None, None, T0_MS + 2, -1, "failed", "E", "w"),  # attempt negative
+            ("record", None, None, T0_MS + 3, 4, "exploded", "E", "w"),  # unknown outcome
+            ("record", None, None, None, None, None, None, None),  # all NULL: no finish, no age
+        ]
+        with sqlite3.connect(db) as conn:
+            conn.executemany(
+                "INSERT INTO tickkit_runs (job_id, name, scheduled_at, started_at, finished_at, "
+                "attempt, outcome, error, worker) VALUES ('h', ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        with caplog.at_level(logging.WARNING, logger="tickkit"):
+            runs = await d.get_runs("h", limit=50)
+        assert [(r.attempt, r.outcome) for r in runs] == [
+            (2, Outcome.FAILED),
+            (1, Outcome.SUCCEEDED),
+        ]
+        junk = runs[0]
+        assert junk.finished_at == T0 + timedelta(milliseconds=1)
+        assert (junk.name, junk.scheduled_at, junk.started_at, junk.error, junk.worker) == (
+            "",
+            None,
+            None,
+            None,
+            None,
+        )
+        assert "'yesterday'" in caplog.text and "'exploded'" in caplog.text
+        assert "attempt = -1" in caplog.text
 
 
 def test_cli_lists_and_shows_a_poisoned_store(db: Path) -> None:

@@ -709,6 +709,19 @@ class DriverContract:
             job = await d.get_job(one)
             assert job is not None and job.state is JobState.SCHEDULED
             assert job.next_run_at == again and job.attempt == 0
+            # a claim given back unrun (shutdown) after an update: the updated time stands
+            assert await d.remove_job(job_id)
+            (claim,) = (await d.acquire(now=again, limit=1)).claims
+            assert claim.job.id == one
+            last = again + timedelta(days=1)
+            await d.update_job(one, data="y", next_run_at=last)
+            await d.release([claim])
+            job = await d.get_job(one)
+            assert job is not None and job.state is JobState.SCHEDULED
+            assert job.next_run_at == last and job.data == "y"
+            assert (await d.acquire(now=last - timedelta(seconds=1), limit=1)).claims == []
+            (claim,) = (await d.acquire(now=last, limit=1)).claims
+            assert claim.job.data == "y"
 
     async def test_get_runs_history(self, open_kernel: Any) -> None:
         async with open_kernel() as k:

@@ -20,16 +20,18 @@ import json
 import os
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 from tickkit import (
+    UNSET,
     Acquired,
     Backoff,
     Claim,
+    Cursor,
     Driver,
     DriverContext,
     DriverError,
@@ -38,9 +40,13 @@ from tickkit import (
     JobExistsError,
     JobState,
     Outcome,
+    RunRecord,
     RunResult,
+    Where,
 )
-from tickkit.models import from_millis, to_millis
+from tickkit.driver import select_jobs
+from tickkit.manage import DEFAULT_HISTORY_LIMIT, DEFAULT_HISTORY_MAX_AGE, check_history_options
+from tickkit.models import _Unset, from_millis, to_millis
 
 __all__ = ["FORMAT_VERSION", "JSONFileDriver"]
 
@@ -50,13 +56,29 @@ FORMAT_VERSION = 1
 
 class JSONFileDriver(Driver):
     """Jobs in a JSON file. Options: ``keep_completed`` (keep finished one-off jobs, default
-    False); failed one-off jobs are always kept (the dead-letter view)."""
+    False); failed one-off jobs are always kept (the dead-letter view). ``history_limit`` and
+    ``history_max_age``: the run history kept per job (in this process only; ``where`` always
+    scans: this driver keeps no index)."""
 
     supports_trio = True
 
-    def __init__(self, path: str | os.PathLike[str], *, keep_completed: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        keep_completed: bool = False,
+        history_limit: int = DEFAULT_HISTORY_LIMIT,
+        history_max_age: float | timedelta | None = DEFAULT_HISTORY_MAX_AGE,
+    ) -> None:
         self.path = Path(path)
         self.keep_completed = keep_completed
+        self.history_limit, self.history_max_age = check_history_options(
+            history_limit, history_max_age
+        )
+        #: job id -> revision, bumped when update_job changes the job's timing
+        self._revision: dict[str, int] = {}
+        #: job id -> finished runs, oldest first
+        self._runs: dict[str, list[RunRecord]] = {}
         self._jobs: dict[str, Job] = {}
         #: job id -> token of the claim that holds it (RUNNING jobs only)
         self._tokens: dict[str, str] = {}
@@ -157,6 +179,7 @@ class JSONFileDriver(Driver):
 
     def _drop(self, job_id: str) -> Job | None:
         self._tokens.pop(job_id, None)  # a running claim of it no longer counts
+        self._revision.pop(job_id, None)
         self._pause_after.discard(job_id)
         return self._jobs.pop(job_id, None)
 
@@ -202,19 +225,74 @@ class JSONFileDriver(Driver):
         name: str | None = None,
         state: JobState | None = None,
         static: bool | None = None,
+        where: Where | None = None,
         limit: int | None = None,
+        after: Cursor | None = None,
     ) -> list[Job]:
-        found = sorted(
-            (
-                job
-                for job in self._jobs.values()
-                if (name is None or job.name == name)
-                and (state is None or job.state is state)
-                and (static is None or job.static == static)
-            ),
-            key=_order,
+        found = select_jobs(
+            self._jobs.values(),
+            name=name,
+            state=state,
+            static=static,
+            where=where,
+            limit=limit,
+            after=after,
         )
-        return [_copy(job) for job in found[:limit]]
+        return [_copy(job) for job in found]
+
+    async def update_job(
+        self,
+        job_id: str,
+        *,
+        data: Any | _Unset = UNSET,
+        schedule: dict[str, Any] | _Unset | None = UNSET,
+        next_run_at: datetime | _Unset = UNSET,
+    ) -> Job | None:
+        job = self._jobs.get(job_id)
+        if job is None:
+            return None
+        if not isinstance(data, _Unset):
+            job.data = self.ctx.codec.decode(self.ctx.codec.encode(data))
+        if not isinstance(schedule, _Unset):
+            job.schedule = schedule
+        if isinstance(next_run_at, datetime):
+            self._revision[job_id] = self._revision.get(job_id, 0) + 1
+            job.next_run_at = job.scheduled_at = next_run_at
+            if job.state is not JobState.RUNNING:
+                job.attempt = 0
+                if job.state in (JobState.COMPLETED, JobState.FAILED, JobState.MISSED):
+                    job.state = JobState.SCHEDULED
+        self._save()
+        return _copy(job)
+
+    async def get_runs(self, job_id: str, *, limit: int = 20) -> list[RunRecord]:
+        runs = sorted(
+            self._runs.get(job_id, ()), key=lambda r: (r.finished_at, r.attempt), reverse=True
+        )
+        if self.history_max_age is not None:
+            cutoff = self.ctx.clock.now() - timedelta(seconds=self.history_max_age)
+            runs = [r for r in runs if r.finished_at >= cutoff]
+        return runs[: max(limit, 0)]
+
+    def _record_run(self, claim: Claim, result: RunResult) -> None:
+        if self.history_limit == 0 or result.outcome is Outcome.MISSED:
+            return
+        assert claim.job.id is not None
+        runs = self._runs.setdefault(claim.job.id, [])
+        runs.append(
+            RunRecord(
+                job_id=claim.job.id,
+                name=claim.job.name,
+                scheduled_at=claim.scheduled_at,
+                started_at=result.started_at,
+                finished_at=result.finished_at,
+                attempt=claim.attempt,
+                outcome=result.outcome,
+                error=result.traceback or result.error,
+                worker=self.ctx.owner,
+            )
+        )
+        del runs[: max(len(runs) - self.history_limit, 0)]
 
     async def remove_job(self, job_id: str) -> bool:
         if self._drop(job_id) is None:
@@ -285,6 +363,7 @@ class JSONFileDriver(Driver):
                     scheduled_at=job.scheduled_at,
                     attempt=job.attempt + 1,
                     token=token,
+                    handle=self._revision.get(job.id, 0),
                 )
             )
         return Acquired(claims, next_due)
@@ -302,6 +381,7 @@ class JSONFileDriver(Driver):
             return
         assert job.id is not None
         del self._tokens[job.id]
+        self._record_run(claim, result)
         job.last_run_at = result.started_at or result.finished_at
         job.last_outcome = result.outcome
         job.last_error = result.error
@@ -309,7 +389,9 @@ class JSONFileDriver(Driver):
             job.runs += 1
         paused = job.id in self._pause_after
         self._pause_after.discard(job.id)
-        if result.retry_at is not None:
+        if self._revision.get(job.id, 0) != claim.handle:
+            job.attempt = 0  # updated while it ran: the stored next run stays
+        elif result.retry_at is not None:
             job.attempt = claim.attempt
             job.next_run_at = result.retry_at
         elif result.next_run_at is not None:
@@ -341,8 +423,9 @@ class JSONFileDriver(Driver):
         self._save()
 
 
-def _order(job: Job) -> tuple[bool, float]:
-    return (job.next_run_at is None, job.next_run_at.timestamp() if job.next_run_at else 0.0)
+def _order(job: Job) -> tuple[bool, float, str]:
+    at = job.next_run_at
+    return (at is None, at.timestamp() if at else 0.0, job.id or "")
 
 
 def _copy(job: Job) -> Job:
