@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import uuid
 from collections.abc import AsyncIterator
@@ -10,8 +11,16 @@ from typing import Any
 
 import anyio
 import pytest
+from anyio.from_thread import start_blocking_portal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from tickkit import (
     InvalidArgumentError,
@@ -413,3 +422,74 @@ def test_indexed_where_answers_as_the_scan(
             await kernel.stop()
 
     anyio.run(check)
+
+
+class IndexMachine(RuleBasedStateMachine):
+    """Random adds, updates, runs (claim + complete, with retention trimming) and removals of
+    one-off and recurring jobs: after every step the index sets equal what a scan says."""
+
+    redis_url = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.portal_cm = start_blocking_portal("asyncio")
+        self.portal = self.portal_cm.__enter__()
+        self.clock = VirtualClock(T0)
+        self.driver = BullMQDriver(
+            self.redis_url, queue=f"sm-{uuid.uuid4().hex[:10]}", remove_on_complete=2
+        )
+        self.kernel = Kernel(self.driver, tasks=registry([]), clock=self.clock)
+        self.portal.call(self.kernel.open)
+        self.portal.call(self.driver.ensure_indexes, ["u"])
+        self.ids: list[str] = []
+
+    def teardown(self) -> None:
+        self.portal.call(self.kernel.stop)
+        self.portal_cm.__exit__(None, None, None)
+
+    @rule(value=SCALARS, recurring=st.booleans(), minutes=st.integers(0, 5))
+    def add(self, value: Any, recurring: bool, minutes: int) -> None:
+        schedule: Any = {"type": "interval", "value": 60} if recurring else None
+        when = self.clock.now() + timedelta(minutes=minutes)
+        job = Job(id=None, name="remind", data={"u": value}, schedule=schedule, next_run_at=when)
+        self.ids.append(self.portal.call(self.driver.add_job, job))
+
+    @precondition(lambda self: bool(self.ids))
+    @rule(pick=st.integers(0, 10**6), value=st.one_of(SCALARS, st.just([1])))
+    def update(self, pick: int, value: Any) -> None:
+        data = {"u": value} if not isinstance(value, list) else value
+        job_id = self.ids[pick % len(self.ids)]
+        self.portal.call(functools.partial(self.driver.update_job, job_id, data=data))
+
+    @precondition(lambda self: bool(self.ids))
+    @rule(pick=st.integers(0, 10**6))
+    def remove(self, pick: int) -> None:
+        self.portal.call(self.driver.remove_job, self.ids.pop(pick % len(self.ids)))
+
+    @rule(outcome=st.sampled_from([Outcome.SUCCEEDED, Outcome.FAILED]), step=st.integers(0, 4))
+    def run(self, outcome: Outcome, step: int) -> None:
+        self.portal.call(self.clock.advance, timedelta(minutes=step))
+        acquired = self.portal.call(
+            functools.partial(self.driver.acquire, now=self.clock.now(), limit=3)
+        )
+        for claim in acquired.claims:
+            result = RunResult(outcome, self.clock.now(), started_at=self.clock.now())
+            self.portal.call(self.driver.complete, claim, result)
+
+    @invariant()
+    def index_is_exact(self) -> None:
+        actual = self.portal.call(index_state, self.driver)
+        assert actual == self.portal.call(expected_index, self.driver, ["u"])
+
+
+def test_index_state_machine(redis_url: str) -> None:
+    IndexMachine.redis_url = redis_url
+    run_state_machine_as_test(
+        IndexMachine,
+        settings=settings(
+            max_examples=15,
+            stateful_step_count=15,
+            deadline=None,
+            suppress_health_check=[HealthCheck.function_scoped_fixture],
+        ),
+    )
