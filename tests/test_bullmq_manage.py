@@ -305,6 +305,7 @@ async def test_running_job_keeps_its_data_and_the_update_wins(redis_url: str) ->
         after = await driver.get_job(one)
         assert after is not None and after.state is JobState.SCHEDULED
         assert after.next_run_at == later and after.data == {"user_id": 1, "v": "new"}
+        assert after.runs == 1 and after.attempt == 0
         assert [r.outcome for r in await driver.get_runs(one)] == [Outcome.SUCCEEDED]
         # the next claim runs the new data
         acquired = await driver.acquire(now=later, limit=5)

@@ -82,6 +82,9 @@ local function finish()
   local requeue = tonumber(call("HGET", key, "tk.requeue"))
   if requeue and not rjk then
     call("HDEL", key, "tk.requeue")
+    local made = tonumber(call("HGET", key, "atm")) or 0
+    if outcome ~= "missed" then made = made + 1 end
+    hincr(key, "tk.runs0", made)
     call("HSET", key, "atm", 0, unpack(fields))
     if ARGV[5] ~= "retry" or ARGV[6] == "failed" then
       call("HSET", key, ARGV[6] == "completed" and "returnvalue" or "failedReason", ARGV[8])

@@ -15,6 +15,7 @@ for i = 3, #ARGV, 2 do
     local requeue = tonumber(call("HGET", key, "tk.requeue"))
     if requeue then
       call("HDEL", key, "tk.requeue")
+      hincr(key, "tk.runs0", tonumber(call("HGET", key, "atm")) or 0)
       call("HSET", key, "atm", 0)
     end
     if call("HEXISTS", key, "tk.paused") == 1 then

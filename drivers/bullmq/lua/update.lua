@@ -71,6 +71,7 @@ if hasNext and ARGV[9] ~= "" then
   else
     local wasFinished = call("ZREM", K.completed, id) == 1 or call("ZREM", K.failed, id) == 1
     if wasFinished or unqueue(id, now) then
+      hincr(key, "tk.runs0", tonumber(call("HGET", key, "atm")) or 0)
       call("HSET", key, "atm", 0)
       call("HDEL", key, "finishedOn")
       if call("HEXISTS", key, "tk.paused") == 1 then
