@@ -4,6 +4,7 @@
 //   produce  add jobs with Queue.add / upsertJobScheduler
 //   promote  Job.promote() the jobs `ids` (delayed -> wait, as a dashboard's promote)
 //   counts   print Queue.getJobCounts()
+//   jobs     print Queue.getJobs(types) (or Queue.getJob for `ids`) as plain records
 //   otel-produce / otel-worker  the same with BullMQ's telemetry (bullmq-otel); print spans
 'use strict';
 const { Queue, Worker, QueueEvents } = require('bullmq');
@@ -167,8 +168,40 @@ async function counts(o) {
   return c;
 }
 
+function record(job) {
+  return {
+    id: job.id,
+    name: job.name,
+    data: job.data,
+    attemptsMade: job.attemptsMade,
+    failedReason: job.failedReason,
+    stacktrace: job.stacktrace,
+    processedOn: job.processedOn,
+    finishedOn: job.finishedOn,
+    processedBy: job.processedBy,
+    repeatJobKey: job.repeatJobKey,
+  };
+}
+
+async function jobs(o) {
+  const queue = new Queue(o.queue, { connection: connectionOf(o.url), prefix: o.prefix });
+  let found;
+  if (o.ids) {
+    found = [];
+    for (const id of o.ids) {
+      const job = await queue.getJob(id);
+      if (job) found.push(job);
+    }
+  } else {
+    found = await queue.getJobs(o.types || ['completed', 'failed']);
+  }
+  await queue.close();
+  return found.map(record);
+}
+
 const commands = {
   worker,
+  jobs,
   produce,
   promote,
   counts,
@@ -177,7 +210,7 @@ const commands = {
 };
 const [command, raw] = process.argv.slice(2);
 if (!commands[command]) {
-  console.error(`usage: node bullmq.js worker|produce|promote|counts|otel-produce|otel-worker '<json>'`);
+  console.error(`usage: node bullmq.js worker|produce|promote|counts|jobs|otel-produce|otel-worker '<json>'`);
   process.exit(2);
 }
 commands[command](JSON.parse(raw || '{}')).then(

@@ -8,7 +8,7 @@ import itertools
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from importlib import resources
@@ -24,6 +24,7 @@ from tickkit import (
     Driver,
     DriverContext,
     DriverError,
+    InvalidArgumentError,
     InvalidDataError,
     InvalidScheduleError,
     Job,
@@ -36,7 +37,21 @@ from tickkit import (
     redact,
     redact_url,
 )
-from tickkit.driver import from_millis, scrub, select_jobs, to_millis
+from tickkit.driver import (
+    DEFAULT_HISTORY_LIMIT,
+    DEFAULT_HISTORY_MAX_AGE,
+    UNSET,
+    Cursor,
+    RunRecord,
+    Unset,
+    Where,
+    check_history_options,
+    check_index_keys,
+    from_millis,
+    scrub,
+    select_jobs,
+    to_millis,
+)
 
 # before .link, whose own guard then only meets a missing hiredis
 try:
@@ -59,6 +74,8 @@ _SCRIPTS = (
     "acquire",
     "add",
     "complete",
+    "find",
+    "index",
     "move_to",
     "next",
     "pause_job",
@@ -68,6 +85,7 @@ _SCRIPTS = (
     "renew",
     "scheduler",
     "stalled",
+    "update",
 )
 #: containers a job can be in, checked in this order
 _ZSETS = ("delayed", "tk:paused", "prioritized", "completed", "failed")
@@ -95,6 +113,8 @@ URL_OPTIONS = (
     "ssl_check_hostname",
     "ssl_min_version",
     "ssl_ciphers",
+    "history_limit",
+    "history_max_age",
 )
 #: how long a management call (list, get, create... outside a worker) tries to reach Redis
 MANAGEMENT_GIVE_UP = 5.0
@@ -193,6 +213,35 @@ def _text(value: str) -> str:
     return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def _url_number(value: str) -> Any:
+    """A number from a URL query option (left as text when it is none, for the check to name)."""
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return None if value.lower() == "none" else value
+
+
+def _index_value(value: Any) -> str | None:
+    """The index-set key part of a JSON scalar, as common.lua's indexValue writes it."""
+    if isinstance(value, bool):
+        return "b:true" if value else "b:false"
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return "s:" + value
+    if isinstance(value, (int, float)):
+        number = float(value)
+        return "n:0" if number == 0 else "n:" + format(number, ".17g")
+    return None
+
+
+def _pairs(flat: Sequence[str]) -> dict[str, str]:
+    """A hash as HGETALL returns it from a script (a flat list) -> a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
 def _retention(value: Retention, what: str) -> Any:
     if isinstance(value, bool):
         return value
@@ -234,6 +283,8 @@ class BullMQDriver(Driver):
         poll_interval: float | None = 5.0,
         block_timeout: float = 10.0,
         connect_retries: int = 20,
+        history_limit: int = DEFAULT_HISTORY_LIMIT,
+        history_max_age: float | timedelta | None = DEFAULT_HISTORY_MAX_AGE,
     ) -> None:
         if not isinstance(queue, str) or not queue or ":" in queue:
             raise DriverError(f"invalid BullMQ queue name {queue!r}: non-empty, without ':'")
@@ -244,6 +295,9 @@ class BullMQDriver(Driver):
                 f"lock_duration ({lock_duration!r}) and stalled_interval ({stalled_interval!r}) "
                 f"must be > 0 and max_stalled_count ({max_stalled_count!r}) >= 0"
             )
+        self.history_limit, self.history_max_age = check_history_options(
+            history_limit, history_max_age
+        )
         self._url: str | None = url_or_connection if isinstance(url_or_connection, str) else None
         self._given = None if isinstance(url_or_connection, str) else url_or_connection
         if self._url is not None:
@@ -289,11 +343,13 @@ class BullMQDriver(Driver):
         for name, value in parse_qsl(parts.query):
             if name in ("queue", "prefix"):
                 options.setdefault(name, value)
+            elif name in ("history_limit", "history_max_age"):
+                options.setdefault(name, _url_number(value))
             else:
                 query.append((name, value))
         try:
             return cls(urlunsplit(parts._replace(query=urlencode(query))), **options)
-        except DriverError as exc:
+        except (DriverError, InvalidArgumentError) as exc:
             # a queue or prefix taken from a URL whose password holds a raw '?' is a piece of it
             raise type(exc)(scrub(str(exc), url)) from None
 
@@ -491,12 +547,12 @@ class BullMQDriver(Driver):
         """BullMQ's id rules and the queue's own key names (see mapping.RESERVED_IDS)."""
         mapping.check_job_id(job_id)
 
-    async def add_job(self, job: Job, *, replace: bool = False) -> str:
+    async def add_job(self, job: Job, *, replace: bool = False, _check_id: bool = True) -> str:
         if job.schedule is not None and job.schedule.get("type") in mapping.RECURRING_TYPES:
             return await self._add_scheduler(job, "replace" if replace else "create")
         if job.schedule is not None and job.schedule.get("type") not in mapping.ONE_OFF_TYPES:
             mapping.spec_to_repeat(job.schedule)  # raises the explanatory error
-        if job.id is not None:
+        if job.id is not None and _check_id:
             mapping.check_job_id(job.id)
         now = self._now_ms()
         at = to_millis(job.next_run_at) if job.next_run_at is not None else now
@@ -530,10 +586,11 @@ class BullMQDriver(Driver):
             )
         return str(result)
 
-    async def _add_scheduler(self, job: Job, mode: str) -> str:
+    async def _add_scheduler(self, job: Job, mode: str, *, check_id: bool = True) -> str:
         assert job.schedule is not None
         scheduler_id = job.id or uuid.uuid4().hex
-        mapping.check_job_id(scheduler_id)
+        if check_id:
+            mapping.check_job_id(scheduler_id)
         repeat = mapping.spec_to_repeat(job.schedule)
         now = self._now_ms()
         first = to_millis(job.next_run_at) if job.next_run_at is not None else now
@@ -658,8 +715,242 @@ class BullMQDriver(Driver):
         name: str | None = None,
         state: JobState | None = None,
         static: bool | None = None,
+        where: Where | None = None,
         limit: int | None = None,
+        after: Cursor | None = None,
     ) -> list[Job]:
+        if where:
+            jobs = await self._find(where)
+            if jobs is not None:
+                return select_jobs(
+                    jobs,
+                    name=name,
+                    state=state,
+                    static=static,
+                    where=where,
+                    limit=limit,
+                    after=after,
+                )
+        return select_jobs(
+            await self._all_jobs(),
+            name=name,
+            state=state,
+            static=static,
+            where=where,
+            limit=limit,
+            after=after,
+        )
+
+    async def count_jobs(
+        self,
+        *,
+        name: str | None = None,
+        state: JobState | None = None,
+        static: bool | None = None,
+        where: Where | None = None,
+    ) -> dict[JobState, int]:
+        counts: dict[JobState, int] = {}
+        for job in await self.list_jobs(name=name, state=state, static=static, where=where):
+            counts[job.state] = counts.get(job.state, 0) + 1
+        return counts
+
+    async def update_job(
+        self,
+        job_id: str,
+        *,
+        data: Any = UNSET,
+        schedule: dict[str, Any] | Unset | None = UNSET,
+        next_run_at: datetime | Unset | None = UNSET,
+    ) -> Job | None:
+        repeat = ""
+        spec = ""
+        if not isinstance(schedule, Unset) and schedule is not None:
+            if schedule.get("type") in mapping.RECURRING_TYPES:
+                repeat = json.dumps(mapping.spec_to_repeat(schedule))
+            elif schedule.get("type") not in mapping.ONE_OFF_TYPES:
+                mapping.spec_to_repeat(schedule)  # raises the explanatory error
+            spec = json.dumps(schedule)
+        data_text = "" if data is UNSET else self.ctx.codec.encode(data)
+        next_ms = (
+            to_millis(next_run_at)
+            if not isinstance(next_run_at, Unset) and next_run_at is not None
+            else ""
+        )
+        result = await self._run(
+            "update",
+            self._now_ms(),
+            job_id,
+            "0" if data is UNSET else "1",
+            data_text,
+            "0" if isinstance(schedule, Unset) else "1",
+            repeat,
+            "0" if isinstance(next_run_at, Unset) else "1",
+            next_ms,
+            spec,
+        )
+        if result[0] == "missing":
+            return None
+        if result[0] == "kind":
+            # a one-off job becomes recurring (a BullMQ job scheduler) or back: the job is
+            # replaced under its id in one script (a running occurrence finishes unrecorded)
+            current = await self.get_job(job_id)
+            if current is None:
+                return None
+            assert not isinstance(schedule, Unset)
+            replacement = attrs.evolve(
+                current,
+                data=current.data if data is UNSET else data,
+                schedule=schedule,
+                next_run_at=None if isinstance(next_run_at, Unset) else next_run_at,
+                scheduled_at=None if isinstance(next_run_at, Unset) else next_run_at,
+                attempt=0,
+                state=JobState.PAUSED if current.state is JobState.PAUSED else JobState.SCHEDULED,
+            )
+            if repeat:
+                # (an id BullMQ numbered is kept: the scheduler's key `repeat:<id>` and its jobs
+                # `repeat:<id>:<ms>` collide with no numbered job, and the counter never
+                # gives that number again)
+                await self._add_scheduler(replacement, "replace", check_id=False)
+            else:
+                await self.add_job(replacement, replace=True, _check_id=False)
+        return await self.get_job(job_id)
+
+    async def get_runs(self, job_id: str, *, limit: int = 20) -> list[RunRecord]:
+        if limit <= 0:
+            return []
+        oldest: int | str = "-inf"
+        if self.history_max_age is not None:
+            oldest = self._now_ms() - int(self.history_max_age * 1000)
+        async with self._busy():
+            try:
+                members = await self._redis.zrevrangebyscore(
+                    f"{self.key}tk:runs:{job_id}", "+inf", oldest, start=0, num=limit
+                )
+            except RedisError as exc:
+                if "WRONGTYPE" in str(exc):
+                    return []
+                raise
+        runs: list[RunRecord] = []
+        for member in members:
+            try:
+                r = json.loads(member)
+                runs.append(
+                    RunRecord(
+                        job_id=job_id,
+                        name=str(r["n"]),
+                        scheduled_at=from_millis(r["s"]) if r.get("s") is not None else None,
+                        started_at=from_millis(r["b"]) if r.get("b") is not None else None,
+                        finished_at=from_millis(r["f"]),
+                        attempt=int(r["a"]),
+                        outcome=Outcome(r["o"]),
+                        error=r.get("e"),
+                        worker=r.get("w"),
+                    )
+                )
+            except (ValueError, TypeError, KeyError, AttributeError):
+                log.warning("skipped an unreadable run record of job %s: %.200r", job_id, member)
+        runs.sort(key=lambda run: (run.finished_at, run.attempt), reverse=True)
+        return runs
+
+    # --- indexes ----------------------------------------------------------------------------
+
+    def _index_key(self, key: str, value: Any) -> str | None:
+        part = _index_value(value)
+        return None if part is None else f"{self.key}tk:idx:{key}:{part}"
+
+    async def _find(self, where: Where) -> list[Job] | None:
+        """The jobs the index sets give for ``where`` (a superset of the matches: the caller
+        filters), read in one script; None when no key of ``where`` is indexed (scan)."""
+        args: list[str] = []
+        for k, v in where.items():
+            part = _index_value(v)
+            if part is None:
+                return []  # a where value that is not a scalar matches nothing
+            args.extend((k, f"tk:idx:{k}:{part}"))
+        result = await self._run("find", *args)
+        if result[0] == "scan":
+            return None
+        jobs: list[Job] = []
+        codec = self.ctx.codec
+        for row in result[1:]:
+            job_id, kind = row[0], row[1]
+            if kind == "s":
+                current = _pairs(row[4]) if row[4] else None
+                jobs.append(
+                    mapping.scheduler_view(
+                        codec,
+                        job_id,
+                        _pairs(row[2]),
+                        float(row[3]) if row[3] is not None else None,
+                        current,
+                        _WHERE.get(row[5], row[5]) if row[5] else None,
+                    )
+                )
+            elif kind == "j":
+                container = _WHERE.get(row[3], row[3]) if row[3] else None
+                score = float(row[4]) if row[4] is not None else None
+                jobs.append(mapping.one_off_view(codec, job_id, _pairs(row[2]), container, score))
+            else:
+                reason = f"the {row[2]} key is not a hash (it holds a {row[3]})"
+                jobs.append(mapping.unreadable_view(job_id, None, reason))
+        return jobs
+
+    async def _indexed_ids(self, where: Where) -> set[str] | None:
+        """The ids the index sets give for ``where`` (a superset of the matches: the caller
+        filters), or None when no key of ``where`` is indexed (the caller scans)."""
+        keys = {k: self._index_key(k, v) for k, v in where.items()}
+        async with self._busy():
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.smembers(self.key + "tk:indexes:ready")
+            for index_key in keys.values():
+                if index_key is not None:
+                    pipe.smembers(index_key)
+            ready, *members = await pipe.execute()
+        found: set[str] | None = None
+        sets = iter(members)
+        for k, index_key in keys.items():
+            if index_key is None:
+                continue  # (a where value that is not a scalar matches nothing)
+            ids = set(next(sets))
+            if k in ready:
+                found = ids if found is None else found & ids
+        return found
+
+    async def ensure_indexes(self, keys: Iterable[str]) -> None:
+        """Record ``keys`` as indexed (every process's scripts then index writes) and index
+        the jobs stored before (once per key: a key is used for ``where`` only when its
+        backfill finished)."""
+        wanted = sorted(check_index_keys(list(keys), "ensure_indexes"))
+        if not wanted:
+            return
+        async with self._busy():
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.sadd(self.key + "tk:indexes", *wanted)
+            pipe.smembers(self.key + "tk:indexes:ready")
+            _, ready = await pipe.execute()
+        missing = [k for k in wanted if k not in ready]
+        if missing:
+            await self.reindex(missing)
+
+    async def reindex(self, keys: Iterable[str] | None = None) -> int:
+        """Index every stored job under ``keys`` (default: every recorded index key), e.g.
+        after Node BullMQ wrote jobs (its scripts do not index). Returns the jobs seen."""
+        async with self._busy():
+            recorded = await self._redis.smembers(self.key + "tk:indexes")
+        chosen = sorted(set(keys) if keys is not None else set(recorded))
+        if not chosen:
+            return 0
+        where, schedulers = await self._snapshot()
+        ids = [i for i in where if ":" not in i] + list(schedulers)
+        seen = 0
+        for start in range(0, len(ids), 500):
+            seen += int(await self._run("index", json.dumps(chosen), *ids[start : start + 500]))
+        async with self._busy():
+            await self._redis.sadd(self.key + "tk:indexes:ready", *chosen)
+        return seen
+
+    async def _all_jobs(self) -> list[Job]:
+        """Every tickkit job (a scan of the whole queue)."""
         where, schedulers = await self._snapshot()
         ids = [job_id for job_id in where if not job_id.startswith("repeat:")]
         async with self._busy():
@@ -694,7 +985,7 @@ class BullMQDriver(Driver):
                 jobs.append(
                     mapping.scheduler_view(self.ctx.codec, sid, sh, score, ch or None, container)
                 )
-        return select_jobs(jobs, name=name, state=state, static=static, limit=limit)
+        return jobs
 
     async def queue_counts(self) -> dict[str, int]:
         """Jobs per BullMQ state, as Node's ``Queue.getJobCounts()`` reports them."""
@@ -773,8 +1064,8 @@ class BullMQDriver(Driver):
     ) -> Acquired:
         if claim.handle is None:
             return await self.acquire(now=now, limit=limit, exclude=exclude)
-        job_id, token = claim.handle
-        out = await self._finish(job_id, token, result, fetch=limit, now=now)
+        job_id = claim.handle[0]
+        out = await self._finish(claim, result, fetch=limit, now=now)
         code = int(out[0])
         if code != 0:
             log.warning("the outcome of job %s was not recorded (lock lost, code %s)", job_id, code)
@@ -938,21 +1229,50 @@ class BullMQDriver(Driver):
     async def complete(self, claim: Claim, result: RunResult) -> None:
         if claim.handle is None:
             return
-        job_id, token = claim.handle
-        code = int(await self._finish(job_id, token, result))
+        job_id = claim.handle[0]
+        code = int(await self._finish(claim, result))
         if code != 0:
             log.warning("the outcome of job %s was not recorded (lock lost, code %s)", job_id, code)
 
+    def _run_record(self, claim: Claim, result: RunResult) -> str:
+        """complete.lua's run-record argument: the record and the history retention."""
+        if self.history_limit == 0 or claim.job.id is None:
+            return ""
+        failed = result.outcome in (Outcome.FAILED, Outcome.TIMED_OUT)
+        record = {
+            "j": claim.handle[0] if claim.handle else None,  # BullMQ's job id for this run
+            "n": claim.job.name,
+            "s": to_millis(claim.scheduled_at),
+            "b": to_millis(result.started_at) if result.started_at is not None else None,
+            "f": to_millis(result.finished_at),
+            "a": claim.attempt,
+            "o": result.outcome.value,
+            "e": _text(result.traceback or result.error or result.outcome.value)
+            if failed
+            else None,
+            "w": self.ctx.owner,
+        }
+        return json.dumps(
+            {
+                "k": claim.job.id,
+                "r": json.dumps(record, ensure_ascii=False),
+                "f": record["f"],
+                "n": self.history_limit,
+                "a": int(self.history_max_age * 1000) if self.history_max_age is not None else None,
+            },
+            ensure_ascii=False,
+        )
+
     async def _finish(
         self,
-        job_id: str,
-        token: str,
+        claim: Claim,
         result: RunResult,
         *,
         fetch: int = 0,
         now: datetime | None = None,
     ) -> Any:
         """complete.lua: the code, or with ``fetch`` > 0 ``[code, *takeJobs' result]``."""
+        job_id, token = claim.handle
         failed = result.outcome in (Outcome.FAILED, Outcome.TIMED_OUT)
         if result.retry_at is not None:
             kind, value = "retry", _text(result.error or "")
@@ -972,9 +1292,10 @@ class BullMQDriver(Driver):
                 kind, value = "finish", str(exc)
         started = to_millis(result.started_at) if result.started_at is not None else ""
         take = (fetch, *self._take_args()) if fetch > 0 else ()
+        now_ms = to_millis(now) if now is not None else self._now_ms()
         return await self._run(
             "complete",
-            to_millis(now) if now is not None else self._now_ms(),
+            now_ms,
             job_id,
             token,
             kind,
@@ -987,6 +1308,7 @@ class BullMQDriver(Driver):
             self._keep_fail,
             started,
             _text(result.error or ""),
+            self._run_record(claim, result),
             *take,
         )
 

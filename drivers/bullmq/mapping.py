@@ -379,7 +379,8 @@ def one_off_view(
         last_run_at=_ms(h.get("tk.lastRun") or h.get("processedOn")),
         last_outcome=last_outcome,
         last_error=h.get("failedReason") or None,
-        runs=_int(h.get("atm")),
+        # (tk.runs0: runs before update_job rescheduled the job and reset atm)
+        runs=_int(h.get("atm")) + _int(h.get("tk.runs0")),
         meta=meta,
         defect="; ".join(defects) or None,
     )

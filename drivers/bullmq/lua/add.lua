@@ -21,6 +21,7 @@ local delay = at - now
 if delay < 0 then delay = 0 end
 call("HSET", key, "name", ARGV[4], "data", ARGV[5], "opts", ARGV[6], "timestamp", now,
   "delay", delay, "priority", 0, "atm", 0)
+indexJob(jobId, key, ARGV[5], "SADD")
 local extra = cjson.decode(ARGV[8])
 for f, v in pairs(extra) do call("HSET", key, f, v) end
 emit("added", "jobId", jobId, "name", ARGV[4])

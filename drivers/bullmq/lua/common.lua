@@ -9,6 +9,7 @@ local K = {
   events = P .. "events", marker = P .. "marker", stalled = P .. "stalled",
   stalledCheck = P .. "stalled-check", limiter = P .. "limiter", rep = P .. "repeat",
   paused = P .. "paused", tkPaused = P .. "tk:paused", tkStatic = P .. "tk:static",
+  tkIndexes = P .. "tk:indexes",
 }
 
 -- stored text decoded as a JSON object, or nil (a hash written by hand or by another tool)
@@ -18,6 +19,81 @@ local function decodeObject(text)
   -- (an array decodes to a table too: its first element is at index 1)
   if ok and type(value) == "table" and value[1] == nil then return value end
   return nil
+end
+
+-- the index-set key part of a JSON scalar (driver.py's _index_value writes the same):
+-- "s:<text>", "n:<%.17g>" (so 1 and 1.0 share a set), "b:true"/"b:false", "null";
+-- nil for an object or array (never indexed)
+local function indexValue(v)
+  local t = type(v)
+  if t == "string" then return "s:" .. v end
+  if t == "number" then
+    if v == 0 then return "n:0" end
+    return "n:" .. string.format("%.17g", v)
+  end
+  if t == "boolean" then
+    if v then return "b:true" end
+    return "b:false"
+  end
+  if v == cjson.null then return "null" end
+  return nil
+end
+
+-- an index set key that holds a set or nothing (one overwritten by another type is skipped,
+-- never failing the write it belongs to; find.lua then scans for that value)
+local function indexSetUsable(name)
+  local t = call("TYPE", name)
+  if type(t) == "table" then t = t["ok"] end
+  return t == "set" or t == "none"
+end
+
+-- index (op "SADD") or unindex (op "SREM") tickkit job `id`, whose record is hash `hkey`,
+-- under the data keys recorded in tk:indexes (or `keys`), from its data text. The sets a job
+-- is in are written to its field tk.idx, so unindexing never depends on the data (a data
+-- field edited by hand or by another tool still leaves the sets exact).
+local function indexJob(id, hkey, dataText, op, keys)
+  if op == "SREM" then
+    local text = call("HGET", hkey, "tk.idx")
+    if text then
+      call("HDEL", hkey, "tk.idx")
+      local ok, listed = pcall(cjson.decode, text)
+      if ok and type(listed) == "table" then
+        for _, name in ipairs(listed) do
+          if type(name) == "string" and indexSetUsable(P .. name) then
+            call("SREM", P .. name, id)
+          end
+        end
+        return
+      end
+    end
+  end
+  keys = keys or call("SMEMBERS", K.tkIndexes)
+  if #keys == 0 or type(dataText) ~= "string" then return end
+  local data = decodeObject(dataText)
+  if not data then return end
+  local names = {}
+  if op == "SADD" then
+    local ok, old = pcall(cjson.decode, call("HGET", hkey, "tk.idx") or "[]")
+    if ok and type(old) == "table" then
+      for _, name in ipairs(old) do names[name] = true end
+    end
+  end
+  for _, k in ipairs(keys) do
+    local v = data[k]
+    if v ~= nil then
+      local part = indexValue(v)
+      if part then
+        local name = "tk:idx:" .. k .. ":" .. part
+        if indexSetUsable(P .. name) then call(op, P .. name, id) end
+        names[name] = true
+      end
+    end
+  end
+  if op == "SADD" then
+    local list = {}
+    for name in pairs(names) do list[#list + 1] = name end
+    if #list > 0 then call("HSET", hkey, "tk.idx", cjson.encode(list)) end
+  end
 end
 
 -- a stored integer field as HINCRBY reads it: an optional '-' and at most 18 digits
@@ -178,6 +254,10 @@ end
 
 local function removeKeys(jobId)
   local key = P .. jobId
+  -- (a tickkit one-off job's id has no ':'; a scheduler's produced jobs are never indexed)
+  if not string.find(jobId, ":", 1, true) and keyType(key) == "hash" then
+    indexJob(jobId, key, call("HGET", key, "data"), "SREM")
+  end
   call("DEL", key, key .. ":logs", key .. ":lock", key .. ":dependencies", key .. ":processed",
     key .. ":failed", key .. ":unsuccessful")
 end
@@ -210,6 +290,9 @@ local function removeScheduler(id, now)
     end
   end
   call("ZREM", K.rep, id)
+  if keyType(K.rep .. ":" .. id) == "hash" then
+    indexJob(id, K.rep .. ":" .. id, call("HGET", K.rep .. ":" .. id, "data"), "SREM")
+  end
   call("DEL", K.rep .. ":" .. id)
   call("SREM", K.tkStatic, id)
 end
@@ -403,6 +486,7 @@ local function takeJobs(now, limit, tokenPrefix, lockMs, worker)
       local token = tokenPrefix .. ":" .. jobId
       call("SET", key .. ":lock", token, "PX", lockMs)
       call("HSET", key, "processedOn", now, "pb", worker)
+      call("HDEL", key, "tk.requeue")
       hincr(key, "ats", 1)
       emit("active", "jobId", jobId, "prev", "waiting")
       local defa = call("HGET", key, "defa")

@@ -3,10 +3,12 @@
 --       6 "completed" or "failed", 7 tickkit outcome, 8 return value (JSON) or failed reason,
 --       9 stack trace or "", 10 retry time (ms) or "", 11 default removeOnComplete (JSON),
 --       12 default removeOnFail (JSON), 13 run started (ms) or "", 14 error text or "",
---       15 how many jobs to claim next (0: none), 16 token prefix, 17 lock duration (ms),
---       18 worker name (15-18: BullMQ's fetchNext, one round trip per job for a busy worker)
+--       15 the run record (JSON {k: tickkit job id, r: record JSON, f: finished ms,
+--       n: history_limit, a: history_max_age ms or null}) or "" (none kept),
+--       16 how many jobs to claim next (0: none), 17 token prefix, 18 lock duration (ms),
+--       19 worker name (16-19: BullMQ's fetchNext, one round trip per job for a busy worker)
 -- Returns 0, or -1 (job gone), -2 (lock missing), -6 (lock held by another token),
--- -3 (not active): the outcome is then ignored, like BullMQ's worker does. When ARGV[15] > 0:
+-- -3 (not active): the outcome is then ignored, like BullMQ's worker does. When ARGV[16] > 0:
 -- {that code, then what takeJobs returns}.
 local now = tonumber(ARGV[2])
 
@@ -31,6 +33,21 @@ local function finish()
   call("SREM", K.stalled, jobId)
 
   local outcome = ARGV[7]
+  -- the run history of the tickkit job (a sorted set by finish time, capped and aged)
+  if ARGV[15] ~= "" and outcome ~= "missed" then
+    local h = cjson.decode(ARGV[15])
+    local limit = tonumber(h["n"]) or 0
+    local runs = P .. "tk:runs:" .. h["k"]
+    local t = keyType(runs)
+    -- (a history key overwritten by another type is left alone: the outcome is still recorded)
+    if limit > 0 and (t == "zset" or t == "none") then
+      local age = tonumber(h["a"])  -- (nil: no age limit)
+      call("ZADD", runs, tonumber(h["f"]), h["r"])
+      if age then call("ZREMRANGEBYSCORE", runs, "-inf", "(" .. (now - age)) end
+      call("ZREMRANGEBYRANK", runs, 0, -(limit + 1))
+      if age then call("PEXPIRE", runs, age) else call("PERSIST", runs) end
+    end
+  end
   local fields = {"tk.outcome", outcome}
   if ARGV[13] ~= "" then
     fields[#fields + 1] = "tk.lastRun"
@@ -59,6 +76,26 @@ local function finish()
     end
     stack[#stack + 1] = ARGV[9]
     while #stack > 10 do table.remove(stack, 1) end
+  end
+
+  -- update_job moved this one-off job while it ran: the next run is the updated one
+  local requeue = tonumber(call("HGET", key, "tk.requeue"))
+  if requeue and not rjk then
+    call("HDEL", key, "tk.requeue")
+    local made = tonumber(call("HGET", key, "atm")) or 0
+    if outcome ~= "missed" then made = made + 1 end
+    hincr(key, "tk.runs0", made)
+    call("HSET", key, "atm", 0, unpack(fields))
+    if ARGV[5] ~= "retry" or ARGV[6] == "failed" then
+      call("HSET", key, ARGV[6] == "completed" and "returnvalue" or "failedReason", ARGV[8])
+    end
+    if #stack > 0 then call("HSET", key, "stacktrace", cjson.encode(stack)) end
+    if call("HEXISTS", key, "tk.paused") == 1 then
+      call("ZADD", K.tkPaused, requeue, jobId)
+    else
+      enqueue(jobId, requeue, now, false)
+    end
+    return 0
   end
 
   if ARGV[5] == "retry" then
@@ -109,8 +146,8 @@ local function finish()
 end
 
 local code = finish()
-local limit = tonumber(ARGV[15]) or 0
+local limit = tonumber(ARGV[16]) or 0
 if limit < 1 then return code end
-local taken = takeJobs(now, limit, ARGV[16], ARGV[17], ARGV[18])
+local taken = takeJobs(now, limit, ARGV[17], ARGV[18], ARGV[19])
 table.insert(taken, 1, code)
 return taken

@@ -11,9 +11,18 @@ for i = 3, #ARGV, 2 do
     call("DEL", key .. ":lock")
     call("SREM", K.stalled, jobId)
     hincr(key, "ats", -1)
+    -- updated while held (update_job): it waits for the updated time, not the next worker
+    local requeue = tonumber(call("HGET", key, "tk.requeue"))
+    if requeue then
+      call("HDEL", key, "tk.requeue")
+      hincr(key, "tk.runs0", tonumber(call("HGET", key, "atm")) or 0)
+      call("HSET", key, "atm", 0)
+    end
     if call("HEXISTS", key, "tk.paused") == 1 then
       local at = tonumber(call("HGET", key, "tk.at")) or now
       call("ZADD", K.tkPaused, at, jobId)
+    elseif requeue then
+      enqueue(jobId, requeue, now, false)
     else
       enqueue(jobId, now, now, true)
     end

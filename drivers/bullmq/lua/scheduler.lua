@@ -22,7 +22,9 @@ end
 if call("EXISTS", skey) == 1 then
   if mode == "create" then return {"exists"} end
   if mode == "keep" and same() and call("ZSCORE", K.rep, id) then
+    indexJob(id, skey, call("HGET", skey, "data"), "SREM")
     call("HSET", skey, "name", ARGV[4], "data", ARGV[5], "opts", ARGV[6])
+    indexJob(id, skey, ARGV[5], "SADD")
     for f, v in pairs(extra) do call("HSET", skey, f, v) end
     return {"kept", tonumber(call("ZSCORE", K.rep, id))}
   end
@@ -35,6 +37,7 @@ end
 
 local nextMs = tonumber(ARGV[8])
 call("HSET", skey, "name", ARGV[4], "data", ARGV[5], "opts", ARGV[6], "ic", 1)
+indexJob(id, skey, ARGV[5], "SADD")
 if rep["pattern"] then call("HSET", skey, "pattern", rep["pattern"]) end
 if rep["tz"] then call("HSET", skey, "tz", rep["tz"]) end
 if rep["every"] then call("HSET", skey, "every", rep["every"], "offset", nextMs % rep["every"]) end
