@@ -640,11 +640,18 @@ class DriverContract:
             assert updated.schedule == spec and updated.next_run_at == later
             assert updated.scheduled_at == later and updated.attempt == 0
             assert updated.data == {"user": 2, "text": "new"}
+            # recurring is data: it follows the new schedule (a spec repeats, None runs once)
+            assert updated.recurring
+            stored = await d.get_job(job_id)
+            assert stored is not None and stored.recurring and stored.schedule == spec
             assert (await d.acquire(now=T0 + timedelta(hours=2), limit=5)).claims == []
             sooner = T0 + timedelta(minutes=30)
             both = await d.update_job(job_id, data=[1], schedule=None, next_run_at=sooner)
             assert both is not None and both.data == [1] and both.schedule is None
             assert both.next_run_at == sooner and both.state is JobState.SCHEDULED
+            assert not both.recurring
+            stored = await d.get_job(job_id)
+            assert stored is not None and not stored.recurring
             (claim,) = (await d.acquire(now=sooner, limit=5)).claims
             assert claim.job.id == job_id and claim.job.data == [1]
             assert claim.scheduled_at == sooner
