@@ -44,9 +44,15 @@ from tickkit import (
     RunResult,
     Where,
 )
-from tickkit.driver import select_jobs
-from tickkit.manage import DEFAULT_HISTORY_LIMIT, DEFAULT_HISTORY_MAX_AGE, check_history_options
-from tickkit.models import _Unset, from_millis, to_millis
+from tickkit.driver import (
+    DEFAULT_HISTORY_LIMIT,
+    DEFAULT_HISTORY_MAX_AGE,
+    Unset,
+    check_history_options,
+    from_millis,
+    select_jobs,
+    to_millis,
+)
 
 __all__ = ["FORMAT_VERSION", "JSONFileDriver"]
 
@@ -244,17 +250,19 @@ class JSONFileDriver(Driver):
         self,
         job_id: str,
         *,
-        data: Any | _Unset = UNSET,
-        schedule: dict[str, Any] | _Unset | None = UNSET,
-        next_run_at: datetime | _Unset = UNSET,
+        data: Any | Unset = UNSET,
+        schedule: dict[str, Any] | Unset | None = UNSET,
+        next_run_at: datetime | Unset = UNSET,
     ) -> Job | None:
         job = self._jobs.get(job_id)
         if job is None:
             return None
-        if not isinstance(data, _Unset):
+        if not isinstance(data, Unset):
             job.data = self.ctx.codec.decode(self.ctx.codec.encode(data))
-        if not isinstance(schedule, _Unset):
+        if not isinstance(schedule, Unset):
             job.schedule = schedule
+            # the kernel passes a spec only for a schedule that repeats (None: one-off)
+            job.recurring = schedule is not None
         if isinstance(next_run_at, datetime):
             self._revision[job_id] = self._revision.get(job_id, 0) + 1
             job.next_run_at = job.scheduled_at = next_run_at
