@@ -7,6 +7,7 @@ import base64
 import itertools
 import json
 import logging
+import math
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -158,9 +159,20 @@ def _check_url(url: str) -> None:
                 scrub(f"option {name!r} in Redis URL {shown!r} needs a rediss:// URL (TLS)", url)
             )
     try:
-        parse_url(url)
+        options = parse_url(url)
     except Exception as exc:
         raise DriverError(_invalid(url, shown, exc)) from None
+    for name in ("socket_timeout", "socket_connect_timeout"):
+        # 0, a negative, NaN or an infinity: redis-py versions differ (5.0 waits forever on 0)
+        value = options.get(name)
+        if value is not None and not (isinstance(value, float) and 0 < value < math.inf):
+            raise DriverError(
+                scrub(
+                    f"option {name}={value!r} in Redis URL {shown!r} must be a number of "
+                    "seconds above 0",
+                    url,
+                )
+            )
 
 
 def _permanent_redis_error(exc: BaseException) -> bool:
