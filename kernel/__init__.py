@@ -6,6 +6,7 @@ Static tasks are defined with :func:`task`; dynamic jobs are created at run time
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -205,32 +206,35 @@ async def get_task(job_id: str) -> Job | None:
 async def list_tasks(
     name: str | None = None,
     *,
-    where: Any = None,
+    where: Mapping[str, Any] | None = None,
     state: JobState | str | None = None,
     static: bool | None = None,
     limit: int | None = None,
     after: str | Job | None = None,
 ) -> list[Job]:
-    """Jobs on the running kernel's store (TEMP kernel wiring)."""
+    """:meth:`Kernel.list_tasks` on the current kernel (paging with ``after``, ``where``)."""
     return await current_kernel().list_tasks(
         name, where=where, state=state, static=static, limit=limit, after=after
     )
 
 
 async def count_tasks(
-    name: str | None = None, *, where: Any = None, state: JobState | str | None = None
+    name: str | None = None,
+    *,
+    where: Mapping[str, Any] | None = None,
+    state: JobState | str | None = None,
 ) -> int:
-    """How many jobs match (TEMP kernel wiring)."""
+    """:meth:`Kernel.count_tasks` on the current kernel."""
     return await current_kernel().count_tasks(name, where=where, state=state)
 
 
 async def update_task(job_id: str, *, data: Any = UNSET, schedule: object = UNSET) -> Job:
-    """Change a job's data and/or schedule (TEMP kernel wiring)."""
+    """:meth:`Kernel.update_task` on the current kernel."""
     return await current_kernel().update_task(job_id, data=data, schedule=schedule)
 
 
 async def get_runs(job_id: str, *, limit: int = 20) -> list[RunRecord]:
-    """A job's past runs, newest first (TEMP kernel wiring)."""
+    """:meth:`Kernel.get_runs` on the current kernel (newest first)."""
     return await current_kernel().get_runs(job_id, limit=limit)
 
 
