@@ -458,6 +458,33 @@ def test_unknown_url_options_are_a_driver_error() -> None:
     assert ok.queue == "q"
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://local\ud800host/0",
+        "redis://localhost/0?queue=q\udfff",
+        f"redis://:{PASSWORD}\ud800@localhost/0",
+        "redis://localhost/0?queue=q\x00",
+    ],
+)
+def test_urls_with_nul_or_lone_surrogates_are_refused_by_the_driver_itself(url: str) -> None:
+    """from_url and the constructor are public: they refuse what the kernel refuses, with a
+    DriverError (a lone surrogate used to reach redis-py as a UnicodeEncodeError)."""
+    for make in (BullMQDriver.from_url, BullMQDriver):
+        with pytest.raises(DriverError, match="NUL or a lone surrogate") as info:
+            make(url)
+        assert PASSWORD not in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "1e400"])
+@pytest.mark.parametrize("name", ["socket_timeout", "socket_connect_timeout"])
+def test_url_timeouts_must_be_above_zero_and_finite(name: str, value: str) -> None:
+    """redis-py 5.0 waited forever on socket_timeout=0; every version gets one clear refusal."""
+    with pytest.raises(DriverError, match=f"option {name}=") as info:
+        BullMQDriver.from_url(f"redis://:{PASSWORD}@localhost/0?{name}={value}")
+    assert PASSWORD not in str(info.value)
+
+
 async def test_credentials_never_reach_an_error_a_log_or_a_repr(
     protected: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -135,6 +135,11 @@ def _invalid(url: str, shown: str, exc: BaseException) -> str:
 def _check_url(url: str) -> None:
     """Refuse a URL redis-py would fail on later with a bare TypeError or ValueError."""
     shown = redact_url(url)
+    if "\x00" in url or any("\ud800" <= char <= "\udfff" for char in url):
+        # (the kernel refuses such a URL too; from_url and the constructor are public)
+        raise DriverError(
+            f"Redis URL {shown!r} holds a NUL or a lone surrogate character; percent-encode it"
+        )
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
