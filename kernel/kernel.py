@@ -73,8 +73,8 @@ class Kernel(JobAPI):
         clock: the time source (default :class:`SystemClock`; tests pass a VirtualClock).
         concurrency: runs at once in this kernel.
         thread_limit: worker threads at once for plain ``def`` prepare and execute functions
-            (anyio's thread pool; default 40). A thread a timeout or shutdown abandoned no
-            longer counts (docs/tasks-folder.md, "Plain def tasks").
+            (anyio's thread pool; default 40). A timeout or shutdown stops waiting for a
+            thread but cannot stop it (docs/tasks.md).
         shutdown_timeout: seconds running tasks get to finish at shutdown before cancellation.
         cancel_grace: seconds a cancelled run (at shutdown, or past its task's ``timeout``) gets
             to end; one that ignores its cancellation longer is abandoned: its claim is released
