@@ -217,6 +217,48 @@ async def test_a_timeout_is_recorded_at_the_deadline_and_the_thread_ends_later()
     assert succeeded == [("succeeded", "stuck", "too late")]  # the retry's, not attempt 1's
 
 
+async def test_a_timed_out_thread_gives_its_max_instances_slot_back_when_recorded() -> None:
+    registry = TaskRegistry()
+    started: list[int] = []
+    ended: list[int] = []
+
+    with gates(2) as opened:
+
+        def stuck(ctx: TaskContext) -> None:
+            started.append(ctx.attempt)
+            opened[ctx.attempt - 1].wait(10)
+            ended.append(ctx.attempt)
+
+        task(
+            name="stuck",
+            execute=stuck,
+            timeout=2,
+            retries=1,
+            backoff=1,
+            max_instances=1,
+            registry=registry,
+        )
+        clock, recorder = VirtualClock(T0), Recorder()
+        with anyio.fail_after(15):
+            async with _kernel(
+                registry, clock, recorder, cancel_grace=1, shutdown_timeout=0
+            ) as kernel:
+                await kernel.create_task("stuck")
+                await clock.advance(2)  # attempt 1 times out; its thread still waits
+                await clock.advance(1)  # the retry is due: it takes the slot at once
+                await wait_for(lambda: started == [1, 2], 5, "the retry to start")
+                assert ended == [], "the retry started while attempt 1's thread still runs"
+                opened[1].set()
+                await wait_for(lambda: "succeeded" in recorder.kinds(), 5, "the retry's record")
+                assert ended == [2]
+                opened[0].set()
+                await wait_for(lambda: ended == [2, 1], 5, "attempt 1's thread to end")
+    assert [e for e in recorder.events if e[0] in ("timed_out", "succeeded")] == [
+        ("timed_out", "stuck", 1),
+        ("succeeded", "stuck", None),
+    ]
+
+
 async def test_the_thread_limit_is_honoured() -> None:
     registry = TaskRegistry()
     lock = threading.Lock()
