@@ -3,6 +3,7 @@ and again against a kernel's own (``Kernel(plugins=[...])`` included) when it op
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -75,3 +76,14 @@ def resolve_definition(definition: TaskDefinition, hooks: Hooks, codec: Codec) -
     if not definition.max_instances_given:
         limit = 1 if parsed.recurring else None
     return attrs.evolve(definition, schedule=parsed, max_instances=limit)
+
+
+def runs_in_thread(fn: object) -> bool:
+    """Whether the kernel calls ``fn`` in a worker thread: a plain (sync) callable. An async
+    function, a ``functools.partial`` of one, or an object whose ``__call__`` is async runs on
+    the event loop."""
+    if inspect.iscoroutinefunction(fn):
+        return False
+    if inspect.isfunction(fn) or inspect.ismethod(fn):
+        return True
+    return not inspect.iscoroutinefunction(type(fn).__call__)

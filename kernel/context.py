@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic
+
+if sys.version_info >= (3, 13):
+    from typing import TypeVar
+else:  # a TypeVar with a default (PEP 696)
+    from typing_extensions import TypeVar
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -14,8 +20,13 @@ if TYPE_CHECKING:
 
 _task_logger = logging.getLogger("tickkit.task")
 
+#: the type of ``ctx.data`` (a TypedDict, say); Any when not given
+DataT = TypeVar("DataT", default=Any)
+#: the type of ``ctx.client`` (the bot: ``discord.Client``, say); Any when not given
+ClientT = TypeVar("ClientT", default=Any)
 
-class TaskContext:
+
+class TaskContext(Generic[DataT, ClientT]):
     """One run of a task.
 
     Attributes: ``task`` (the TaskDefinition), ``data`` (the job's JSON data), ``job_id``,
@@ -24,6 +35,11 @@ class TaskContext:
     ``kernel``, ``logger`` (records carry ``task``, ``job_id`` and ``attempt``). The objects a
     kernel was given as ``context`` are attributes too: ``Kernel(context={"client": bot})`` makes
     ``ctx.client``.
+
+    For type checkers it is generic in its data and its client: ``TaskContext[ReminderData]``
+    types ``ctx.data`` as ``ReminderData``, ``TaskContext[ReminderData, discord.Client]`` also
+    ``ctx.client``; a bare ``TaskContext`` is ``TaskContext[Any, Any]``. Nothing is checked at
+    run time: the data is the job's decoded JSON, the client whatever ``context`` held.
     """
 
     __slots__ = (
@@ -53,7 +69,7 @@ class TaskContext:
     ) -> None:
         self.task = task
         self.job = job
-        self.data = job.data
+        self.data: DataT = job.data
         self.job_id: str = job.id or ""
         self.scheduled_at = scheduled_at
         self.started_at = started_at
@@ -71,6 +87,11 @@ class TaskContext:
                 {"task": self.task.name, "job_id": self.job_id, "attempt": self.attempt},
             )
         return self._logger
+
+    @property
+    def client(self) -> ClientT:
+        """The ``client`` context object (``Kernel(context={"client": bot})``)."""
+        return self.__getattr__("client")  # type: ignore[no-any-return]
 
     @property
     def lateness(self) -> float:

@@ -72,6 +72,9 @@ class Kernel(JobAPI):
         context: objects every TaskContext exposes as attributes (``{"client": bot}``).
         clock: the time source (default :class:`SystemClock`; tests pass a VirtualClock).
         concurrency: runs at once in this kernel.
+        thread_limit: worker threads at once for plain ``def`` prepare and execute functions
+            (anyio's thread pool; default 40). A timeout or shutdown stops waiting for a
+            thread but cannot stop it (docs/tasks.md).
         shutdown_timeout: seconds running tasks get to finish at shutdown before cancellation.
         cancel_grace: seconds a cancelled run (at shutdown, or past its task's ``timeout``) gets
             to end; one that ignores its cancellation longer is abandoned: its claim is released
@@ -96,6 +99,7 @@ class Kernel(JobAPI):
         context: Mapping[str, Any] | None = None,
         clock: Clock | None = None,
         concurrency: int = 64,
+        thread_limit: int = 40,
         shutdown_timeout: float = 30.0,
         cancel_grace: float = 5.0,
         driver_options: Mapping[str, Any] | None = None,
@@ -108,6 +112,7 @@ class Kernel(JobAPI):
             context=context,
             clock=clock,
             concurrency=concurrency,
+            thread_limit=thread_limit,
             shutdown_timeout=shutdown_timeout,
             cancel_grace=cancel_grace,
             driver_options=driver_options,
@@ -128,6 +133,7 @@ class Kernel(JobAPI):
         self.settings: dict[str, Any] = dict(settings or {})
         self.clock: Clock = clock or SystemClock()
         self.concurrency = concurrency
+        self.thread_limit = thread_limit
         self.shutdown_timeout = shutdown_timeout
         self.cancel_grace = cancel_grace
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -424,7 +430,10 @@ class Kernel(JobAPI):
         return self._live
 
     def io_pending(self) -> bool:
-        """True while the driver waits on a worker thread (lets a virtual clock settle)."""
+        """True while the driver or a plain ``def`` task waits on a worker thread (lets a
+        virtual clock settle)."""
+        if self._live is not None and self._live.pool.runner.threads_pending():
+            return True
         return self.driver is not None and self.driver.io_pending()
 
 

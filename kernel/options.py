@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 MAX_WAIT_SECONDS = 365 * 24 * 3600.0
 #: the most runs at once one kernel allows
 MAX_CONCURRENCY = 1_000_000
+#: the most worker threads one kernel runs plain ``def`` functions in at once
+MAX_THREADS = 10_000
 
 
 def check_options(
@@ -30,6 +32,7 @@ def check_options(
     context: object,
     clock: object,
     concurrency: object,
+    thread_limit: object,
     shutdown_timeout: object,
     cancel_grace: object,
     driver_options: object,
@@ -47,6 +50,12 @@ def check_options(
         or not 1 <= concurrency <= MAX_CONCURRENCY
     ):
         raise bad("concurrency", concurrency, f"an int from 1 to {MAX_CONCURRENCY}")
+    if (
+        isinstance(thread_limit, bool)
+        or not isinstance(thread_limit, int)
+        or not 1 <= thread_limit <= MAX_THREADS
+    ):
+        raise bad("thread_limit", thread_limit, f"an int from 1 to {MAX_THREADS}")
     for name, value in (("shutdown_timeout", shutdown_timeout), ("cancel_grace", cancel_grace)):
         if (
             isinstance(value, bool)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import attrs
 
-from .checks import check_data, parse_given
+from .checks import check_data, parse_given, runs_in_thread
 from .codec import find_surrogate
 from .errors import (
     DuplicateTaskError,
@@ -30,8 +30,10 @@ from .schedule import Schedule
 if TYPE_CHECKING:
     from .context import TaskContext
 
-ExecuteFn = Callable[["TaskContext"], Awaitable[Any]]
-PrepareFn = Callable[["TaskContext"], "Awaitable[bool] | bool"]
+#: an async function or a plain ``def`` (run in a worker thread), of a (parameterized) context
+ExecuteFn = Callable[["TaskContext[Any, Any]"], Any]
+PrepareFn = Callable[["TaskContext[Any, Any]"], "Awaitable[bool] | bool"]
+
 
 #: task names and custom job ids: no ``:`` (BullMQ uses it in keys), not all digits (BullMQ's own
 #: ids are integers), 1 to 200 characters, no control characters (C0, DEL, C1) and no lone
@@ -143,19 +145,15 @@ class TaskDefinition:
     schedule_spec: object = None
     #: whether ``max_instances`` was given (else 1 for a recurring schedule, no limit otherwise)
     max_instances_given: bool = True
+    #: ``execute`` / ``prepare`` is a plain ``def``, run in a worker thread (:func:`runs_in_thread`)
+    execute_in_thread: bool = attrs.field(init=False, default=False)
+    prepare_in_thread: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
         task = short(self.name)
         if not callable(self.execute):
             raise InvalidTaskError(
                 f"task {task}: execute must be callable, got {short(self.execute)}"
-            )
-        call = type(self.execute).__call__ if not inspect.isfunction(self.execute) else None
-        if not inspect.iscoroutinefunction(self.execute) and not (
-            call is not None and inspect.iscoroutinefunction(call)
-        ):
-            raise InvalidTaskError(
-                f"task {task}: execute must be an async function, got {short(self.execute)}"
             )
         if self.prepare is not None and not callable(self.prepare):
             raise InvalidTaskError(
@@ -194,6 +192,10 @@ class TaskDefinition:
                 f"got {short(self.max_instances)}"
             )
 
+        object.__setattr__(self, "execute_in_thread", runs_in_thread(self.execute))
+        object.__setattr__(
+            self, "prepare_in_thread", self.prepare is not None and runs_in_thread(self.prepare)
+        )
         # a list given here is kept as the checked tuple (a str is refused, not split)
         object.__setattr__(self, "indexes", check_index_keys(self.indexes, self.name))
 
@@ -206,8 +208,8 @@ class TaskDefinition:
         """True when the schedule waits for a kernel's plugins to be parsed."""
         return self.schedule is None and self.schedule_spec is not None
 
-    def __call__(self, ctx: TaskContext) -> Awaitable[Any]:
-        """Calling a task definition calls its ``execute`` (handy in tests)."""
+    def __call__(self, ctx: TaskContext[Any, Any]) -> Any:
+        """Calling a task definition calls its ``execute`` (handy in tests), in this thread."""
         return self.execute(ctx)
 
 

@@ -12,13 +12,15 @@ import inspect
 import json
 import logging
 import math
+import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.to_thread
 
 from .codec import MAX_DEPTH, check_json
 from .context import TaskContext
@@ -33,6 +35,10 @@ if TYPE_CHECKING:
     from .registry import TaskDefinition
 
 log = logging.getLogger("tickkit")
+
+#: real seconds a virtual clock's settling waits for a plain ``def``'s worker thread to return
+#: (:meth:`Runner.threads_pending`); a thread still running after that counts as blocked
+THREAD_SETTLE_SECONDS = 0.5
 
 
 class Worker:
@@ -77,6 +83,17 @@ class Runner:
         self.kernel = kernel
         self.hooks = hooks
         self.pool = pool
+        #: the worker threads of plain ``def`` functions (``Kernel(thread_limit=...)``); made
+        #: in the event loop on first use
+        self._threads: anyio.CapacityLimiter | None = None
+        #: the worker threads this kernel waits for, by when (monotonic) they were started
+        self._in_threads: dict[object, float] = {}
+
+    def threads_pending(self) -> bool:
+        """Whether a run waits for a worker thread started less than ``THREAD_SETTLE_SECONDS``
+        ago (lets a virtual clock settle; real time, never the kernel's clock)."""
+        horizon = time.monotonic() - THREAD_SETTLE_SECONDS
+        return any(started > horizon for started in self._in_threads.values())
 
     async def run(
         self, definition: TaskDefinition, claim: Claim, plan: Plan, worker: Worker
@@ -258,7 +275,7 @@ class Runner:
         limits = self.pool.limits
         if definition.timeout is None:
             await limits.take(definition, worker)
-            return await _prepare_and_execute(definition, ctx)
+            return await self._prepare_and_execute(definition, ctx)
         deadline = ctx.started_at + timedelta(seconds=definition.timeout)
         done = RunEnd()
         with anyio.CancelScope() as inner:
@@ -268,10 +285,48 @@ class Runner:
             try:
                 # waiting for a max_instances slot counts against the timeout
                 await limits.take(definition, worker)
-                return await _prepare_and_execute(definition, ctx)
+                return await self._prepare_and_execute(definition, ctx)
             finally:
                 done.set()
         return Outcome.TIMED_OUT, None  # the scope caught the watchdog's cancellation
+
+    async def _prepare_and_execute(
+        self, definition: TaskDefinition, ctx: TaskContext
+    ) -> tuple[Outcome, Any]:
+        if definition.prepare is not None:
+            ok = await self._invoke(definition.prepare, definition.prepare_in_thread, ctx)
+            if not isinstance(ok, bool):
+                raise PrepareResultError(
+                    f"prepare of task {definition.name!r} returned {short(ok)}; "
+                    "it must return True or False"
+                )
+            if not ok:
+                return Outcome.SKIPPED, None
+        value = await self._invoke(definition.execute, definition.execute_in_thread, ctx)
+        return Outcome.SUCCEEDED, value
+
+    async def _invoke(self, fn: Callable[..., Any], in_thread: bool, ctx: TaskContext) -> Any:
+        """``fn(ctx)``, a plain ``def`` in a worker thread; an awaitable it returns is awaited
+        here, on the event loop. A cancellation (the timeout, shutdown) stops waiting for the
+        thread at once (``abandon_on_cancel``, anyio 4.1+): it runs to its end in the
+        background and what it returns or raises is dropped."""
+        if in_thread:
+            if self._threads is None:
+                self._threads = anyio.CapacityLimiter(self.kernel.thread_limit)
+            token = object()
+            self._in_threads[token] = time.monotonic()
+            try:
+                # boxed: trio refuses a function that returns a coroutine
+                (value,) = await anyio.to_thread.run_sync(
+                    _boxed, fn, ctx, abandon_on_cancel=True, limiter=self._threads
+                )
+            finally:
+                del self._in_threads[token]
+        else:
+            value = fn(ctx)
+        if inspect.isawaitable(value):
+            value = await value
+        return value
 
     async def _watchdog(
         self,
@@ -309,19 +364,8 @@ class Runner:
         await self.pool.record_abandoned(claim, result)
 
 
-async def _prepare_and_execute(definition: TaskDefinition, ctx: TaskContext) -> tuple[Outcome, Any]:
-    if definition.prepare is not None:
-        ok = definition.prepare(ctx)
-        if inspect.isawaitable(ok):
-            ok = await ok
-        if not isinstance(ok, bool):
-            raise PrepareResultError(
-                f"prepare of task {definition.name!r} returned {short(ok)}; "
-                "it must return True or False"
-            )
-        if not ok:
-            return Outcome.SKIPPED, None
-    return Outcome.SUCCEEDED, await definition.execute(ctx)
+def _boxed(fn: Callable[..., Any], ctx: TaskContext) -> tuple[Any]:
+    return (fn(ctx),)
 
 
 def forget_own_cancel() -> None:

@@ -647,10 +647,17 @@ def test_bad_task_options_are_refused(option: str, value: object) -> None:
     assert len(registry) == 0
 
 
-@pytest.mark.parametrize("execute", [None, 5, "run", lambda ctx: None, print])
+@pytest.mark.parametrize("execute", [None, 5, "run"])
 def test_bad_execute_is_refused(execute: object) -> None:
-    with pytest.raises(InvalidTaskError):
+    with pytest.raises(InvalidTaskError, match="execute must be callable"):
         define_task(name="t", execute=execute)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("execute", [lambda ctx: None, print])
+def test_a_plain_callable_is_a_task_run_in_a_thread(execute: object) -> None:
+    # refused before plain def tasks (issue 14); now run in a worker thread
+    definition = define_task(name="t", execute=execute)  # type: ignore[arg-type]
+    assert definition.execute_in_thread
 
 
 def test_good_task_options_are_kept() -> None:
