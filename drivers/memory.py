@@ -71,10 +71,14 @@ class MemoryDriver(Driver):
         self.history_limit, self.history_max_age = check_history_options(
             history_limit, history_max_age
         )
+        self._max_age = timedelta(seconds=self.history_max_age or 0)
         #: indexed data key -> normalized value -> ids of the jobs holding it
         self._index: dict[str, dict[tuple[str, Any], set[str]]] = {}
         #: job id -> revision (bumped when update_job changes its timing)
         self._revision: dict[str, int] = {}
+        #: the claims running now, by job id: update_job gives a claim a snapshot of its job
+        #: before it changes the stored one (copy on write: no copy per claim)
+        self._claimed: dict[str, Claim] = {}
         #: job id -> its finished runs, oldest first
         self._runs: dict[str, deque[RunRecord]] = {}
         #: job id -> finish time of its last run written, oldest write first (age retention:
@@ -303,6 +307,10 @@ class MemoryDriver(Driver):
         job = self._jobs.get(job_id)
         if job is None:
             return None
+        running = self._claimed.get(job_id)
+        if running is not None and running.job is job:
+            # the running occurrence finishes with what it had: it gets a snapshot
+            running.job = _copy(job)
         if data is not UNSET:
             # the stored copy is the data as the codec reads it back (refused: nothing changes)
             data = self.ctx.codec.decode(self.ctx.codec.encode(data))
@@ -362,14 +370,20 @@ class MemoryDriver(Driver):
                 self._run_order.get(job.id, record.finished_at), record.finished_at
             )
             self._run_order.move_to_end(job.id)
-        self._expire_runs()
+            # the finish time is the kernel clock's now: no clock call per run
+            self._expire_runs(record.finished_at)
 
-    def _expire_runs(self) -> None:
+    def _expire_runs(self, now: datetime | None = None) -> None:
         """Drop runs older than ``history_max_age`` (by the kernel's clock)."""
         if self.history_max_age is None or not self._run_order or not hasattr(self, "ctx"):
             return
-        cutoff = self.ctx.clock.now() - timedelta(seconds=self.history_max_age)
+        if now is None:
+            now = self.ctx.clock.now()
+        cutoff = now - self._max_age
         order = self._run_order
+        first = next(iter(order.values()))
+        if first >= cutoff:
+            return
         # jobs whose newest run is older than the age: their whole history goes
         while order:
             job_id, last = next(iter(order.items()))
@@ -404,15 +418,14 @@ class MemoryDriver(Driver):
             del due[job_id]
             job.state = JobState.RUNNING
             assert job.scheduled_at is not None
-            claims.append(
-                Claim(
-                    # a snapshot: update_job changes the stored job, not the running occurrence
-                    job=attrs.evolve(job),
-                    scheduled_at=job.scheduled_at,
-                    attempt=job.attempt + 1,
-                    handle=(job, self._revision.get(job_id, 0)),
-                )
+            claim = Claim(
+                job=job,
+                scheduled_at=job.scheduled_at,
+                attempt=job.attempt + 1,
+                handle=(job, self._revision.get(job_id, 0)),
             )
+            self._claimed[job_id] = claim
+            claims.append(claim)
         for entry in held:
             heapq.heappush(heap, entry)
         top = self._top()
@@ -425,6 +438,8 @@ class MemoryDriver(Driver):
         job = self._jobs.get(job_id)
         if not isinstance(claim.handle, tuple):
             return  # not a claim of this driver
+        if self._claimed.get(job_id) is claim:
+            del self._claimed[job_id]
         held, revision = claim.handle
         if job is None or job is not held:
             return  # removed or replaced while it ran
@@ -464,6 +479,8 @@ class MemoryDriver(Driver):
             assert job_id is not None
             job = self._jobs.get(job_id)
             held = claim.handle[0] if isinstance(claim.handle, tuple) else None
+            if held is not None and self._claimed.get(job_id) is claim:
+                del self._claimed[job_id]
             if job is None or job is not held or job.state is not JobState.RUNNING:
                 continue
             paused = job_id in self._pause_after
