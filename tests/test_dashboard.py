@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 pytest.importorskip("starlette")
@@ -294,3 +295,77 @@ def test_create_app_refuses_bad_arguments() -> None:
         create_app("memory://", token="")
     with pytest.raises(PluginError, match="page_size"):
         create_app("memory://", page_size=0)
+
+
+# --- the CLI and the kernel setting -----------------------------------------------------------
+
+
+def test_cli_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tickkit.plugins.cli.app import main
+
+    db = tmp_path / "tasks.db"
+    assert main(["dashboard", "--driver", f"sqlite:///{db}", "--host", "0.0.0.0"]) == 1
+    assert "refuses to listen on '0.0.0.0' without a token" in capsys.readouterr().err
+    assert main(["dashboard", "--driver", f"sqlite:///{db}"]) == 1
+    assert "no SQLite store" in capsys.readouterr().err
+    assert main(["dashboard", "--driver", "memory://"]) == 2
+    assert "needs a persistent store" in capsys.readouterr().err
+    assert main(["dashboard", "--driver", f"sqlite:///{db}", "--port", "99999"]) == 2
+    assert not db.exists()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_served_beside_a_worker(tmp_path: Path) -> None:
+    import httpx
+
+    port = _free_port()
+    kernel = Kernel(
+        _url("sqlite", tmp_path),
+        tasks=registry(),
+        plugins=["tickkit.plugins.dashboard"],
+        settings={"dashboard": {"port": port}},
+    )
+    async with kernel:
+        ids = await fill(kernel)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            for _ in range(100):
+                try:
+                    r = await client.get("/jobs", params={"where": "user_id=5"})
+                    break
+                except httpx.TransportError:
+                    await anyio.sleep(0.05)
+            assert r.status_code == 200
+            assert ids["reminders"][5] in r.text
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"host": "0.0.0.0"}, "without a token"),
+        ({"port": "80"}, "port must be an int"),
+        ({"colour": "red"}, "unknown dashboard setting"),
+        ("yes", "must be a mapping"),
+    ],
+)
+async def test_kernel_setting_refused(tmp_path: Path, setting: Any, message: str) -> None:
+    kernel = Kernel(
+        _url("sqlite", tmp_path),
+        tasks=registry(),
+        plugins=["tickkit.plugins.dashboard"],
+        settings={"dashboard": setting},
+    )
+    with pytest.raises(PluginError, match=message):
+        async with kernel:
+            pass
+    assert kernel.state == "stopped"

@@ -119,10 +119,17 @@ def tokens_equal(given: str | None, expected: str) -> bool:
 
 
 async def serve(
-    app: Any, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: str | None = None
+    app: Any,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    token: str | None = None,
+    signals: bool = False,
 ) -> None:
-    """Serve ``app`` with uvicorn until cancelled (asyncio only). Installs no signal handler:
-    the program that calls it owns Ctrl-C."""
+    """Serve ``app`` with uvicorn until cancelled (asyncio only). Refuses an address other
+    machines reach without a ``token`` (:func:`check_bind`). With ``signals`` uvicorn handles
+    SIGINT/SIGTERM (a graceful stop: ``tickkit dashboard``); without, the program that calls it
+    owns them (a worker serving the dashboard beside it)."""
     _require_extra()
     check_bind(host, token)
     import uvicorn
@@ -143,7 +150,7 @@ async def serve(
             return contextlib.nullcontext()
 
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
-    server = _Server(config)
+    server = _Server(config) if not signals else uvicorn.Server(config)
     task = asyncio.ensure_future(server.serve())
     try:
         await asyncio.shield(task)

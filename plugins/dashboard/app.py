@@ -678,7 +678,7 @@ Retry runs the job once more (an extra run); delete removes it.</p>
         name = request.path_params["name"]
         if name not in STATIC_FILES:
             return Response("not found", 404)
-        text = resources.files(__package__).joinpath("static", name).read_bytes()
+        text = resources.files(__package__).joinpath("static").joinpath(name).read_bytes()
         return Response(
             text, media_type=STATIC_FILES[name], headers={"cache-control": "max-age=300"}
         )
