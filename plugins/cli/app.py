@@ -506,6 +506,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="a secret every request must carry (default: $TICKKIT_DASHBOARD_TOKEN); sign in "
         "at /login?token=TOKEN",
     )
+    p.add_argument(
+        "--refresh",
+        type=_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="how often open pages update themselves (5; 0: never)",
+    )
+    p.add_argument(
+        "--page-size",
+        type=_positive_int,
+        default=50,
+        metavar="N",
+        help="jobs per table page (50, at most 500)",
+    )
 
     p = command(
         "drivers",

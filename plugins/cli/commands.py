@@ -548,7 +548,7 @@ async def cmd_dashboard(args: argparse.Namespace) -> int:
             f"no SQLite store at {path!r} ({redact_url(url)}): check --driver or "
             "TICKKIT_DRIVER (`tickkit run` and `tickkit add` create a new store)"
         )
-    app = create_app(url, token=token)
+    app = create_app(url, token=token, refresh=args.refresh, page_size=args.page_size)
     host = f"[{args.host}]" if ":" in args.host else args.host
     output.echo(
         f"tickkit dashboard for {redact_url(url)} on http://{host}:{args.port}/"

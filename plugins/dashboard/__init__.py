@@ -94,7 +94,8 @@ def create_app(
     and stops it when the app shuts down). ``token``: when given, every request (pages, the
     JSON endpoint and actions; not the static CSS/JS) needs it, as the cookie set by
     ``/login?token=...``, or an ``Authorization: Bearer`` or ``X-Tickkit-Token`` header.
-    ``refresh``: seconds between the live updates' polls. ``page_size``: jobs per table page.
+    ``refresh``: seconds between the live updates' polls (0: none). ``page_size``: jobs per
+    table page.
     """
     _require_extra()
     if token is not None and (not isinstance(token, str) or not token.strip()):
@@ -103,8 +104,8 @@ def create_app(
         raise PluginError(
             f"create_app needs a Kernel or a driver URL, got {type(kernel_or_driver_url).__name__}"
         )
-    if isinstance(refresh, bool) or not isinstance(refresh, (int, float)) or not refresh > 0:
-        raise PluginError(f"refresh must be a positive number of seconds, got {refresh!r}")
+    if isinstance(refresh, bool) or not isinstance(refresh, (int, float)) or not refresh >= 0:
+        raise PluginError(f"refresh must be a number of seconds >= 0, got {refresh!r}")
     if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= 500:
         raise PluginError(f"page_size must be an int from 1 to 500, got {page_size!r}")
     from .app import build_app

@@ -3,6 +3,7 @@ server-rendered pages (every value escaped with :func:`html.escape`)."""
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import secrets
@@ -251,8 +252,9 @@ class Dashboard:
         return self.base(request) + path + (f"?{urlencode(flat)}" if flat else "")
 
     def page(self, request: Request, title: str, body: str, *, status: int = 200) -> Response:
+        digest = hashlib.sha256(body.encode()).hexdigest()[:16]
         if request.headers.get("x-tickkit-live") == "1":
-            return HTMLResponse(body, status_code=status)
+            return HTMLResponse(body, status_code=status, headers={"x-tickkit-digest": digest})
         b = self.base(request)
         here = ' class="here"'
         nav = "".join(
@@ -273,7 +275,7 @@ class Dashboard:
 <header><span class="brand">{e(self.title)}</span><nav>{nav}</nav>
 <span class="store" title="store">{e(self.store_name)}</span>
 <span class="live" id="live">live</span></header>
-<main id="main">{body}</main>
+<main id="main" data-digest="{digest}">{body}</main>
 <script src="{e(b)}/static/dashboard.js"></script>
 </body></html>"""
         return HTMLResponse(doc, status_code=status)
@@ -425,6 +427,9 @@ soonest and up to {SAMPLE_JOBS // 2} failed ones); jobs deleted since are not co
             error = "the job this page started after is gone: start from the first page"
         except (TickkitError, ValueError) as exc:
             error = str(exc)
+        except TypeError as exc:
+            # a driver written before where/after: it refuses the keyword
+            error = f"this store's driver cannot filter or page this way: {exc}"
         options = "".join(
             f'<option value="{e(s)}"{" selected" if s == state else ""}>{e(s)}</option>'
             for s in ["", *STATES]

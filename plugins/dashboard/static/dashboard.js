@@ -35,14 +35,18 @@
     fetch(window.location.href, { headers: { "X-Tickkit-Live": "1" }, credentials: "same-origin" })
       .then(function (r) {
         if (!r.ok && r.status !== 404) { throw new Error(r.status); }
-        return r.text();
+        return r.text().then(function (text) {
+          return { text: text, digest: r.headers.get("X-Tickkit-Digest") };
+        });
       })
-      .then(function (text) {
-        if (busy()) { return; }
-        main.innerHTML = text;
-        wire(main);
+      .then(function (got) {
         live.classList.remove("off");
         live.textContent = "live";
+        // replace the page only when it changed (a button under the pointer stays put)
+        if (busy() || got.digest === main.getAttribute("data-digest")) { return; }
+        main.innerHTML = got.text;
+        main.setAttribute("data-digest", got.digest || "");
+        wire(main);
       })
       .catch(function () { live.classList.add("off"); live.textContent = "offline"; });
   }
