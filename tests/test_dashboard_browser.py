@@ -16,11 +16,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.from_thread
@@ -36,6 +36,7 @@ CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 SHOTS = os.environ.get("TICKKIT_SCREENSHOTS", "").strip() == "1"
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "dashboard"
 PAGE_SIZE = 3
+_T = TypeVar("_T")
 EXTRA_REMINDERS = 5
 
 
@@ -77,7 +78,9 @@ def browser() -> Iterator[Any]:
         "--lang=en-US",
     ):
         options.add_argument(arg)
-    drv = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    # the viewer is in another zone than the jobs: the page shows both
+    service = Service(executable_path=driver_path, env={**os.environ, "TZ": "America/New_York"})
+    drv = webdriver.Chrome(service=service, options=options)
     drv.set_page_load_timeout(30)
     try:
         yield drv
@@ -213,13 +216,34 @@ def shot(browser: Any, store: Store, name: str) -> None:
         browser.save_screenshot(str(DOCS / f"{name}.png"))
 
 
+def live(read: Callable[[], _T]) -> _T:
+    """``read()`` of the page; again when the live update replaced an element meanwhile (the
+    pages update themselves every second here)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for _ in range(20):
+        try:
+            return read()
+        except StaleElementReferenceException:
+            time.sleep(0.1)
+    raise AssertionError("the page kept changing")
+
+
 def row_ids(browser: Any) -> list[str]:
     from selenium.webdriver.common.by import By
 
-    return [
-        el.get_attribute("data-id")
-        for el in browser.find_elements(By.CSS_SELECTOR, "table.jobs tr[data-id]")
-    ]
+    return live(
+        lambda: [
+            el.get_attribute("data-id")
+            for el in browser.find_elements(By.CSS_SELECTOR, "table.jobs tr[data-id]")
+        ]
+    )
+
+
+def text_of(browser: Any, selector: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    return str(live(lambda: browser.find_element(By.CSS_SELECTOR, selector).text))
 
 
 def click(browser: Any, selector: str) -> None:
@@ -249,7 +273,7 @@ def test_in_a_real_browser(browser: Any, store: Store, server: str) -> None:
     # overview
     browser.get(server + "/")
     assert browser.title.startswith("Overview")
-    assert browser.find_element(By.CSS_SELECTOR, '[data-count="failed"]').text == "1"
+    assert text_of(browser, '[data-count="failed"]') == "1"
     assert SECRET not in browser.page_source
     shot(browser, store, "overview")
 
@@ -262,9 +286,9 @@ def test_in_a_real_browser(browser: Any, store: Store, server: str) -> None:
 
     # live update: a job created meanwhile shows without a reload
     browser.get(server + "/jobs?task=remind")
-    count = browser.find_element(By.CSS_SELECTOR, "p.count").text
+    count = text_of(browser, "p.count")
     store.call(store.kernel.create_task, "remind", {"user_id": 77}, "5h")
-    wait_until(lambda: browser.find_element(By.CSS_SELECTOR, "p.count").text != count, 20)
+    wait_until(lambda: text_of(browser, "p.count") != count, 20)
 
     # a job's page: pause, resume, run now
     rid = store.ids["reminders"][1]
@@ -279,9 +303,14 @@ def test_in_a_real_browser(browser: Any, store: Store, server: str) -> None:
 
     # the cron job: its next 10 fire times, converted to the viewer's zone by the script
     browser.get(server + f"/job?id={store.ids['cron']}")
-    local = browser.find_elements(By.CSS_SELECTOR, "time.local")
+    local = live(lambda: [t.text for t in browser.find_elements(By.CSS_SELECTOR, "time.local")])
     assert len(local) == 10
-    assert all("+00:00" not in t.text for t in local)  # no longer the ISO text
+    assert all("+00:00" not in t for t in local)  # no longer the ISO text
+    assert all(("EST" in t or "GMT-5" in t) for t in local)  # the viewer's zone
+    # the static job of a task defined in Europe/Berlin: its zone and the viewer's
+    report = store.call(store.kernel.list_tasks, "report")[0]
+    browser.get(server + f"/job?id={report.id}")
+    assert "Europe/Berlin" in browser.page_source
     shot(browser, store, "job")
 
     # delete (confirmed in the browser's dialog)
@@ -312,7 +341,7 @@ def test_in_a_real_browser(browser: Any, store: Store, server: str) -> None:
     wait_until(lambda: store.job(m.group(1)).state is JobState.FAILED)
     assert store.job(boom).state is JobState.FAILED
     before = browser.current_url
-    click(browser, 'button[data-action="delete"]')
+    click(browser, f'tr[data-id="{boom}"] button[data-action="delete"]')
     browser.switch_to.alert.accept()
     wait_until(lambda: browser.current_url != before and "msg=" in browser.current_url)
     assert store.job(boom) is None
@@ -347,9 +376,7 @@ def test_filter_and_page_in_a_real_browser(
         wait_until(lambda: "where=" in browser.current_url)
         assert row_ids(browser) == [store.ids["reminders"][3]]
         # the markup in the job's data is shown as text, never run
-        assert (
-            "<script>alert('x')</script>" in browser.find_element(By.CSS_SELECTOR, "td.data").text
-        )
+        assert "<script>alert('x')</script>" in text_of(browser, "td.data")
         assert SECRET not in browser.page_source
 
         # page through every reminder, PAGE_SIZE at a time

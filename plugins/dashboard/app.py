@@ -537,7 +537,8 @@ soonest and up to {SAMPLE_JOBS // 2} failed ones); jobs deleted since are not co
 
     async def timeline(self, request: Request) -> Response:
         kernel = await self.kernel()
-        now = self.now()
+        # whole minutes: the page stays the same (no live replacement) within a minute
+        now = self.now().replace(second=0, microsecond=0)
         end = now + timedelta(hours=24)
         jobs: list[Job] = []
         after: Job | None = None
@@ -592,6 +593,12 @@ a recurring job shows its next run.</p>
         rows = []
         for job in jobs:
             err = job.last_error or ""
+            if job.id is not None:
+                # the traceback of the last failure is in the run history (when the store
+                # keeps one); the job itself holds its last line
+                last = await kernel.get_runs(job.id, limit=1)
+                if last and last[0].error:
+                    err = last[0].error
             rows.append(
                 f'<tr data-id="{e(job.id or "")}"><td>{self.job_link(request, job)}</td>'
                 f"<td>{e(job.name)}</td><td>{when(job.last_run_at)}</td><td>{job.attempt}</td>"
