@@ -369,3 +369,32 @@ async def test_kernel_setting_refused(tmp_path: Path, setting: Any, message: str
         async with kernel:
             pass
     assert kernel.state == "stopped"
+
+
+def test_mounted_in_another_app(tmp_path: Path) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    kernel = Kernel(_url("sqlite", tmp_path), tasks=registry())
+    outer = Starlette(routes=[Mount("/tickkit", app=create_app(kernel))])
+    with TestClient(outer, base_url=ORIGIN) as client:
+        assert client.portal is not None
+        client.portal.call(kernel.open)
+        try:
+            ids = client.portal.call(fill, kernel)
+            page = client.get("/tickkit/jobs").text
+            assert f'href="/tickkit/job?id={ids["cron"]}"' in page
+            assert 'href="/tickkit/static/dashboard.css"' in page
+            assert client.get("/tickkit/static/dashboard.css").status_code == 200
+            csrf = client.cookies.get("tickkit_dashboard_csrf")
+            r = client.post(
+                "/tickkit/action",
+                data={"csrf": csrf, "action": "pause", "id": ids["cron"], "next": "/tickkit/jobs"},
+                headers={"origin": ORIGIN},
+                follow_redirects=False,
+            )
+            assert r.status_code == 303 and r.headers["location"].startswith("/tickkit/jobs?")
+            job = client.portal.call(kernel.get_task, ids["cron"])
+            assert job is not None and job.state is JobState.PAUSED
+        finally:
+            client.portal.call(kernel.stop)
