@@ -398,3 +398,58 @@ def test_mounted_in_another_app(tmp_path: Path) -> None:
             assert job is not None and job.state is JobState.PAUSED
         finally:
             client.portal.call(kernel.stop)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_port_in_use_does_not_end_the_worker(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        kernel = Kernel(
+            _url("sqlite", tmp_path),
+            tasks=registry(),
+            plugins=["tickkit.plugins.dashboard"],
+            settings={"dashboard": {"port": port}},
+        )
+        async with kernel:
+            for _ in range(200):
+                if "cannot listen" in caplog.text:
+                    break
+                await anyio.sleep(0.05)
+            assert "cannot listen" in caplog.text
+            assert kernel.state == "running"
+            assert await kernel.count_tasks() == 1  # the static report job
+        assert f"127.0.0.1:{port}" in caplog.text
+
+
+def test_cli_port_in_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    from tickkit.plugins.cli.app import main
+
+    db = tmp_path / "tasks.db"
+    db.touch()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = main(["dashboard", "--driver", f"sqlite:///{db}", "--port", str(port)])
+    assert code == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_sign_in_cookie_is_not_the_token(tmp_path: Path) -> None:
+    app = create_app(_url("sqlite", tmp_path), token="t0ken")
+    with TestClient(app, base_url=ORIGIN) as client:
+        client.get("/login?token=t0ken", follow_redirects=False)
+        cookie = client.cookies.get("tickkit_dashboard_token")
+        assert cookie and "t0ken" not in cookie
+        assert client.get("/jobs").status_code == 200
+        client.cookies.set("tickkit_dashboard_token", "t0ken")
+        assert client.get("/jobs").status_code == 401

@@ -18,6 +18,7 @@ import asyncio
 import hmac
 import ipaddress
 import os
+import socket
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -150,9 +151,11 @@ async def serve(
 
             return contextlib.nullcontext()
 
+    # bound here, not by uvicorn: uvicorn ends the whole process (sys.exit) when it cannot bind
+    sock = bind(host, port)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     server = _Server(config) if not signals else uvicorn.Server(config)
-    task = asyncio.ensure_future(server.serve())
+    task = asyncio.ensure_future(server.serve(sockets=[sock]))
     try:
         await asyncio.shield(task)
     finally:
@@ -160,8 +163,32 @@ async def serve(
             server.should_exit = True
             with anyio.CancelScope(shield=True), anyio.move_on_after(10):
                 await task
+        sock.close()
     if not server.started and task.done() and task.exception() is None:
-        raise PluginError(f"the dashboard could not listen on {host}:{port}")
+        raise PluginError(f"the dashboard could not start on {host}:{port} (see the log)")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host``:``port``; ``PluginError`` naming them when it
+    cannot be had (a port in use, an address this machine does not have)."""
+    addr = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        family, kind, proto, _, where = socket.getaddrinfo(
+            addr, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise PluginError(f"the dashboard cannot listen on {host}:{port}: {exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(where)
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or str(exc)
+        raise PluginError(f"the dashboard cannot listen on {host}:{port}: {reason}") from None
+    return sock
 
 
 def _settings(kernel: Kernel) -> tuple[str, int, str | None, float]:

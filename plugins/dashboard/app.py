@@ -4,6 +4,7 @@ server-rendered pages (every value escaped with :func:`html.escape`)."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import html
 import json
 import secrets
@@ -144,6 +145,13 @@ class Dashboard:
         self._kernel: Kernel | None = source if isinstance(source, Kernel) else None
         self._owned = False
         self._lock = anyio.Lock()
+        #: the sign-in cookie: derived from the token (the token itself is never stored in
+        #: the browser)
+        self.session = (
+            hmac.new(token.encode(), b"tickkit-dashboard-session", hashlib.sha256).hexdigest()
+            if token is not None
+            else ""
+        )
 
     # --- the store --------------------------------------------------------------------------
 
@@ -186,7 +194,10 @@ class Dashboard:
     def authorized(self, request: Request) -> bool:
         if self.token is None:
             return True
-        given = request.cookies.get(TOKEN_COOKIE) or request.headers.get("x-tickkit-token")
+        cookie = request.cookies.get(TOKEN_COOKIE)
+        if cookie is not None:
+            return tokens_equal(cookie, self.session)
+        given = request.headers.get("x-tickkit-token")
         auth = request.headers.get("authorization", "")
         if given is None and auth.lower().startswith("bearer "):
             given = auth[7:].strip()
@@ -683,7 +694,7 @@ Retry runs the job once more (an extra run); delete removes it.</p>
             nxt if nxt.startswith(self.base(request) + "/") else self.base(request) + nxt,
             status_code=303,
         )
-        response.set_cookie(TOKEN_COOKIE, self.token, httponly=True, samesite="strict", path="/")
+        response.set_cookie(TOKEN_COOKIE, self.session, httponly=True, samesite="strict", path="/")
         return response
 
     async def static(self, request: Request) -> Response:
