@@ -453,3 +453,49 @@ def test_sign_in_cookie_is_not_the_token(tmp_path: Path) -> None:
         assert client.get("/jobs").status_code == 200
         client.cookies.set("tickkit_dashboard_token", "t0ken")
         assert client.get("/jobs").status_code == 401
+
+
+def test_never_lists_a_whole_store(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every list the pages make is one page (a limit), so a store of a million jobs costs
+    what a store of ten does (counts come from count_tasks)."""
+    calls: list[dict[str, Any]] = []
+    real = env.kernel.list_tasks
+
+    async def recorded(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(env.kernel, "list_tasks", recorded)
+    for path in [
+        "/",
+        "/jobs",
+        "/jobs?task=remind&where=user_id%3D3",
+        f"/jobs?after={env.ids['reminders'][2]}",
+        f"/job?id={env.ids['cron']}",
+        "/timeline",
+        "/failures",
+        "/api/summary",
+    ]:
+        assert env.client.get(path).status_code == 200, path
+    assert calls
+    for kwargs in calls:
+        assert kwargs.get("limit") is not None and 1 <= kwargs["limit"] <= 500, kwargs
+
+
+def test_update_data_and_schedule(env: Env) -> None:
+    rid = env.ids["reminders"][5]
+    page = env.client.get(f"/job?id={rid}").text
+    assert 'data-action="update"' in page
+    r = env.post(
+        "update", rid, form={"data": '{"user_id": 5, "text": "later"}', "schedule": "0 9 * * 1-5"}
+    )
+    assert r.status_code == 303 and "msg=updated" in r.headers["location"]
+    job = env.job(rid)
+    assert job.data == {"user_id": 5, "text": "later"}
+    assert job.recurring and job.next_run_at.hour == 9
+    r = env.post("update", rid, form={"data": "{not json"})
+    assert "not+JSON" in r.headers["location"] or "not%20JSON" in r.headers["location"]
+    assert env.job(rid).data == {"user_id": 5, "text": "later"}
+    r = env.post("update", rid, form={"data": "1", "schedule": "every blue moon"})
+    assert "msg=update" in r.headers["location"]
+    assert env.job(rid).data == {"user_id": 5, "text": "later"}  # nothing stored

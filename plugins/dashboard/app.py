@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from tickkit import (
     DriverError,
+    InvalidDataError,
     Job,
     JobNotFoundError,
     JobState,
@@ -330,6 +331,21 @@ class Dashboard:
         out.append(self.action_form(request, "delete", job.id, "Delete", back, danger=True))
         return "".join(out)
 
+    def edit_form(self, request: Request, job: Job, data: str, back: str) -> str:
+        """Change the data and/or the schedule (``update_task``)."""
+        if job.id is None or job.static:
+            return ""
+        return f"""<details class="edit"><summary>Edit data or schedule</summary>
+<form method="post" action="{e(self.base(request))}/action" class="edit">
+<input type="hidden" name="csrf" value="{e(self.csrf_token(request))}">
+<input type="hidden" name="action" value="update">
+<input type="hidden" name="id" value="{e(job.id)}">
+<input type="hidden" name="next" value="{e(back)}">
+<label>data (JSON)<textarea name="data" rows="6" cols="60">{e(data)}</textarea></label>
+<label>new schedule (empty: unchanged; e.g. <code>0 9 * * 1-5</code>, <code>2h</code>,
+an ISO time)<input name="schedule" size="40"></label>
+<button type="submit" data-action="update">Save</button></form></details>"""
+
     def job_link(self, request: Request, job: Job) -> str:
         if job.id is None:
             return "-"
@@ -520,6 +536,7 @@ soonest and up to {SAMPLE_JOBS // 2} failed ones); jobs deleted since are not co
 {f"<tr><th>defect</th><td>{e(job.defect)}</td></tr>" if job.defect else ""}
 </table>
 <h2>Data</h2><pre class="data" id="job-data">{e(data)}</pre>
+{self.edit_form(request, job, data, back)}
 <h2>Next {len(fire)} fire time(s)</h2>
 <table class="fire"><thead><tr><th>in the job's zone ({e(zone_name)})</th>
 <th>in yours</th></tr></thead>
@@ -669,6 +686,17 @@ Retry runs the job once more (an extra run); delete removes it.</p>
             elif action == "run_now":
                 ran = await kernel.run_task_now(job_id)
                 msg = f"{job_id} runs now" + (f" as the extra job {ran}" if ran != job_id else "")
+            elif action == "update":
+                changes: dict[str, Any] = {}
+                if "data" in form:
+                    try:
+                        changes["data"] = json.loads(form["data"])
+                    except (ValueError, RecursionError) as exc:
+                        raise InvalidDataError(f"the data is not JSON: {exc}") from None
+                if form.get("schedule", "").strip():
+                    changes["schedule"] = form["schedule"].strip()
+                await kernel.update_task(job_id, **changes)
+                msg = f"updated {job_id}"
             elif action == "delete":
                 gone = await kernel.delete_task(job_id)
                 msg = f"deleted {job_id}" if gone else f"no job {job_id} to delete"
