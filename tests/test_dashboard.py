@@ -499,3 +499,11 @@ def test_update_data_and_schedule(env: Env) -> None:
     r = env.post("update", rid, form={"data": "1", "schedule": "every blue moon"})
     assert "msg=update" in r.headers["location"]
     assert env.job(rid).data == {"user_id": 5, "text": "later"}  # nothing stored
+
+
+@pytest.mark.parametrize("target", ["//evil.example/x", "/\\evil.example", "https://evil.example"])
+def test_no_open_redirect(env: Env, target: str) -> None:
+    r = env.post("pause", env.ids["reminders"][0], form={"next": target})
+    assert r.status_code == 303 and r.headers["location"].startswith("/jobs?")
+    r = env.client.get("/login", params={"next": target}, follow_redirects=False)
+    assert r.headers["location"] == "/"

@@ -98,6 +98,16 @@ def parse_where(items: list[str]) -> dict[str, Any]:
     return where
 
 
+def local_path(target: str) -> bool:
+    """``target`` is a path on this server (not ``//host``, ``/\\host`` or a URL), so
+    redirecting to it cannot send the browser elsewhere."""
+    return (
+        target.startswith("/")
+        and not target.startswith(("//", "/\\"))
+        and not any(c in target for c in "\r\n\t\\")
+    )
+
+
 def traceback_block(error: str) -> str:
     """A traceback folded under its last line."""
     lines = error.strip().splitlines()
@@ -674,7 +684,7 @@ Retry runs the job once more (an extra run); delete removes it.</p>
         kernel = await self.kernel()
         action, job_id = form.get("action", ""), form.get("id", "")
         back = form.get("next") or self.url(request, "/jobs")
-        if not back.startswith(self.base(request) + "/") or back.startswith("//"):
+        if not back.startswith(self.base(request) + "/") or not local_path(back):
             back = self.url(request, "/jobs")
         try:
             if action == "pause":
@@ -712,7 +722,7 @@ Retry runs the job once more (an extra run); delete removes it.</p>
     async def login(self, request: Request) -> Response:
         given = request.query_params.get("token")
         nxt = request.query_params.get("next") or "/"
-        if not nxt.startswith("/") or nxt.startswith("//"):
+        if not local_path(nxt):
             nxt = "/"
         if self.token is None:
             return RedirectResponse(self.base(request) + nxt, status_code=303)
