@@ -507,3 +507,22 @@ def test_no_open_redirect(env: Env, target: str) -> None:
     assert r.status_code == 303 and r.headers["location"].startswith("/jobs?")
     r = env.client.get("/login", params={"next": target}, follow_redirects=False)
     assert r.headers["location"] == "/"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_on_trio_the_worker_runs_without_it(caplog: pytest.LogCaptureFixture) -> None:
+    pytest.importorskip("trio")
+    kernel = Kernel(
+        "memory://",
+        tasks=registry(),
+        plugins=["tickkit.plugins.dashboard"],
+        settings={"dashboard": {"port": 0}},
+    )
+    async with kernel:
+        for _ in range(200):
+            if "asyncio only" in caplog.text:
+                break
+            await anyio.sleep(0.01)
+        assert "the dashboard server runs on asyncio only" in caplog.text
+        assert kernel.state == "running"

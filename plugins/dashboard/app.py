@@ -8,7 +8,8 @@ import hmac
 import html
 import json
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from importlib import resources
 from typing import Any
@@ -16,6 +17,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import anyio
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -778,9 +780,6 @@ def build_app(
         Route("/static/{name}", dash.static),
     ]
 
-    from collections.abc import AsyncIterator
-    from contextlib import asynccontextmanager
-
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
@@ -788,25 +787,32 @@ def build_app(
         finally:
             await dash.close()
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(SecurityHeaders)])
+    app.state.dashboard = dash
+    return app
 
-    inner = app.build_middleware_stack
 
-    async def headers_mw(scope: Any, receive: Any, send: Any) -> None:
+class SecurityHeaders:
+    """Adds :data:`SECURITY_HEADERS` to every HTTP response that does not set them."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
         async def send_with(message: Any) -> None:
             if message["type"] == "http.response.start":
-                have = {k.lower() for k, _ in message.get("headers", [])}
-                extra = [
+                headers = list(message.get("headers", []))
+                have = {k.lower() for k, _ in headers}
+                headers += [
                     (k.encode(), v.encode())
                     for k, v in SECURITY_HEADERS.items()
                     if k.encode() not in have
                 ]
-                message["headers"] = [*message.get("headers", []), *extra]
+                message["headers"] = headers
             await send(message)
 
-        await stack(scope, receive, send_with if scope["type"] == "http" else send)
-
-    stack = inner()
-    app.state.dashboard = dash
-    app.middleware_stack = headers_mw  # type: ignore[assignment]
-    return app
+        await self.app(scope, receive, send_with)
