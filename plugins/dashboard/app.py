@@ -470,7 +470,7 @@ soonest and up to {SAMPLE_JOBS // 2} failed ones); jobs deleted since are not co
             # a driver written before where/after: it refuses the keyword
             error = f"this store's driver cannot filter or page this way: {exc}"
         options = "".join(
-            f'<option value="{e(s)}"{" selected" if s == state else ""}>{e(s)}</option>'
+            f'<option value="{e(s)}"{" selected" if s == state else ""}>{e(s or "any")}</option>'
             for s in ["", *STATES]
         )
         where_text = " ".join(where_items)
