@@ -451,6 +451,7 @@ def test_sign_in_cookie_is_not_the_token(tmp_path: Path) -> None:
         cookie = client.cookies.get("tickkit_dashboard_token")
         assert cookie and "t0ken" not in cookie
         assert client.get("/jobs").status_code == 200
+        client.cookies.clear()
         client.cookies.set("tickkit_dashboard_token", "t0ken")
         assert client.get("/jobs").status_code == 401
 
