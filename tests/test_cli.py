@@ -32,6 +32,7 @@ COMMANDS = [
     "resume",
     "run-now",
     "next",
+    "dashboard",
     "drivers",
     "plugins",
 ]

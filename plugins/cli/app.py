@@ -481,6 +481,47 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(p)
 
     p = command(
+        "dashboard",
+        "serve the web dashboard of a store (pip install 'tickkit[dashboard]')",
+        commands.cmd_dashboard,
+        "Serve the web dashboard (docs/dashboard.md) of the store until Ctrl-C: see what is "
+        "scheduled, what ran and what failed; pause, resume, run now, retry and delete jobs. "
+        "It listens on 127.0.0.1 unless told otherwise, and refuses any other address without "
+        "a token.",
+    )
+    _driver(p)
+    p.add_argument(
+        "--host",
+        type=_address,
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="address to listen on (127.0.0.1; any other needs --token)",
+    )
+    p.add_argument(
+        "--port", type=_port, default=8787, metavar="PORT", help="port to listen on (8787)"
+    )
+    p.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="a secret every request must carry (default: $TICKKIT_DASHBOARD_TOKEN); sign in "
+        "at /login?token=TOKEN",
+    )
+    p.add_argument(
+        "--refresh",
+        type=_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="how often open pages update themselves (5; 0: never)",
+    )
+    p.add_argument(
+        "--page-size",
+        type=_positive_int,
+        default=50,
+        metavar="N",
+        help="jobs per table page (50, at most 500)",
+    )
+
+    p = command(
         "drivers",
         "list installed drivers (tickkit.drivers entry points)",
         commands.cmd_entry_points,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import contextvars
 import os
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
@@ -523,6 +524,39 @@ async def cmd_run_now(args: argparse.Namespace) -> int:
         output.echo(f"job {args.id} runs now")
     else:
         output.echo(f"job {args.id} runs now as the extra one-off job {run_id}")
+    return 0
+
+
+# --- the dashboard ----------------------------------------------------------------------------
+
+
+async def cmd_dashboard(args: argparse.Namespace) -> int:
+    from ..dashboard import TOKEN_ENV, check_bind, create_app, serve
+
+    url = driver_url(args)
+    if url.split("://", 1)[0].lower() == "memory":
+        raise UsageError(
+            "`tickkit dashboard` needs a persistent store: the memory store lives only inside "
+            "a running worker (serve the dashboard from it with the kernel setting, see "
+            "docs/dashboard.md); pass e.g. --driver sqlite:///tasks.db (or set TICKKIT_DRIVER)"
+        )
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    check_bind(args.host, token)
+    path = sqlite_file(url)
+    if path is not None and not await anyio.Path(path).exists():
+        raise DriverError(
+            f"no SQLite store at {path!r} ({redact_url(url)}): check --driver or "
+            "TICKKIT_DRIVER (`tickkit run` and `tickkit add` create a new store)"
+        )
+    app = create_app(url, token=token, refresh=args.refresh, page_size=args.page_size)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    output.echo(
+        f"tickkit dashboard for {redact_url(url)} on http://{host}:{args.port}/"
+        + (" (sign in with the token)" if token else "")
+        + "; Ctrl-C stops it",
+        stream=sys.stderr,
+    )
+    await serve(app, host=args.host, port=args.port, token=token, signals=True)
     return 0
 
 
