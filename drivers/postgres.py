@@ -317,6 +317,8 @@ def _is_connection_error(exc: BaseException) -> bool:
             asyncpg.PostgresConnectionError,
             asyncpg.exceptions.OperatorInterventionError,  # terminated backend, shutdown
             asyncpg.exceptions.ConnectionDoesNotExistError,
+            # a connection left in a broken state by a cut (an operation never finished)
+            asyncpg.exceptions.InternalClientError,
             ConnectionError,
             OSError,
             asyncio.TimeoutError,
