@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from tickkit import (
@@ -30,14 +31,14 @@ from tickkit import (
 )
 from tickkit.testing import VirtualClock
 
-from .postgres_server import SERVER_URL, pg_database, pg_schema
+from .postgres_server import SERVER_URL, pg_database, pg_schema, private_server
 from .waiting import wait_for
 
 postgres = pytest.importorskip("tickkit.drivers.postgres")
 asyncpg = pytest.importorskip("asyncpg")
 PostgresDriver = postgres.PostgresDriver
 
-__all__ = ["pg_database", "pg_schema"]
+__all__ = ["pg_database", "pg_schema", "private_server"]
 
 pytestmark = pytest.mark.anyio
 
@@ -443,3 +444,34 @@ async def test_create_in_the_callers_transaction(pg_database: str, pg_schema: st
 
 def test_server_url_default() -> None:
     assert SERVER_URL.startswith("postgresql://")
+
+
+@pytest.mark.slow
+async def test_server_restart_mid_run_loses_nothing(private_server: Any) -> None:
+    runs: list[Any] = []
+    registry = TaskRegistry()
+
+    async def record(ctx: TaskContext) -> None:
+        await asyncio.sleep(0.005)
+        runs.append(ctx.job_id)
+
+    task(name="record", execute=record, registry=registry)
+    driver = PostgresDriver(
+        private_server.url, poll_interval=1, lease_duration=3, reconnect_timeout=30
+    )
+    async with Kernel(driver, tasks=registry, concurrency=4) as kernel:
+        now = kernel.clock.now()
+        ids = await driver.add_jobs([job(now, id=f"r{i}") for i in range(400)])
+        await wait_for(lambda: len(runs) >= 20, 10, "the first runs")
+        await anyio.to_thread.run_sync(private_server.stop)
+        stopped_with = len(set(runs))
+        await anyio.to_thread.run_sync(private_server.start)
+        # jobs created while the server was coming back are kept too
+        late = await kernel.create_task("record", "late")
+
+        async def drained() -> bool:
+            return await driver.count_jobs() == {} and set(runs) >= {*ids, late}
+
+        await wait_for(drained, 60, "every job to run after the restart")
+    assert stopped_with < len(ids)  # the restart happened mid-run
+    assert set(runs) == {*ids, late}
