@@ -792,27 +792,29 @@ class PostgresDriver(Driver):
     async def add_job(self, job: Job, *, replace: bool = False) -> str:
         job_id = job.id if job.id is not None else uuid.uuid4().hex
         params = self._params(job, job_id)
-        sql = self._insert_sql(replace)
         wake = job.state is JobState.SCHEDULED
+        n = _NCOLS + 1
+        # one statement (one round trip, its own transaction unless the caller's is open): the
+        # insert, and the notification only when a row was stored
+        notify = f", pg_notify(${n + 1}::text, ${n + 2}::text)" if wake else ""
+        sql = f"WITH ins AS ({self._insert_sql(replace)}) SELECT id{notify} FROM ins"
 
         async def insert(conn: Any, tries: int, payload: str) -> None:
-            async with conn.transaction():
-                stored = await conn.fetchval(sql, *params)
-                if stored is None:
-                    if tries and job.id is None:
-                        return  # the first try committed (its answer was lost)
-                    raise JobExistsError(
-                        f"a job with id {job_id!r} exists; pass replace=True to replace it"
-                    )
-                if wake:
-                    await self._notify(conn, payload)
+            extra = (self.channel, payload) if wake else ()
+            stored = await conn.fetchval(sql, *params, *extra)
+            if stored is None:
+                if tries and job.id is None:
+                    return  # the first try committed (its answer was lost)
+                raise JobExistsError(
+                    f"a job with id {job_id!r} exists; pass replace=True to replace it"
+                )
 
         given = self._given_connection()
         if given is not None:
             self._io += 1
             try:
-                # a savepoint inside the caller's transaction; the notification is sent on
-                # its commit, to every process (this one's kernel included)
+                # inside the caller's transaction; the notification is sent on its commit,
+                # to every process (this one's kernel included)
                 await insert(given, 0, "")
             except TickkitError:
                 raise
@@ -1284,12 +1286,13 @@ class PostgresDriver(Driver):
         """
 
         async def claim(conn: Any, _tries: int) -> tuple[list[Any], Any]:
-            async with conn.transaction():
-                rows = await conn.fetch(sql, now_ms, self.ctx.owner, token, limit, names, expires)
-                next_run = await conn.fetchval(
-                    f"SELECT MIN(next_run_at) FROM {s}.jobs WHERE state = 'scheduled' "
-                    "AND next_run_at IS NOT NULL"
-                )
+            # the claim is one statement (its own transaction); the earliest due time among
+            # the jobs left is read after it
+            rows = await conn.fetch(sql, now_ms, self.ctx.owner, token, limit, names, expires)
+            next_run = await conn.fetchval(
+                f"SELECT MIN(next_run_at) FROM {s}.jobs WHERE state = 'scheduled' "
+                "AND next_run_at IS NOT NULL"
+            )
             return rows, next_run
 
         rows, next_run = await self._call(claim, shield=True)
@@ -1355,115 +1358,124 @@ class PostgresDriver(Driver):
         job_id = claim.job.id
         if claim.token is None or job_id is None:
             return
+        sql, params, prune = self._complete_sql(claim, result)
+
+        async def record(conn: Any, _tries: int) -> None:
+            # one statement, so one round trip and one transaction: the history row, the
+            # outcome and what follows, only while the claim holds its lease
+            await conn.execute(sql, *params)
+            if prune is not None:
+                await self._prune(conn, prune, to_millis(result.finished_at))
+
+        await self._call(record, shield=True)
+
+    def _complete_sql(
+        self, claim: Claim, result: RunResult
+    ) -> tuple[str, list[Any], JobState | None]:
+        """The one statement that records an outcome (data-modifying CTEs), its parameters,
+        and the kind of finished job whose retention to apply afterwards (or None)."""
         s = self._s
+        params: list[Any] = []
+
+        def p(value: Any, cast: str) -> str:
+            params.append(value)
+            return f"${len(params)}::{cast}"
+
+        job_id, token = p(claim.job.id, "text"), p(claim.token, "text")
+        rev = p(claim.handle if isinstance(claim.handle, int) else 0, "bigint")
         finished = to_millis(result.finished_at)
-        rev = claim.handle if isinstance(claim.handle, int) else 0
-        common: list[Any] = [
-            job_id,  # $1
-            claim.token,  # $2
-            rev,  # $3
-            to_millis(result.started_at or result.finished_at),  # $4
-            result.outcome.value,  # $5
-            result.error,  # $6
-            result.traceback,  # $7
-        ]
+        same = f"revision = {rev}"
         recorded = (
-            "last_run_at = $4, last_outcome = $5, last_error = $6, last_traceback = $7, "
-            f"runs = runs + 1, {_NO_LEASE}"
+            f"last_run_at = {p(to_millis(result.started_at or result.finished_at), 'bigint')}, "
+            f"last_outcome = {p(result.outcome.value, 'text')}, "
+            f"last_error = {p(result.error, 'text')}, "
+            f"last_traceback = {p(result.traceback, 'text')}, runs = runs + 1, {_NO_LEASE}"
         )
-        mine = "WHERE id = $1 AND lease_token = $2 AND state = 'running'"
-        same = "revision = $3"
-        delete_sql: str | None = None
+        remove = False
         prune: JobState | None = None
         if result.retry_at is not None:
-            sql = (
-                f"UPDATE {s}.jobs SET state = {_RESUMED_STATE}, "
-                f"attempt = CASE WHEN {same} THEN $8 ELSE 0 END, "
-                f"next_run_at = CASE WHEN {same} THEN $9 ELSE next_run_at END, "
-                f"{recorded} {mine}"
+            sets = (
+                f"state = {_RESUMED_STATE}, "
+                f"attempt = CASE WHEN {same} THEN {p(claim.attempt, 'int')} ELSE 0 END, "
+                f"next_run_at = CASE WHEN {same} THEN {p(to_millis(result.retry_at), 'bigint')} "
+                "ELSE next_run_at END"
             )
-            params = [*common, claim.attempt, to_millis(result.retry_at)]
         elif result.next_run_at is not None:
-            sql = (
-                f"UPDATE {s}.jobs SET state = {_RESUMED_STATE}, attempt = 0, "
-                f"next_run_at = CASE WHEN {same} THEN $8 ELSE next_run_at END, "
-                f"scheduled_at = CASE WHEN {same} THEN $8 ELSE scheduled_at END, "
-                f"{recorded} {mine}"
+            at = p(to_millis(result.next_run_at), "bigint")
+            sets = (
+                f"state = {_RESUMED_STATE}, attempt = 0, "
+                f"next_run_at = CASE WHEN {same} THEN {at} ELSE next_run_at END, "
+                f"scheduled_at = CASE WHEN {same} THEN {at} ELSE scheduled_at END"
             )
-            params = [*common, to_millis(result.next_run_at)]
         else:
             final = result.final_state
             retention = self.keep_failed if final is JobState.FAILED else self.keep_completed
             attempt = claim.attempt if result.outcome is not Outcome.MISSED else claim.attempt - 1
-            sql = (
-                f"UPDATE {s}.jobs SET "
-                f"state = CASE WHEN {same} THEN $8 ELSE {_RESUMED_STATE} END, "
-                f"attempt = CASE WHEN {same} THEN $9 ELSE 0 END, "
+            sets = (
+                f"state = CASE WHEN {same} THEN {p(final.value, 'text')} "
+                f"ELSE {_RESUMED_STATE} END, "
+                f"attempt = CASE WHEN {same} THEN {p(attempt, 'int')} ELSE 0 END, "
                 f"next_run_at = CASE WHEN {same} THEN NULL ELSE next_run_at END, "
-                f"finished_at = CASE WHEN {same} THEN $10 ELSE finished_at END, "
-                f"{recorded} {mine}"
+                f"finished_at = CASE WHEN {same} THEN {p(finished, 'bigint')} "
+                "ELSE finished_at END"
             )
-            params = [*common, final.value, attempt, finished]
             if not claim.job.static and not retention.keeps_any:
-                # removed at once, unless updated while it ran (then it runs again)
-                delete_sql = (
-                    f"DELETE FROM {s}.jobs WHERE id = $1 AND lease_token = $2 "
-                    "AND state = 'running' AND revision = $3"
-                )
+                remove = True  # removed at once, unless updated while it ran (it runs again)
             elif not claim.job.static and not retention.keep_all:
                 prune = final
-        history = self.history_limit > 0 and result.outcome is not Outcome.MISSED
-        run_row = (
-            job_id,
-            claim.job.name if isinstance(claim.job.name, str) else "",
-            to_millis(claim.scheduled_at),
-            _ms(result.started_at),
-            finished,
-            claim.attempt,
-            result.outcome.value,
-            result.traceback or result.error,
-            self.ctx.owner,
-        )
-
-        async def record(conn: Any, _tries: int) -> None:
-            async with conn.transaction():
-                # the lease is checked and kept (row lock) until the end of the transaction
-                held = await conn.fetchval(
-                    f"SELECT 1 FROM {s}.jobs WHERE id = $1 AND lease_token = $2 "
-                    "AND state = 'running' FOR UPDATE",
+        parts = [
+            f"held AS (SELECT id, revision FROM {s}.jobs WHERE id = {job_id} "
+            f"AND lease_token = {token} AND state = 'running' FOR UPDATE)"
+        ]
+        if self.history_limit > 0 and result.outcome is not Outcome.MISSED:
+            cutoff = (
+                finished - int(self.history_max_age * 1000)
+                if self.history_max_age is not None
+                else None
+            )
+            values = ", ".join(
+                [
                     job_id,
-                    claim.token,
+                    p(claim.job.name if isinstance(claim.job.name, str) else "", "text"),
+                    p(to_millis(claim.scheduled_at), "bigint"),
+                    p(_ms(result.started_at), "bigint"),
+                    p(finished, "bigint"),
+                    p(claim.attempt, "int"),
+                    p(result.outcome.value, "text"),
+                    p(result.traceback or result.error, "text"),
+                    p(self.ctx.owner, "text"),
+                ]
+            )
+            # a run already older than history_max_age is not kept at all
+            fresh = "" if cutoff is None or finished >= cutoff else " WHERE FALSE"
+            parts.append(
+                f"run AS (INSERT INTO {s}.runs (job_id, name, scheduled_at, started_at, "
+                f"finished_at, attempt, outcome, error, worker) SELECT {values} FROM held{fresh})"
+            )
+            # the statement does not see its own new row: keep history_limit - 1 older ones
+            parts.append(
+                f"trimmed AS (DELETE FROM {s}.runs WHERE EXISTS (SELECT 1 FROM held) AND seq IN "
+                f"(SELECT seq FROM {s}.runs WHERE job_id = {job_id} "
+                "ORDER BY finished_at DESC, attempt DESC, seq DESC "
+                f"OFFSET {p(self.history_limit - (0 if fresh else 1), 'bigint')}))"
+            )
+            if cutoff is not None:
+                parts.append(
+                    f"aged AS (DELETE FROM {s}.runs WHERE EXISTS (SELECT 1 FROM held) "
+                    f"AND finished_at < {p(cutoff, 'bigint')})"
                 )
-                if held is None:
-                    return  # the lease was lost, or the job removed or replaced
-                if history:
-                    await conn.execute(
-                        f"INSERT INTO {s}.runs (job_id, name, scheduled_at, started_at, "
-                        "finished_at, attempt, outcome, error, worker) "
-                        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                        *run_row,
-                    )
-                    await conn.execute(
-                        f"DELETE FROM {s}.runs WHERE seq IN (SELECT seq FROM {s}.runs "
-                        "WHERE job_id = $1 ORDER BY finished_at DESC, attempt DESC, seq DESC "
-                        "OFFSET $2)",
-                        job_id,
-                        self.history_limit,
-                    )
-                if delete_sql is not None:
-                    status = await conn.execute(delete_sql, job_id, claim.token, rev)
-                    if _rowcount(status):
-                        return
-                status = await conn.execute(sql, *params)
-                if prune is not None:
-                    await self._prune(conn, prune, finished)
-                if history and self.history_max_age is not None:
-                    await conn.execute(
-                        f"DELETE FROM {s}.runs WHERE finished_at < $1",
-                        finished - int(self.history_max_age * 1000),
-                    )
-
-        await self._call(record, shield=True)
+        keep = "TRUE"
+        if remove:
+            parts.append(
+                f"gone AS (DELETE FROM {s}.jobs WHERE id IN "
+                f"(SELECT id FROM held WHERE revision = {rev}))"
+            )
+            keep = f"revision <> {rev}"
+        parts.append(
+            f"done AS (UPDATE {s}.jobs SET {sets}, {recorded} "
+            f"WHERE id IN (SELECT id FROM held WHERE {keep}))"
+        )
+        return "WITH " + ", ".join(parts) + " SELECT 1", params, prune
 
     async def release(self, claims: Sequence[Claim]) -> None:
         ids = [c.job.id for c in claims if c.token is not None and c.job.id]

@@ -406,7 +406,11 @@ async def test_create_in_the_callers_transaction(pg_database: str, pg_schema: st
     pool = await asyncpg.create_pool(pg_database, min_size=1, max_size=2)
     try:
         await pool.execute("CREATE TABLE IF NOT EXISTS public.reminders_t (id text)")
-        async with Kernel(runner, tasks=recording(runs)), Kernel(creator, tasks=recording([])) as k:
+        # the creating process only opens its kernel (a bot's command handler): the runner
+        # runs the job, woken by the NOTIFY sent on commit
+        k = Kernel(creator, tasks=recording([]))
+        await k.open()
+        async with Kernel(runner, tasks=recording(runs)):
             later = k.clock.now() + timedelta(days=1)
             # rolled back: neither the row nor the job exists
             async with pool.acquire() as conn:
@@ -437,6 +441,7 @@ async def test_create_in_the_callers_transaction(pg_database: str, pg_schema: st
             with pytest.raises(Exception, match="asyncpg connection"):
                 async with creator.using("not a connection"):
                     pass
+        await k.stop()
     finally:
         await pool.execute("DROP TABLE IF EXISTS public.reminders_t")
         await pool.close()
