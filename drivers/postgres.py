@@ -396,6 +396,8 @@ class PostgresDriver(Driver):
         self._stopping = False
         #: notifications received from other processes (tests read it)
         self.notifications = 0
+        #: the next due time (epoch ms) the last claim reported: the kernel wakes by then
+        self._next_due_ms: int | None = None
 
     def __repr__(self) -> str:
         return f"PostgresDriver({redact_url(self.dsn)!r}, schema={self.schema!r})"
@@ -520,8 +522,14 @@ class PostgresDriver(Driver):
         finally:
             self._io -= 1
 
-    async def _notify(self, conn: Any, payload: str) -> None:
-        await conn.execute("SELECT pg_notify($1, $2)", self.channel, payload)
+    def _payload(self, due_ms: int | None, owner: str | None = None) -> str:
+        """A notification: the sender (its kernel ignores it) and, when known, the earliest
+        due time it made (a receiver that will wake by then anyway ignores it)."""
+        sender = self.ctx.owner if owner is None else owner
+        return sender if due_ms is None else f"{sender} {due_ms}"
+
+    async def _notify(self, conn: Any, due_ms: int | None = None) -> None:
+        await conn.execute("SELECT pg_notify($1, $2)", self.channel, self._payload(due_ms))
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -606,9 +614,20 @@ class PostgresDriver(Driver):
             delay = min(delay * 2, 2.0)
 
     def _on_notification(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        if payload != self.ctx.owner:
-            self.notifications += 1
-            self.ctx.notify()
+        sender, _, due = payload.partition(" ")
+        if sender == self.ctx.owner:
+            return  # this process's kernel knows already
+        known = self._next_due_ms
+        # a due time the kernel sleeps until (in the future): it wakes by then on its own; one
+        # in the past (jobs left by a full or capped kernel) says nothing
+        if due and known is not None and known > to_millis(self.ctx.clock.now()):
+            try:
+                if int(due) >= known:
+                    return  # the kernel wakes by then anyway
+            except ValueError:
+                pass
+        self.notifications += 1
+        self.ctx.notify()
 
     async def stop(self) -> None:
         self._stopping = True
@@ -799,8 +818,10 @@ class PostgresDriver(Driver):
         notify = f", pg_notify(${n + 1}::text, ${n + 2}::text)" if wake else ""
         sql = f"WITH ins AS ({self._insert_sql(replace)}) SELECT id{notify} FROM ins"
 
-        async def insert(conn: Any, tries: int, payload: str) -> None:
-            extra = (self.channel, payload) if wake else ()
+        due = _ms(job.next_run_at)
+
+        async def insert(conn: Any, tries: int, owner: str) -> None:
+            extra = (self.channel, self._payload(due, owner)) if wake else ()
             stored = await conn.fetchval(sql, *params, *extra)
             if stored is None:
                 if tries and job.id is None:
@@ -840,7 +861,10 @@ class PostgresDriver(Driver):
         verb = self._insert_sql(True).removesuffix(" RETURNING id")
         plain = f"INSERT INTO {self._s}.jobs ({_INSERT_COLUMNS}) VALUES ({_INSERT_VALUES})"
 
-        async def insert(conn: Any, tries: int, payload: str) -> None:
+        dues = [r[4] for r, j in zip(rows, jobs, strict=True) if j.state is JobState.SCHEDULED]
+        due = min((d for d in dues if d is not None), default=None)
+
+        async def insert(conn: Any, tries: int, owner: str) -> None:
             async with conn.transaction():
                 if not replace:
                     found = await conn.fetchval(
@@ -855,7 +879,9 @@ class PostgresDriver(Driver):
                         )
                 await conn.executemany(verb if replace else plain, rows)
                 if wake:
-                    await self._notify(conn, payload)
+                    await conn.execute(
+                        "SELECT pg_notify($1, $2)", self.channel, self._payload(due, owner)
+                    )
 
         given = self._given_connection()
         if given is not None:
@@ -911,7 +937,7 @@ class PostgresDriver(Driver):
                         await conn.fetchval(self._insert_sql(True), *self._params(job, job_id))
                         woke = True
                 if woke:
-                    await self._notify(conn, self.ctx.owner)
+                    await self._notify(conn)
 
         await self._call(sync)
 
@@ -1035,7 +1061,7 @@ class PostgresDriver(Driver):
                     job_id,
                 )
                 if row is not None and not flag and row[6] == "scheduled":
-                    await self._notify(conn, self.ctx.owner)
+                    await self._notify(conn, row[4])
                 return row
 
         row = await self._call(change)
@@ -1053,7 +1079,7 @@ class PostgresDriver(Driver):
                     job_id,
                 )
                 if _rowcount(status):
-                    await self._notify(conn, self.ctx.owner)
+                    await self._notify(conn, at)
                     return True
                 return False
 
@@ -1106,7 +1132,7 @@ class PostgresDriver(Driver):
                     *params,
                 )
                 if row is not None and not isinstance(next_run_at, Unset) and row[6] == "scheduled":
-                    await self._notify(conn, self.ctx.owner)
+                    await self._notify(conn, row[4])
                 return row
 
         row = await self._call(update)
@@ -1296,6 +1322,7 @@ class PostgresDriver(Driver):
             return rows, next_run
 
         rows, next_run = await self._call(claim, shield=True)
+        self._next_due_ms = next_run if isinstance(next_run, int) else None
         rows = sorted(rows, key=lambda r: (r[-2], r[-1] if r[-1] is not None else MIN_MS - 1))
         lease_expires_at = from_millis(expires)
         claims: list[Claim] = []
@@ -1494,7 +1521,7 @@ class PostgresDriver(Driver):
                     tokens,
                 )
                 if _rowcount(status):
-                    await self._notify(conn, self.ctx.owner)
+                    await self._notify(conn)
 
         await self._call(give_back, shield=True)
 

@@ -480,3 +480,31 @@ async def test_server_restart_mid_run_loses_nothing(private_server: Any) -> None
         await wait_for(drained, 60, "every job to run after the restart")
     assert stopped_with < len(ids)  # the restart happened mid-run
     assert set(runs) == {*ids, late}
+
+
+async def test_notifications_only_when_a_job_is_due_sooner(
+    pg_database: str, pg_schema: str
+) -> None:
+    runs: list[Any] = []
+    runner = PostgresDriver(pg_database, schema=pg_schema, poll_interval=3600)
+    other = PostgresDriver(pg_database, schema=pg_schema, poll_interval=3600)
+    opened = Kernel(other, tasks=recording([]))
+    await opened.open()
+    try:
+        async with Kernel(runner, tasks=recording(runs)) as kernel:
+            now = kernel.clock.now()
+            await other.add_job(job(now + timedelta(hours=2), id="in-2h"))
+            await wait_for(lambda: runner.notifications == 1, 5, "the first notification")
+            await asyncio.sleep(0.3)  # the runner re-read the store: it sleeps 2 hours
+            # later than what the runner sleeps until: no wake-up
+            await other.add_job(job(now + timedelta(hours=3), id="in-3h"))
+            await other.add_jobs([job(now + timedelta(hours=4), id=f"b{i}") for i in range(3)])
+            await asyncio.sleep(0.5)
+            assert runner.notifications == 1
+            # sooner: a wake-up, and it runs
+            await other.add_job(job(now, id="now"))
+            await wait_for(lambda: bool(runs), 5, "the due job to run")
+            assert runner.notifications == 2
+            assert [r[0] for r in runs] == ["now"]
+    finally:
+        await opened.stop()
