@@ -31,6 +31,7 @@ import contextvars
 import hashlib
 import json
 import logging
+import math
 import re
 import time
 import uuid
@@ -972,6 +973,9 @@ class PostgresDriver(Driver):
         if static is not None:
             conds.append(f"static = {p(bool(static))}")
         for key, value in (where or {}).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                conds.append("FALSE")  # JSON holds no NaN or infinity: nothing equals it
+                continue
             wanted = p(json.dumps(value))
             if key in self._indexed:
                 # the very expression of the key's index
