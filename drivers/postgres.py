@@ -593,7 +593,7 @@ class PostgresDriver(Driver):
                     # a cut that the server did not announce shows at the next round trip
                     try:
                         await asyncio.wait_for(
-                            lost.wait(), timeout=max(self.poll_interval or 30, 1)
+                            lost.wait(), timeout=min(max(self.poll_interval or 30, 1), 30)
                         )
                     except asyncio.TimeoutError:
                         await asyncio.wait_for(conn.execute("SELECT 1"), timeout=10)

@@ -23,6 +23,7 @@ from tickkit import (
     DriverError,
     IncompatibleStoreError,
     Job,
+    JobExistsError,
     JobState,
     Kernel,
     TaskContext,
@@ -435,6 +436,15 @@ async def test_create_in_the_callers_transaction(pg_database: str, pg_schema: st
                 await tx.commit()
             await wait_for(lambda: bool(runs), 5, "the committed job to run")
             assert runs[0][:2] == (kept, "r2")
+            # an id that exists: JobExistsError, and the caller's transaction goes on
+            fixed = await k.create_task("record", "fixed", later, id="fixed")
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute("INSERT INTO public.reminders_t VALUES ('r4')")
+                async with creator.using(conn):
+                    with pytest.raises(JobExistsError, match="'fixed'"):
+                        await k.create_task("record", "again", later, id=fixed)
+                await conn.execute("INSERT INTO public.reminders_t VALUES ('r5')")
+            assert await pool.fetchval("SELECT count(*) FROM public.reminders_t") == 3
             # outside the block the driver's own connections are used again
             own = await k.create_task("record", "r3", later)
             assert await creator.get_job(own) is not None
