@@ -229,6 +229,7 @@ _URL_OPTIONS = {
     "history_max_age",
     "pool_size",
     "reconnect_timeout",
+    "command_timeout",
 }
 #: libpq options asyncpg understands, passed on to it
 _PASSED_ON = {
@@ -344,6 +345,8 @@ class PostgresDriver(Driver):
             driver: False, True, a count, or a timedelta); defaults False / True.
         history_limit / history_max_age: run-history retention (100 runs per job, 7 days).
         pool_size: the most connections the driver opens (default 10; one more listens).
+        command_timeout: seconds a statement, a connection attempt or a wait for a pooled
+            connection may take before it counts as failed (default 60).
         reconnect_timeout: seconds a call retries on new connections after the connection
             failed (a restarted server, a terminated backend) before it raises (default 15).
     """
@@ -363,6 +366,7 @@ class PostgresDriver(Driver):
         history_max_age: float | timedelta | None = DEFAULT_HISTORY_MAX_AGE,
         pool_size: int = 10,
         reconnect_timeout: float | timedelta = 15.0,
+        command_timeout: float | timedelta = 60.0,
     ) -> None:
         if not isinstance(dsn, str) or urlsplit(dsn).scheme.lower() not in (
             "postgresql",
@@ -388,6 +392,7 @@ class PostgresDriver(Driver):
             raise DriverError(f"pool_size must be an integer of at least 1, got {short(pool_size)}")
         self.pool_size = pool_size
         self.reconnect_timeout = _seconds(reconnect_timeout, "reconnect_timeout", minimum=0.0)
+        self.command_timeout = _seconds(command_timeout, "command_timeout", minimum=0.1)
         self._s = f'"{schema}"'
         self.channel = f"tickkit_{schema}"
         self._indexed: set[str] = set()
@@ -408,7 +413,8 @@ class PostgresDriver(Driver):
     @classmethod
     def from_url(cls, url: str, **options: Any) -> PostgresDriver:
         """``postgresql://user:password@host:5432/dbname?schema=tickkit``; the query string
-        may set ``schema``, ``poll_interval``, ``lease_duration``, ``reconnect_timeout``
+        may set ``schema``, ``poll_interval``, ``lease_duration``, ``reconnect_timeout``,
+        ``command_timeout``
         (seconds), ``keep_failed`` (true/false), ``history_limit``, ``pool_size`` (integers),
         ``history_max_age`` (seconds), and libpq options asyncpg understands (``sslmode``,
         ``application_name``...); keyword options win over it."""
@@ -499,7 +505,8 @@ class PostgresDriver(Driver):
                 tries = 0
                 while True:
                     try:
-                        async with pool.acquire() as conn:
+                        # bounded: a statement or a wait for a connection never hangs a call
+                        async with pool.acquire(timeout=self.command_timeout) as conn:
                             return await fn(conn, tries)
                     except TickkitError:
                         raise
@@ -546,7 +553,13 @@ class PostgresDriver(Driver):
         self._stopping = False
         self._io += 1
         try:
-            self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size)
+            self._pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=1,
+                max_size=self.pool_size,
+                command_timeout=self.command_timeout,
+                timeout=self.command_timeout,
+            )
         except Exception as exc:
             raise DriverError(
                 f"cannot connect to {self._where()}: {type(exc).__name__}: "
@@ -579,7 +592,7 @@ class PostgresDriver(Driver):
         while not self._stopping:
             conn = None
             try:
-                conn = await asyncpg.connect(self.dsn)
+                conn = await asyncpg.connect(self.dsn, timeout=self.command_timeout)
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(self.channel, self._on_notification)

@@ -260,19 +260,20 @@ async def test_connection_cut_mid_run_loses_nothing(pg_database: str, pg_schema:
 
     task(name="record", execute=record, registry=registry)
     driver = PostgresDriver(pg_database, schema=pg_schema, poll_interval=1, lease_duration=2)
-    async with Kernel(driver, tasks=registry, concurrency=8) as kernel:
-        now = kernel.clock.now()
-        ids = await driver.add_jobs([job(now, id=f"j{i}") for i in range(300)])
-        cuts = 0
-        for _ in range(5):
-            await asyncio.sleep(0.15)
-            cuts += await _terminate_backends(pg_database)
-        assert cuts > 0
+    with anyio.fail_after(90):  # a hang (in the run or the shutdown) fails, with its stack
+        async with Kernel(driver, tasks=registry, concurrency=8) as kernel:
+            now = kernel.clock.now()
+            ids = await driver.add_jobs([job(now, id=f"j{i}") for i in range(300)])
+            cuts = 0
+            for _ in range(5):
+                await asyncio.sleep(0.15)
+                cuts += await _terminate_backends(pg_database)
+            assert cuts > 0
 
-        async def drained() -> bool:
-            return await driver.count_jobs() == {} and set(runs) == set(ids)
+            async def drained() -> bool:
+                return await driver.count_jobs() == {} and set(runs) == set(ids)
 
-        await wait_for(drained, 30, "every job to run once the connections came back")
+            await wait_for(drained, 30, "every job to run once the connections came back")
     assert set(runs) == set(ids)
 
 
