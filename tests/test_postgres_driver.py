@@ -519,3 +519,11 @@ async def test_notifications_only_when_a_job_is_due_sooner(
             assert [r[0] for r in runs] == ["now"]
     finally:
         await opened.stop()
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_trio_is_refused_clearly(anyio_backend: str, pg_database: str) -> None:
+    kernel = Kernel(pg_database)
+    with pytest.raises(DriverError, match=r"PostgresDriver.*does not support trio"):
+        await kernel.start()
+    assert kernel.state == "stopped"
