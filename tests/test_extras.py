@@ -28,6 +28,8 @@ anyio.run(main)
         ("aiosqlite", "sqlite:///never-created.db", "sqlite"),
         ("redis", "redis://127.0.0.1:1/0", "redis"),
         ("redis", "rediss://127.0.0.1:1/0", "redis"),
+        ("asyncpg", "postgresql://127.0.0.1:1/db", "postgres"),
+        ("asyncpg", "postgres://127.0.0.1:1/db", "postgres"),
     ],
 )
 def test_missing_driver_extra(module: str, url: str, extra: str, tmp_path: object) -> None:

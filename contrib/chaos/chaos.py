@@ -1,12 +1,14 @@
 """Chaos run: N worker processes on one store, SIGKILLed at random, and a count of every run.
 
-    python contrib/chaos/chaos.py --driver sqlite|redis --workers N --jobs M --seconds S --seed K
+    python contrib/chaos/chaos.py --driver sqlite|redis|postgres --workers N --jobs M \\
+        --seconds S --seed K
 
 What it does (see docs/reliability.md for what the figures mean):
 
 1. Starts its own store in a temporary folder: a SQLite file, or its own ``redis-server`` on a
    free loopback port with ``appendonly yes`` and ``appendfsync always`` (the machine's Redis is
-   never used).
+   never used); or, for ``postgres``, a database of its own (``tickkit_chaos_<random>``, dropped
+   at the end) on the server at ``TICKKIT_PG_URL`` (default postgresql://postgres@127.0.0.1:5432).
 2. Starts N workers (contrib/chaos/chaos_worker.py). Each records every run in a file of its own,
    with ``fdatasync``, before and after the run's work.
 3. For S seconds: a producer creates M one-off jobs spread over the first 60% of that time (a
@@ -50,6 +52,37 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from chaos_worker import EVERY, JOB, TICK, driver_options, registry  # noqa: E402
+
+#: the PostgreSQL server of ``--driver postgres`` (the run makes a database of its own there)
+PG_URL = os.environ.get("TICKKIT_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _pg_url(database: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    return urlunsplit(urlsplit(PG_URL)._replace(path="/" + database))
+
+
+def _pg_admin(sql: str) -> None:
+    """Run one statement on the server's ``postgres`` database (in a thread of its own: the
+    caller may be inside the run's event loop)."""
+    import concurrent.futures
+
+    async def run() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(PG_URL, timeout=10)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, run()).result(timeout=60)
+    except Exception as exc:
+        raise SetupError(f"PostgreSQL at {PG_URL}: {type(exc).__name__}: {exc}") from None
+
 
 from tickkit import JobExistsError, Kernel  # noqa: E402
 
@@ -203,6 +236,7 @@ class Chaos:
     tmp: Path
     rng: random.Random
     url: str = ""
+    pg_database: str = ""
     redis: RedisStore | None = None
     workers: dict[int, Worker] = field(default_factory=dict)
     started: int = 0
@@ -230,6 +264,10 @@ class Chaos:
         self.runs_dir.mkdir()
         if self.args.driver == "sqlite":
             self.url = f"sqlite:///{self.tmp / 'chaos.db'}"
+        elif self.args.driver == "postgres":
+            self.pg_database = f"tickkit_chaos_{os.urandom(5).hex()}"
+            _pg_admin(f'CREATE DATABASE "{self.pg_database}"')
+            self.url = _pg_url(self.pg_database)
         else:
             self.redis = RedisStore(self.tmp)
             self.redis.start()
@@ -305,6 +343,9 @@ class Chaos:
         self.workers.clear()
         if self.redis is not None:
             self.redis.close()
+        if self.pg_database:
+            _pg_admin(f'DROP DATABASE IF EXISTS "{self.pg_database}" WITH (FORCE)')
+            self.pg_database = ""
 
     # --- the run --------------------------------------------------------------------------
 
@@ -668,7 +709,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="N tickkit workers on one store, SIGKILLed at random; counts every run."
     )
-    parser.add_argument("--driver", choices=["sqlite", "redis"], required=True)
+    parser.add_argument("--driver", choices=["sqlite", "redis", "postgres"], required=True)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=60.0)

@@ -68,6 +68,9 @@ def driver_options(url: str, lease: float, max_stalled_count: int) -> dict[str, 
     """The driver options of the chaos run: short leases so that killed runs come back soon."""
     if url.startswith("sqlite:"):
         return {"lease_duration": lease, "poll_interval": 0.5}
+    if url.startswith(("postgresql:", "postgres:")):
+        # wake-ups come through LISTEN/NOTIFY; the poll is a safety net
+        return {"lease_duration": lease, "poll_interval": 5.0}
     return {
         "lock_duration": lease,
         "stalled_interval": lease,
@@ -78,7 +81,9 @@ def driver_options(url: str, lease: float, max_stalled_count: int) -> dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--driver", required=True, help="store URL (sqlite:///... or redis://...)")
+    parser.add_argument(
+        "--driver", required=True, help="store URL (sqlite:///..., redis://... or postgresql://...)"
+    )
     parser.add_argument("--runs", required=True, type=Path, help="folder of the run records")
     parser.add_argument("--lease", type=float, default=5.0, help="lease / lock duration (s)")
     parser.add_argument("--max-stalled-count", type=int, default=1)
