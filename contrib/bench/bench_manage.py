@@ -43,6 +43,7 @@ import random
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -61,7 +62,7 @@ LABELS = {"memory": "memory", "sqlite": "SQLite", "redis": "Redis (BullMQ)"}
 LOOKUPS = 200
 WARM_UP = 20
 #: lookups by an unindexed key (each reads every stored job)
-SCAN_LOOKUPS = {10_000: 20, 100_000: 5}
+SCAN_LOOKUPS = {10_000: 20, 100_000: 3}
 SQLITE_BATCH = 20_000
 REDIS_IN_FLIGHT = 500
 HISTORY_JOBS = 100
@@ -96,7 +97,7 @@ class Store:
         if self.kind == "memory":
             return "memory://"
         if self.kind == "sqlite":
-            return f"sqlite:///{self.workdir}/bench-{self.count}.db"
+            return f"sqlite:///{self.workdir}/bench-{uuid.uuid4().hex[:12]}.db"  # a new file
         if self.redis is None:
             self.redis_url, self.redis = start_redis(self.workdir)
         return self.redis_url.rsplit("/", 1)[0] + f"/{self.count % 16}"
