@@ -970,13 +970,10 @@ class BullMQDriver(Driver):
         """Every tickkit job (a scan of the whole queue)."""
         where, schedulers = await self._snapshot()
         ids = [job_id for job_id in where if not job_id.startswith("repeat:")]
-        async with self._busy():
-            pipe = self._redis.pipeline(transaction=False)
-            for job_id in ids:
-                pipe.hgetall(self.key + job_id)
-            for sid in schedulers:
-                pipe.hgetall(f"{self.key}repeat:{sid}")
-            hashes = await pipe.execute(raise_on_error=False)
+        hashes = await self._hgetall_many(
+            [self.key + job_id for job_id in ids]
+            + [f"{self.key}repeat:{sid}" for sid in schedulers]
+        )
         jobs: list[Job] = []
         for job_id, h in zip(ids, hashes[: len(ids)], strict=False):
             container, score = where[job_id]
@@ -985,11 +982,7 @@ class BullMQDriver(Driver):
             elif h:
                 jobs.append(mapping.one_off_view(self.ctx.codec, job_id, h, container, score))
         currents = [f"repeat:{sid}:{int(score)}" for sid, score in schedulers.items()]
-        async with self._busy():
-            pipe = self._redis.pipeline(transaction=False)
-            for current_id in currents:
-                pipe.hgetall(self.key + current_id)
-            current_hashes = await pipe.execute(raise_on_error=False)
+        current_hashes = await self._hgetall_many([self.key + c for c in currents])
         for (sid, score), sh, current_id, ch in zip(
             schedulers.items(), hashes[len(ids) :], currents, current_hashes, strict=False
         ):
@@ -1003,6 +996,19 @@ class BullMQDriver(Driver):
                     mapping.scheduler_view(self.ctx.codec, sid, sh, score, ch or None, container)
                 )
         return jobs
+
+    async def _hgetall_many(self, keys: list[str], chunk: int = 2000) -> list[Any]:
+        """HGETALL of many keys, a pipeline of ``chunk`` at a time (one pipeline of a whole
+        queue of 1,000,000 jobs timed out writing to the socket); an error is returned in
+        place of its hash, as ``execute(raise_on_error=False)`` does."""
+        found: list[Any] = []
+        for start in range(0, len(keys), chunk):
+            async with self._busy():
+                pipe = self._redis.pipeline(transaction=False)
+                for key in keys[start : start + chunk]:
+                    pipe.hgetall(key)
+                found.extend(await pipe.execute(raise_on_error=False))
+        return found
 
     async def queue_counts(self) -> dict[str, int]:
         """Jobs per BullMQ state, as Node's ``Queue.getJobCounts()`` reports them."""
