@@ -30,8 +30,10 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from tickkit import (
+    UNSET,
     UTC,
     DriverError,
+    InvalidArgumentError,
     Job,
     JobExistsError,
     JobNotFoundError,
@@ -764,6 +766,104 @@ def test_unknown_task_names_store_nothing(harness: Harness) -> None:
         with pytest.raises(UnknownTaskError):
             harness.call(lambda: harness.kernel.create_task(name))  # noqa: B023
     assert harness.snapshot() == before
+
+
+# --- update_task, where, get_runs through the kernel, on every driver (issue 14) ------------
+
+#: hostile `where` mappings: any key and any value the data strategies make (lists, objects,
+#: NaN, 10**400, lone surrogates, deep nesting), plus non-mappings
+wheres = st.one_of(
+    st.dictionaries(
+        st.one_of(_with_surrogate(st.text(max_size=6)), st.integers()), data_values, max_size=3
+    ),
+    data_values,
+)
+
+
+@SHARED
+@given(data=st.one_of(st.just(UNSET), data_values), schedule=st.one_of(st.just(UNSET), schedules))
+@example(data={"k": "\ud800"}, schedule=UNSET)
+@example(data=10**400, schedule=UNSET)
+@example(data=float("nan"), schedule=UNSET)
+@example(data=_nested(200), schedule=UNSET)
+@example(data=UNSET, schedule="* * * * * * * *")
+@example(data=UNSET, schedule=UNSET)
+def test_update_task_reads_back_or_stores_nothing(
+    harness: Harness, data: Any, schedule: Any
+) -> None:
+    kernel = harness.kernel
+    created = harness.call(lambda: kernel.create_task("known", {"user_id": 1}, "1h"))
+    try:
+        before = harness.snapshot()
+        if data is UNSET and schedule is UNSET:
+            with pytest.raises(InvalidArgumentError, match="nothing to change"):
+                harness.call(lambda: kernel.update_task(created))
+            assert harness.snapshot() == before
+            return
+        try:
+            updated = harness.call(
+                lambda: kernel.update_task(created, data=data, schedule=schedule)
+            )
+        except TickkitError as err:
+            check_refusal(err, data, schedule)
+            assert harness.snapshot() == before
+            return
+        stored = harness.call(lambda: kernel.get_task(created))
+        assert stored is not None and _key(stored) == _key(updated)
+        if data is not UNSET:
+            assert stored.data == jsonable(data)
+        else:
+            assert stored.data == {"user_id": 1}
+        if schedule is not UNSET:
+            spec, _ = expected_times(schedule, None, harness.clock.now())
+            assert (stored.schedule is None) == (spec is None)
+            assert stored.recurring == (spec is not None)
+        assert stored.next_run_at is not None
+        assert len(harness.snapshot()) == len(before)
+    finally:
+        harness.call(lambda: kernel.delete_task(created))
+
+
+@SHARED
+@given(where=wheres, limit=st.one_of(st.none(), st.integers(-1, 3)))
+@example(where={"user_id": 10**400}, limit=None)
+@example(where={"user_id": float("nan")}, limit=None)
+@example(where={"\ud800": 1}, limit=None)
+@example(where={"user_id": [1]}, limit=None)
+@example(where={"user_id": 1}, limit=None)
+def test_where_answers_or_names_the_value(harness: Harness, where: Any, limit: Any) -> None:
+    kernel = harness.kernel
+    created = harness.call(lambda: kernel.create_task("known", {"user_id": 1}, "1h"))
+    try:
+        before = harness.snapshot()
+        try:
+            jobs = harness.call(lambda: kernel.list_tasks(where=where, limit=limit))
+            count = harness.call(lambda: kernel.count_tasks(where=where))
+        except TickkitError as err:
+            check_refusal(err, where, limit)
+            assert harness.snapshot() == before
+            return
+        assert all(isinstance(job, Job) for job in jobs)
+        assert limit is None or len(jobs) <= limit
+        matched = where in ({}, None) or where == {"user_id": 1} or where == {"user_id": 1.0}
+        if limit is None:
+            assert (created in [job.id for job in jobs]) == matched
+            assert count == len(jobs)
+    finally:
+        harness.call(lambda: kernel.delete_task(created))
+
+
+@SHARED
+@given(job_id=job_ids, limit=st.one_of(st.integers(-2, 3), st.floats(), st.booleans(), st.none()))
+@example(job_id="\ud800", limit=1)
+@example(job_id="meta", limit=10**400)
+def test_get_runs_answers_or_names_the_value(harness: Harness, job_id: Any, limit: Any) -> None:
+    try:
+        runs = harness.call(lambda: harness.kernel.get_runs(job_id, limit=limit))
+    except TickkitError as err:
+        check_refusal(err, job_id, limit)
+        return
+    assert runs == []  # no job ran in this store
 
 
 # --- driver URLs -----------------------------------------------------------------------------
