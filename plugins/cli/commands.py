@@ -341,23 +341,26 @@ def _schedule_from(args: argparse.Namespace) -> object:
     return None
 
 
-def _given(args: argparse.Namespace) -> str:
-    """The options of ``add`` that shape the job, as typed (for an error line)."""
+def _typed(args: argparse.Namespace, *, with_id: bool, no_data: object) -> str:
+    """The options that shape a job (``add``, ``update``), as typed, for an error line;
+    ``no_data``: the value ``args.data`` holds when --data was not given."""
+    options = [("--in", args.in_), ("--at", args.at), ("--cron", args.cron)]
+    options += [("--every", args.every), ("--tz", args.tz)]
+    if with_id:
+        options.append(("--id", args.id))
     shown = []
-    for option, value in (
-        ("--in", args.in_),
-        ("--at", args.at),
-        ("--cron", args.cron),
-        ("--every", args.every),
-        ("--tz", args.tz),
-        ("--id", args.id),
-    ):
+    for option, value in options:
         if value is not None:
             text = value.isoformat() if isinstance(value, datetime) else str(value)
             shown.append(f"{option} {text!r}")
-    if args.data is not None:
+    if args.data is not no_data:
         shown.append("--data " + _short_json(args.data))
-    return ", ".join(shown) or "no schedule"
+    return ", ".join(shown)
+
+
+def _given(args: argparse.Namespace) -> str:
+    """The options of ``add`` that shape the job, as typed (for an error line)."""
+    return _typed(args, with_id=True, no_data=None) or "no schedule"
 
 
 @contextmanager
@@ -417,20 +420,7 @@ async def cmd_add(args: argparse.Namespace) -> int:
 
 def _update_given(args: argparse.Namespace) -> str:
     """The options of ``update`` as typed (for an error line)."""
-    shown = []
-    for option, value in (
-        ("--in", args.in_),
-        ("--at", args.at),
-        ("--cron", args.cron),
-        ("--every", args.every),
-        ("--tz", args.tz),
-    ):
-        if value is not None:
-            text = value.isoformat() if isinstance(value, datetime) else str(value)
-            shown.append(f"{option} {text!r}")
-    if args.data is not NO_DATA:
-        shown.append("--data " + _short_json(args.data))
-    return ", ".join(shown)
+    return _typed(args, with_id=False, no_data=NO_DATA)
 
 
 #: ``update`` without ``--data`` (``--data null`` sets the data to null)
