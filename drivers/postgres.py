@@ -844,22 +844,26 @@ class PostgresDriver(Driver):
                     f"a job with id {job_id!r} exists; pass replace=True to replace it"
                 )
 
-        given = self._given_connection()
-        if given is not None:
-            self._io += 1
-            try:
-                # inside the caller's transaction; the notification is sent on its commit,
-                # to every process (this one's kernel included)
-                await insert(given, 0, "")
-            except TickkitError:
-                raise
-            except Exception as exc:
-                raise self._error(exc) from None
-            finally:
-                self._io -= 1
-            return job_id
-        await self._call(lambda conn, tries: insert(conn, tries, self.ctx.owner))
+        await self._write(insert)
         return job_id
+
+    async def _write(self, insert: Callable[[Any, int, str], Awaitable[None]]) -> None:
+        """Run ``insert(conn, tries, owner)`` on the caller's connection inside
+        :meth:`using` (in the caller's transaction: its notification is sent on its commit, to
+        every process, this one's kernel included), else on the pool with reconnects."""
+        given = self._given_connection()
+        if given is None:
+            await self._call(lambda conn, tries: insert(conn, tries, self.ctx.owner))
+            return
+        self._io += 1
+        try:
+            await insert(given, 0, "")
+        except TickkitError:
+            raise
+        except Exception as exc:
+            raise self._error(exc) from None
+        finally:
+            self._io -= 1
 
     async def add_jobs(self, jobs: Sequence[Job], *, replace: bool = False) -> list[str]:
         """Store many new jobs in one transaction (all or none); return their ids. Same rules
@@ -897,19 +901,8 @@ class PostgresDriver(Driver):
                         "SELECT pg_notify($1, $2)", self.channel, self._payload(due, owner)
                     )
 
-        given = self._given_connection()
-        if given is not None:
-            self._io += 1
-            try:
-                await insert(given, 0, "")
-            except TickkitError:
-                raise
-            except Exception as exc:
-                raise self._error(exc) from None
-            finally:
-                self._io -= 1
-        elif rows:
-            await self._call(lambda conn, tries: insert(conn, tries, self.ctx.owner))
+        if rows or self._given_connection() is not None:
+            await self._write(insert)
         return ids
 
     async def sync_static(self, jobs: Sequence[Job], now: datetime) -> None:
