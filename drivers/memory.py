@@ -34,8 +34,10 @@ from tickkit import (
 from tickkit.driver import (
     DEFAULT_HISTORY_LIMIT,
     DEFAULT_HISTORY_MAX_AGE,
+    RUN_COUNTS_KEPT,
     Unset,
     check_history_options,
+    minute_of,
     select_jobs,
 )
 
@@ -89,6 +91,8 @@ class MemoryDriver(Driver):
         self._due: dict[str, int] = {}
         self._seq = 0
         self._pause_after: set[str] = set()
+        #: run counters: minute bucket -> outcome -> runs, oldest bucket first
+        self._run_counts: OrderedDict[int, dict[Outcome, int]] = OrderedDict()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MemoryDriver:
@@ -345,7 +349,40 @@ class MemoryDriver(Driver):
             runs = [r for r in runs if r.finished_at >= cutoff]
         return runs[: max(limit, 0)]
 
+    def _count_run(self, result: RunResult) -> None:
+        if result.outcome is Outcome.MISSED:
+            return
+        minute = minute_of(result.finished_at)
+        bucket = self._run_counts.get(minute)
+        if bucket is None:
+            bucket = self._run_counts[minute] = {}
+            # buckets arrive in time order but for the odd late finish: keep the order sorted
+            if len(self._run_counts) > 1 and next(reversed(self._run_counts)) != minute:
+                self._run_counts = OrderedDict(sorted(self._run_counts.items()))
+            oldest = minute - int(RUN_COUNTS_KEPT.total_seconds() // 60)
+            while next(iter(self._run_counts)) < oldest:
+                self._run_counts.popitem(last=False)
+        bucket[result.outcome] = bucket.get(result.outcome, 0) + 1
+
+    async def count_runs(self, since: datetime) -> dict[Outcome, int] | None:
+        first = minute_of(since)
+        counts: dict[Outcome, int] = {}
+        for minute, bucket in reversed(self._run_counts.items()):
+            if minute < first:
+                break
+            for outcome, n in bucket.items():
+                counts[outcome] = counts.get(outcome, 0) + n
+        return counts
+
+    async def count_by_name(self, *, state: JobState | None = None) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for job in self._jobs.values():
+            if state is None or job.state is state:
+                counts[job.name] = counts.get(job.name, 0) + 1
+        return counts
+
     def _record_run(self, claim: Claim, result: RunResult) -> None:
+        self._count_run(result)
         if self.history_limit == 0 or result.outcome is Outcome.MISSED:
             return
         job = claim.job

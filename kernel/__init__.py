@@ -111,6 +111,9 @@ __all__ = [
     "UnknownTimezoneError",
     "Where",
     "__version__",
+    "count_by_state",
+    "count_by_task",
+    "count_runs",
     "count_tasks",
     "create_task",
     "current_kernel",
@@ -183,9 +186,12 @@ async def create_task(
     *,
     id: str | None = None,
     replace: bool = False,
+    connection: object = None,
 ) -> str:
     """Create a dynamic job on the running kernel; see :meth:`Kernel.create_task`."""
-    return await current_kernel().create_task(name, data, schedule, id=id, replace=replace)
+    return await current_kernel().create_task(
+        name, data, schedule, id=id, replace=replace, connection=connection
+    )
 
 
 async def delete_task(job_id: str) -> bool:
@@ -226,6 +232,23 @@ async def count_tasks(
 ) -> int:
     """:meth:`Kernel.count_tasks` on the current kernel."""
     return await current_kernel().count_tasks(name, where=where, state=state)
+
+
+async def count_by_state(
+    name: str | None = None, *, where: Mapping[str, Any] | None = None
+) -> dict[JobState, int]:
+    """:meth:`Kernel.count_by_state` on the current kernel."""
+    return await current_kernel().count_by_state(name, where=where)
+
+
+async def count_by_task(*, state: JobState | str | None = None) -> dict[str, int]:
+    """:meth:`Kernel.count_by_task` on the current kernel."""
+    return await current_kernel().count_by_task(state=state)
+
+
+async def count_runs(since: datetime) -> dict[Outcome, int] | None:
+    """:meth:`Kernel.count_runs` on the current kernel."""
+    return await current_kernel().count_runs(since)
 
 
 async def update_task(job_id: str, *, data: Any = UNSET, schedule: object = UNSET) -> Job:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import abc
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -58,6 +59,13 @@ from .models import (
     from_millis,
     to_millis,
 )
+from .query import (
+    RUN_COUNTS_KEPT,
+    list_order,
+    matches_where,
+    minute_of,
+    select_jobs,
+)
 from .redact import redact_url, scrub
 from .schedule import Schedule
 
@@ -70,6 +78,7 @@ __all__ = [
     "EARLIEST_TIME",
     "LATEST_TIME",
     "MAX_DURATION",
+    "RUN_COUNTS_KEPT",
     "UNSET",
     "UTC",
     "Acquired",
@@ -93,75 +102,13 @@ __all__ = [
     "from_millis",
     "list_order",
     "matches_where",
+    "minute_of",
     "redact_url",
     "scrub",
     "select_jobs",
     "short",
     "to_millis",
 ]
-
-
-def select_jobs(
-    jobs: Iterable[Job],
-    *,
-    name: str | None = None,
-    state: JobState | None = None,
-    static: bool | None = None,
-    where: Where | None = None,
-    limit: int | None = None,
-    after: Cursor | None = None,
-) -> list[Job]:
-    """:meth:`Driver.list_jobs`'s filters and order, for a driver that has its jobs in hand:
-    those matching every filter given, in the list order (:func:`list_order`), only those
-    strictly after ``after``, at most ``limit``."""
-    position = list_order(after) if after is not None else None
-    found = [
-        job
-        for job in jobs
-        if (name is None or job.name == name)
-        and (state is None or job.state is state)
-        and (static is None or job.static == static)
-        and (not where or matches_where(job.data, where))
-        and (position is None or list_order(job) > position)
-    ]
-    found.sort(key=list_order)
-    return found[:limit] if limit is not None else found
-
-
-def list_order(job: Job | Cursor) -> tuple[bool, datetime, str]:
-    """The key of the list order, a total order: ``next_run_at`` (None last), then the id
-    (string order, which is UTF-8 byte order too)."""
-    at = job.next_run_at
-    return (at is None, at if at is not None else _NO_TIME, job.id or "")
-
-
-_NO_TIME = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def matches_where(data: Any, where: Where) -> bool:
-    """Whether task ``data`` matches every ``key: value`` of ``where``: ``data`` is an object
-    holding each key with a JSON-equal value (``1 == 1.0``; ``True != 1``; ``None`` matches
-    JSON null only, not a missing key)."""
-    if not isinstance(data, dict):
-        return False
-    for key, value in where.items():
-        if key not in data or not json_equal(data[key], value):
-            return False
-    return True
-
-
-def json_equal(stored: Any, wanted: Any) -> bool:
-    """JSON equality of two scalars: numbers by value (int or float), booleans only with
-    booleans, strings with strings, null with null; objects and arrays equal nothing."""
-    if wanted is None or stored is None:
-        return wanted is None and stored is None
-    if isinstance(wanted, bool) or isinstance(stored, bool):
-        return isinstance(wanted, bool) and isinstance(stored, bool) and wanted == stored
-    if isinstance(wanted, str) or isinstance(stored, str):
-        return isinstance(wanted, str) and isinstance(stored, str) and wanted == stored
-    if isinstance(wanted, (int, float)) and isinstance(stored, (int, float)):
-        return bool(wanted == stored)
-    return False
 
 
 @attrs.define(eq=False)
@@ -362,6 +309,34 @@ class Driver(abc.ABC):
         :meth:`complete` of a run that ran (outcome not MISSED) writes one record in the same
         transaction, with ``worker = ctx.owner``. The base implementation keeps no history."""
         return []
+
+    async def count_by_name(self, *, state: JobState | None = None) -> dict[str, int]:
+        """The number of jobs of each task name (names with none are left out), among the jobs
+        in ``state`` when given. The base implementation lists every job; a driver answers
+        from an index where it has one."""
+        counts: dict[str, int] = {}
+        for job in await self.list_jobs(state=state):
+            counts[job.name] = counts.get(job.name, 0) + 1
+        return counts
+
+    async def count_runs(self, since: datetime) -> dict[Outcome, int] | None:
+        """The runs completed at or after ``since``, per outcome (outcomes with none left out),
+        from per-minute counters that every :meth:`complete` of a run that ran (outcome not
+        MISSED) bumps in its own transaction, whatever the history retention removed. A bucket
+        is a whole minute (:func:`minute_of`): the minute holding ``since`` counts whole.
+        Buckets are kept at least :data:`RUN_COUNTS_KEPT`. None: the driver keeps no
+        counters (the base implementation)."""
+        return None
+
+    def using(self, connection: Any) -> AbstractAsyncContextManager[None]:
+        """A context in which :meth:`add_job` stores on ``connection``, the caller's own
+        connection to the store, inside the transaction it has open (the job exists if and
+        only if that transaction commits). The base implementation refuses: only a driver
+        whose store has client transactions offers it."""
+        raise DriverError(
+            f"{type(self).__name__} cannot create a job on a connection of yours "
+            f"({short(connection)}): its store has no transactions shared with the caller"
+        )
 
     async def ensure_indexes(self, keys: Iterable[str]) -> None:
         """Index the data ``keys`` for ``where`` (the kernel calls it at start with the union

@@ -18,7 +18,7 @@ from .errors import (
     describe_error,
     short,
 )
-from .models import UNSET, Claim, Job, JobState, Plan, RunRecord, check_time
+from .models import UNSET, Claim, Job, JobState, Outcome, Plan, RunRecord, check_time
 from .registry import TaskDefinition, TaskRegistry, check_job_id, check_lookup
 from .schedule import first_run
 
@@ -100,12 +100,15 @@ class JobAPI:
         *,
         id: str | None = None,
         replace: bool = False,
+        connection: object = None,
     ) -> str:
         """Create a dynamic job of task ``name`` and return its id.
 
         ``schedule``: None (run now), a cron string, a datetime, a timedelta (run after that
         long), or a schedule dict; see docs/schedules.md. Everything is checked before anything is
-        stored.
+        stored. ``connection``: your own open connection to the store, with a transaction open
+        (PostgreSQL: an asyncpg connection); the job then exists if and only if that
+        transaction commits (``Driver.using``; a driver without it refuses).
         """
         live = self._require()
         driver, hooks, codec = live.driver, live.hooks, live.codec
@@ -138,7 +141,11 @@ class JobAPI:
         else:
             job = Job.repeating(name, stored_data, schedule=spec, first=first, **common)
         job.meta.update(hooks.job_meta(job))
-        job_id = await driver.add_job(job, replace=replace)
+        if connection is None:
+            job_id = await driver.add_job(job, replace=replace)
+        else:
+            async with driver.using(connection):
+                job_id = await driver.add_job(job, replace=replace)
         self._wakeup.set()
         return job_id
 
@@ -204,6 +211,26 @@ class JobAPI:
         if name is not None:
             check_lookup(name, "task name", InvalidTaskError)
         return await manage.count_jobs(driver, name, where=where, state=state)
+
+    async def count_by_state(
+        self, name: str | None = None, *, where: Mapping[str, Any] | None = None
+    ) -> dict[JobState, int]:
+        """Every state with its number of jobs matching the filters (0 included), in one call
+        (a driver answers from its indexes or set sizes, not by listing)."""
+        driver = self._require().driver
+        if name is not None:
+            check_lookup(name, "task name", InvalidTaskError)
+        return await manage.count_by_state(driver, name, where=where)
+
+    async def count_by_task(self, *, state: JobState | str | None = None) -> dict[str, int]:
+        """Task name to its number of jobs (in ``state`` when given), in name order."""
+        return await manage.count_by_task(self._require().driver, state=state)
+
+    async def count_runs(self, since: datetime) -> dict[Outcome, int] | None:
+        """Runs completed at or after ``since`` per outcome (0 included; MISSED occurrences are
+        not runs), counted per minute by the store whatever the history retention removed; the
+        minute holding ``since`` counts whole. None: the driver keeps no run counters."""
+        return await manage.count_runs(self._require().driver, since)
 
     async def update_task(self, job_id: str, *, data: Any = UNSET, schedule: object = UNSET) -> Job:
         """Change a job's data, its schedule (as ``create_task`` takes it; None: run now), or

@@ -23,7 +23,17 @@ from .errors import (
     TickkitError,
     short,
 )
-from .models import MAX_DURATION, UNSET, Cursor, Job, JobState, RunRecord, _Unset
+from .models import (
+    MAX_DURATION,
+    UNSET,
+    Cursor,
+    Job,
+    JobState,
+    Outcome,
+    RunRecord,
+    _Unset,
+    check_time,
+)
 
 if TYPE_CHECKING:
     from .driver import Driver
@@ -312,6 +322,39 @@ async def count_jobs(
         where=check_where(where) or None,
     )
     return sum(counts.values())
+
+
+async def count_by_state(
+    driver: Driver, name: object = None, *, where: object = None
+) -> dict[JobState, int]:
+    """``Kernel.count_by_state``: every state with its number of matching jobs (0 included)."""
+    counts = await driver.count_jobs(
+        name=_check_name_filter(name), where=check_where(where) or None
+    )
+    return {state: counts.get(state, 0) for state in JobState}
+
+
+async def count_by_task(driver: Driver, *, state: object = None) -> dict[str, int]:
+    """``Kernel.count_by_task``: task name to its number of jobs (in ``state`` when given),
+    in name order; names with no job are left out."""
+    counts = await driver.count_by_name(state=check_state(state))
+    return {name: counts[name] for name in sorted(counts) if counts[name]}
+
+
+#: the outcomes of runs that ran: what ``Kernel.count_runs`` reports
+RAN_OUTCOMES = (Outcome.SUCCEEDED, Outcome.FAILED, Outcome.TIMED_OUT, Outcome.SKIPPED)
+
+
+async def count_runs(driver: Driver, since: object) -> dict[Outcome, int] | None:
+    """``Kernel.count_runs``: runs completed since ``since`` per outcome (0 included), or None
+    when the driver keeps no run counters."""
+    if not isinstance(since, datetime):
+        raise InvalidArgumentError(f"since must be an aware datetime, got {short(since)}")
+    checked = check_time(since, "since", InvalidArgumentError)
+    counts = await driver.count_runs(checked)
+    if counts is None:
+        return None
+    return {outcome: counts.get(outcome, 0) for outcome in RAN_OUTCOMES}
 
 
 async def get_runs(driver: Driver, job_id: object, *, limit: object = 20) -> list[RunRecord]:

@@ -22,6 +22,7 @@ from tickkit import (
     UTC,
     DriverError,
     IncompatibleStoreError,
+    InvalidArgumentError,
     Job,
     JobExistsError,
     JobState,
@@ -456,6 +457,40 @@ async def test_create_in_the_callers_transaction(pg_database: str, pg_schema: st
     finally:
         await pool.execute("DROP TABLE IF EXISTS public.reminders_t")
         await pool.close()
+
+
+async def test_create_task_connection_keyword(pg_database: str, pg_schema: str) -> None:
+    """``create_task(..., connection=conn)``: the kernel's spelling of ``driver.using``."""
+    driver = PostgresDriver(pg_database, schema=pg_schema, poll_interval=3600)
+    k = Kernel(driver, tasks=recording([]))
+    await k.open()
+    conn = await asyncpg.connect(pg_database)
+    try:
+        later = k.clock.now() + timedelta(days=1)
+        tx = conn.transaction()
+        await tx.start()
+        gone = await k.create_task("record", "r1", later, connection=conn)
+        assert await driver.get_job(gone) is None  # not committed yet
+        await tx.rollback()
+        assert await driver.get_job(gone) is None
+        async with conn.transaction():
+            kept = await k.create_task("record", "r2", later, connection=conn)
+        job = await driver.get_job(kept)
+        assert job is not None and job.data == "r2"
+        # a wrong connection is refused at the call, naming it, and nothing is stored
+        with pytest.raises(InvalidArgumentError, match="'not a connection'"):
+            await k.create_task("record", "r3", later, connection="not a connection")
+        assert await k.count_tasks() == 1
+    finally:
+        await conn.close()
+        await k.stop()
+
+
+async def test_create_task_connection_refused_without_transactions() -> None:
+    async with Kernel("memory://", tasks=recording([])) as k:
+        with pytest.raises(DriverError, match="MemoryDriver cannot create a job on a connection"):
+            await k.create_task("record", "x", connection=object())
+        assert await k.count_tasks() == 0
 
 
 def test_server_url_default() -> None:
