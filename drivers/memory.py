@@ -22,6 +22,7 @@ from tickkit import (
     Claim,
     Cursor,
     Driver,
+    DriverContext,
     InvalidArgumentError,
     Job,
     JobExistsError,
@@ -91,12 +92,18 @@ class MemoryDriver(Driver):
         self._due: dict[str, int] = {}
         self._seq = 0
         self._pause_after: set[str] = set()
+        #: the owner of this driver's claims (``ctx.owner``), the ``worker`` of its run records
+        self._owner: str | None = None
         #: run counters: minute bucket -> outcome -> runs, oldest bucket first
         self._run_counts: OrderedDict[int, dict[Outcome, int]] = OrderedDict()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MemoryDriver:
         return cls(**options)
+
+    async def start(self, ctx: DriverContext) -> None:
+        await super().start(ctx)
+        self._owner = ctx.owner
 
     # --- heap ---------------------------------------------------------------------------
     def _push(self, job: Job) -> None:
@@ -396,7 +403,7 @@ class MemoryDriver(Driver):
             attempt=claim.attempt,
             outcome=result.outcome,
             error=result.traceback or result.error,
-            worker=self.ctx.owner if hasattr(self, "ctx") else None,
+            worker=self._owner,
         )
         runs = self._runs.setdefault(job.id, deque())
         runs.append(record)
@@ -412,9 +419,11 @@ class MemoryDriver(Driver):
 
     def _expire_runs(self, now: datetime | None = None) -> None:
         """Drop runs older than ``history_max_age`` (by the kernel's clock)."""
-        if self.history_max_age is None or not self._run_order or not hasattr(self, "ctx"):
+        if self.history_max_age is None or not self._run_order:
             return
         if now is None:
+            if not hasattr(self, "ctx"):
+                return  # not started: no clock yet
             now = self.ctx.clock.now()
         cutoff = now - self._max_age
         order = self._run_order
