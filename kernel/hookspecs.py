@@ -83,10 +83,11 @@ def tickkit_data_codec() -> Codec | None:
 
 
 @hookspec
-def tickkit_job_meta(job: Job) -> dict[str, str] | None:
+def tickkit_job_meta(job: Job, kernel: Kernel) -> dict[str, str] | None:
     """Attach metadata to a job when it is created.
 
-    Arguments: ``job``, the job about to be stored (``job.id`` may still be None).
+    Arguments: ``job``, the job about to be stored (``job.id`` may still be None); ``kernel``,
+    the kernel storing it (its ``driver`` says where). An implementation may take ``job`` alone.
 
     Return: a dict of strings merged into ``job.meta`` (for example a trace context), or None.
     Applies to every job created with ``create_task`` and every static schedule stored at start.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 
@@ -25,6 +25,7 @@ from .schedule import first_run
 if TYPE_CHECKING:
     from .clock import Clock
     from .codec import Codec
+    from .kernel import Kernel
     from .manager import Hooks
     from .state import Live
 
@@ -60,7 +61,7 @@ class JobAPI:
             max_attempts=definition.max_attempts,
             backoff=definition.backoff,
         )
-        job.meta.update(self._require().hooks.job_meta(job))
+        job.meta.update(self._require().hooks.job_meta(job, cast("Kernel", self)))
         return job
 
     async def sync_static(self) -> None:
@@ -140,7 +141,7 @@ class JobAPI:
             job = Job.one_off(name, stored_data, at=first, **common)
         else:
             job = Job.repeating(name, stored_data, schedule=spec, first=first, **common)
-        job.meta.update(hooks.job_meta(job))
+        job.meta.update(hooks.job_meta(job, cast("Kernel", self)))
         if connection is None:
             job_id = await driver.add_job(job, replace=replace)
         else:

@@ -227,9 +227,9 @@ class Hooks:
         codec: Codec | None = self._hook.tickkit_data_codec()
         return codec if codec is not None else JSONCodec()
 
-    def job_meta(self, job: Job) -> dict[str, str]:
+    def job_meta(self, job: Job, kernel: Kernel) -> dict[str, str]:
         merged: dict[str, str] = {}
-        for part in self._hook.tickkit_job_meta(job=job):
+        for part in self._hook.tickkit_job_meta(job=job, kernel=kernel):
             if part:
                 merged.update(part)
         return merged

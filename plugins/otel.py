@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
-import weakref
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -49,7 +48,7 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import Span, TracerProvider
 
-    from tickkit import Driver, Job, Kernel, TaskContext, TaskDefinition
+    from tickkit import Driver, Job, Kernel, TaskContext
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -205,8 +204,6 @@ class OpenTelemetryPlugin:
             LATENESS_BUCKETS,
         )
         self._runs: RunStates[_Run] = RunStates()
-        #: the kernels this plugin serves (to name the messaging system of a job being created)
-        self._kernels: weakref.WeakSet[Kernel] = weakref.WeakSet()
 
     # --- messaging attributes -----------------------------------------------------------
 
@@ -223,25 +220,8 @@ class OpenTelemetryPlugin:
             MESSAGING_DESTINATION_NAME: destination,
         }
 
-    def _creating_driver(self) -> Driver | None:
-        """The driver a job is being created on: that of the kernel(s) this plugin serves when
-        they agree on the messaging system and queue (else None: the generic ``tickkit``)."""
-        drivers = [k.driver for k in list(self._kernels) if k.driver is not None]
-        if not drivers:
-            return None
-        if len({messaging_system(d) for d in drivers}) == 1:
-            return drivers[0]
-        return None
-
-    @hookimpl
-    def tickkit_load_tasks(self, kernel: Kernel) -> list[TaskDefinition] | None:
-        # the first hook that sees the kernel (at start, and in ``tickkit add``)
-        self._kernels.add(kernel)
-        return None
-
     @hookimpl
     def tickkit_kernel_started(self, kernel: Kernel) -> None:
-        self._kernels.add(kernel)
         # every task's counter points exist at 0 from the start, so an exporter to Prometheus
         # (or any rate over cumulative sums) sees the first run and the first retry
         for name in kernel.tasks.names():
@@ -256,7 +236,7 @@ class OpenTelemetryPlugin:
         return self._propagator if self._propagator is not None else propagate.get_global_textmap()
 
     @hookimpl
-    def tickkit_job_meta(self, job: Job) -> dict[str, str] | None:
+    def tickkit_job_meta(self, job: Job, kernel: Kernel) -> dict[str, str] | None:
         """Start and end the ``create`` span of a new dynamic job (a child of the current span)
         and inject its context (``traceparent``...) into the job's meta. A static schedule,
         stored again at every start, gets the current context (if any) and no span."""
@@ -264,7 +244,7 @@ class OpenTelemetryPlugin:
         if job.static:
             self.propagator.inject(carrier)
             return carrier or None
-        name, attributes = self._messaging(self._creating_driver(), job.name, CREATE)
+        name, attributes = self._messaging(kernel.driver, job.name, CREATE)
         if job.id is not None:
             attributes[MESSAGING_MESSAGE_ID] = job.id
             attributes["tickkit.job.id"] = job.id
@@ -432,13 +412,8 @@ def default_plugin() -> OpenTelemetryPlugin:
 
 
 @hookimpl
-def tickkit_job_meta(job: Job) -> dict[str, str] | None:
-    return default_plugin().tickkit_job_meta(job)
-
-
-@hookimpl
-def tickkit_load_tasks(kernel: Kernel) -> list[TaskDefinition] | None:
-    return default_plugin().tickkit_load_tasks(kernel)
+def tickkit_job_meta(job: Job, kernel: Kernel) -> dict[str, str] | None:
+    return default_plugin().tickkit_job_meta(job, kernel)
 
 
 @hookimpl
