@@ -290,6 +290,49 @@ async def _terminate_backends(url: str) -> int:
         await conn.close()
 
 
+async def test_a_claim_in_flight_elsewhere_does_not_hide_the_next_due_time(
+    pg_database: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker's claim holds the due job "t" for a moment: ``acquire`` skips it (SKIP
+    LOCKED), and once that claim committed it reports the next due time ("j"), not t's. A due
+    time in the past with nothing claimed makes the kernel wait for a wake-up or the poll:
+    of four processes on one store, those that lost the race for a job slept while others
+    came due (one process ran all 1000 jobs of the multi-process test)."""
+    # pauses long enough that the other claim commits (after 0.1 s) during them under load
+    monkeypatch.setattr(postgres, "_CLAIMED_ELSEWHERE", (0.3, 0.6, 1.0, None))
+    driver = PostgresDriver(pg_database, schema=pg_schema, poll_interval=3600)
+    kernel = Kernel(driver, tasks=recording([]), clock=VirtualClock(T0))
+    await kernel.open()
+    try:
+        await driver.add_jobs([job(T0, id="t"), job(T0 + timedelta(seconds=1), id="j")])
+        other = await asyncpg.connect(pg_database)
+        try:
+            tx = other.transaction()
+            await tx.start()
+            await other.execute(f"SELECT 1 FROM {pg_schema}.jobs WHERE id = 't' FOR UPDATE")
+
+            async def commit_the_other_claim() -> None:
+                await asyncio.sleep(0.1)
+                expires = int(T0.timestamp() * 1000) + 60_000
+                await other.execute(
+                    f"UPDATE {pg_schema}.jobs SET state = 'running', attempt = attempt + 1, "
+                    "lease_owner = 'other', lease_token = 'x', lease_expires_at = $1 "
+                    "WHERE id = 't'",
+                    expires,
+                )
+                await tx.commit()
+
+            committer = asyncio.create_task(commit_the_other_claim())
+            acquired = await driver.acquire(now=T0, limit=4)
+            await committer
+        finally:
+            await other.close()
+        assert acquired.claims == []
+        assert acquired.next_due == T0 + timedelta(seconds=1)
+    finally:
+        await kernel.stop()
+
+
 class Workers:
     def __init__(self, url: str, schema: str, tmp: Path) -> None:
         self.url, self.schema, self.tmp = url, schema, tmp
