@@ -5,6 +5,8 @@ transactional create on the caller's own connection."""
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import subprocess
 import sys
 import time
@@ -33,6 +35,7 @@ from tickkit.testing import VirtualClock
 
 from .postgres_server import SERVER_URL, pg_database, pg_schema, private_server
 from .shard_worker import Workers, lines
+from .test_cli import one_error_line, tickkit
 from .waiting import wait_for
 
 postgres = pytest.importorskip("tickkit.drivers.postgres")
@@ -576,3 +579,68 @@ async def test_trio_is_refused_clearly(anyio_backend: str, pg_database: str) -> 
     with pytest.raises(DriverError, match=r"PostgresDriver.*does not support trio"):
         await kernel.start()
     assert kernel.state == "stopped"
+
+
+# --- credentials ---------------------------------------------------------------------------
+
+#: the server trusts 127.0.0.1, so any password is accepted: it must still never be shown
+PASSWORD = "Pg-s3cretPW-x9"
+
+
+def with_password(url: str) -> str:
+    return url.replace("postgresql://postgres@", f"postgresql://postgres:{PASSWORD}@", 1)
+
+
+async def test_the_password_is_in_no_log_error_or_repr_through_a_connection_cut(
+    pg_database: str, pg_schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A password in the URL: the warnings of a connection cut and of the reconnects, the
+    errors of an unreachable server and of a foreign schema, and every repr show the URL
+    with the password masked."""
+    caplog.set_level(logging.DEBUG)
+    url = with_password(pg_database)
+    assert PASSWORD in url
+    runs: list[Any] = []
+    kernel = Kernel(f"{url}?schema={pg_schema}&poll_interval=1", tasks=recording(runs))
+    with anyio.fail_after(60):
+        async with kernel:
+            driver = kernel.driver
+            ids = await driver.add_jobs([job(kernel.clock.now(), id=f"p{i}") for i in range(50)])
+            assert await _terminate_backends(pg_database) > 0
+            await driver.add_job(job(kernel.clock.now(), id="after-the-cut"))
+            await wait_for(lambda: len({r[0] for r in runs}) == 51, 30, "every job to run")
+    assert {r[0] for r in runs} == {*ids, "after-the-cut"}
+    assert "connection" in caplog.text  # the cut was logged ...
+    shown = [caplog.text, repr(driver), driver._where(), repr(kernel)]
+    # ... as were the errors of a server that does not answer and of a foreign schema
+    for bad, error in (
+        (f"{url.rsplit('@', 1)[0]}@127.0.0.1:1/nodb?reconnect_timeout=0", DriverError),
+        (f"{url}?schema=information_schema", IncompatibleStoreError),
+    ):
+        other = Kernel(bad, tasks=TaskRegistry())
+        with pytest.raises(error) as info:
+            await other.open()
+        shown += [str(info.value), repr(info.value), repr(other.driver)]
+    for text in shown:
+        assert PASSWORD[:8] not in text, text
+    assert "postgres:***@" in caplog.text or "postgres:***@" in repr(driver)
+
+
+def test_cli_on_postgres_shows_no_password(pg_database: str, pg_schema: str) -> None:
+    """``tickkit list`` and ``tickkit run`` with ``--driver postgres://user:password@...``: the
+    output, the log lines and the errors (with --debug's traceback) never show the password."""
+    good = with_password(pg_database).replace("postgresql://", "postgres://", 1)
+    good += f"?schema={pg_schema}"
+    listed = tickkit("list", "--driver", good, "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == []
+    ran = tickkit("run", "--for", "2", "--driver", good, "--log-level", "debug")
+    closed = good.rsplit("@", 1)[0] + "@127.0.0.1:1/nodb?reconnect_timeout=0"
+    failed = tickkit("list", "--driver", closed)
+    debug = tickkit("list", "--driver", closed, "--debug")
+    assert failed.returncode == 1 and debug.returncode == 1
+    assert "127.0.0.1:1" in one_error_line(failed)
+    assert "Traceback" in debug.stderr
+    for proc in (listed, ran, failed, debug):
+        for text in (proc.stdout, proc.stderr):
+            assert PASSWORD[:8] not in text, (proc.args, text)
