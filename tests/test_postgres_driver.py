@@ -170,6 +170,55 @@ def test_many_processes_create_the_schema_at_once(
     assert [r[0] for r in asyncio.run(versions())] == [postgres.LATEST_VERSION]
 
 
+_INDEXER = """
+import sys, anyio
+from tickkit import Kernel, TaskRegistry
+
+async def main() -> None:
+    kernel = Kernel(sys.argv[1], tasks=TaskRegistry())
+    await kernel.open()
+    try:
+        await kernel.driver.ensure_indexes(["user_id", "guild"])
+        await kernel.driver.ensure_indexes(["user_id"])
+    finally:
+        await kernel.stop()
+
+anyio.run(main)
+"""
+
+
+@pytest.mark.slow
+def test_processes_starting_together_index_once(pg_database: str, pg_schema: str) -> None:
+    """Four processes open a new schema at once and each ensures the same indexes: every one
+    succeeds, the schema is migrated once, and each key has one recorded row and one index."""
+    url = f"{pg_database}?schema={pg_schema}"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _INDEXER, url], stderr=subprocess.PIPE)
+        for _ in range(4)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode(errors="replace")
+
+    async def read() -> tuple[list[Any], list[Any], int]:
+        conn = await asyncpg.connect(pg_database)
+        try:
+            versions = [r[0] for r in await conn.fetch(f"SELECT version FROM {pg_schema}.version")]
+            keys = sorted(r[0] for r in await conn.fetch(f"SELECT key FROM {pg_schema}.indexes"))
+            indexes = await conn.fetchval(
+                "SELECT COUNT(*) FROM pg_indexes WHERE schemaname = $1 "
+                "AND indexname LIKE 'jobs_where_%'",
+                pg_schema,
+            )
+            return versions, keys, indexes
+        finally:
+            await conn.close()
+
+    versions, keys, indexes = asyncio.run(read())
+    assert versions == [postgres.LATEST_VERSION]
+    assert keys == ["guild", "user_id"] and indexes == 2
+
+
 # --- poisoned rows -------------------------------------------------------------------------
 
 
