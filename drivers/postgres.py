@@ -1335,14 +1335,26 @@ class PostgresDriver(Driver):
                 names,
             )
 
-        async def claim(conn: Any, _tries: int) -> tuple[list[Any], Any]:
+        # the jobs this acquire leased already: on a try after a lost connection, the claim of
+        # the try before may have committed with its answer lost (they would wait for their
+        # lease to expire, a stall of lease_duration)
+        taken = f"""
+            SELECT {cols}, j.revision, 'scheduled', j.attempt - 1, j.next_run_at, 1, j.next_run_at
+            FROM {s}.jobs j WHERE j.state = 'running' AND j.lease_token = $1
+        """
+
+        async def claim(conn: Any, tries: int) -> tuple[list[Any], Any]:
             # the claim is one statement (its own transaction); the earliest due time among
             # the jobs left is read after it. A due job the claim skipped although this kernel
             # may claim it is locked by another worker's claim, committed a moment later: look
             # again after a pause, so that the due time returned is the true one (a due time in
             # the past, with nothing claimed, makes the kernel wait for a wake-up or the poll)
             for pause in _CLAIMED_ELSEWHERE:
-                rows = await conn.fetch(sql, now_ms, self.ctx.owner, token, limit, names, expires)
+                rows = await conn.fetch(taken, token) if tries else []
+                if not rows:
+                    rows = await conn.fetch(
+                        sql, now_ms, self.ctx.owner, token, limit, names, expires
+                    )
                 next_run = await conn.fetchval(
                     f"SELECT MIN(next_run_at) FROM {s}.jobs WHERE state = 'scheduled' "
                     "AND next_run_at IS NOT NULL"

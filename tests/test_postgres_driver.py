@@ -27,6 +27,8 @@ from tickkit import (
     JobExistsError,
     JobState,
     Kernel,
+    Outcome,
+    RunResult,
     TaskContext,
     TaskRegistry,
     task,
@@ -386,6 +388,47 @@ async def test_a_claim_in_flight_elsewhere_does_not_hide_the_next_due_time(
             await other.close()
         assert acquired.claims == []
         assert acquired.next_due == T0 + timedelta(seconds=1)
+    finally:
+        await kernel.stop()
+
+
+async def test_a_claim_whose_answer_was_lost_is_taken_back(
+    pg_database: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection is cut (the backend terminated on the real server) after the claim
+    statement committed and before acquire's next statement: the try on a new connection takes
+    back the jobs the first try leased. They used to wait for their lease to expire (30 s by
+    default): the stall seen in the connection-cut tests, mostly on asyncpg 0.29."""
+    driver = PostgresDriver(pg_database, schema=pg_schema, poll_interval=3600)
+    kernel = Kernel(driver, tasks=recording([]), clock=VirtualClock(T0))
+    await kernel.open()
+    try:
+        ids = await driver.add_jobs([job(T0, id=f"c{i}") for i in range(5)])
+        fetchval = asyncpg.connection.Connection.fetchval
+        cut: list[int] = []
+
+        async def cut_before_the_next_statement(self: Any, query: str, *args: Any) -> Any:
+            if "MIN(next_run_at)" in query and not cut:
+                cut.append(self.get_server_pid())
+                admin = await asyncpg.connect(pg_database)
+                try:
+                    await admin.fetchval("SELECT pg_terminate_backend($1)", cut[0])
+                finally:
+                    await admin.close()
+            return await fetchval(self, query, *args)
+
+        monkeypatch.setattr(
+            asyncpg.connection.Connection, "fetchval", cut_before_the_next_statement
+        )
+        acquired = await driver.acquire(now=T0, limit=10)
+        monkeypatch.undo()
+        assert cut  # the cut happened where it should
+        assert sorted(c.job.id for c in acquired.claims) == sorted(ids)
+        assert all(c.attempt == 1 for c in acquired.claims)
+        # the claims are whole: each completes (its lease and revision match)
+        for claim in acquired.claims:
+            await driver.complete(claim, RunResult(Outcome.SUCCEEDED, T0, started_at=T0))
+        assert await driver.count_jobs() == {}
     finally:
         await kernel.stop()
 
