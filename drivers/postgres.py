@@ -107,11 +107,10 @@ class Migration:
 
 
 _KNOWN = ", ".join(f"'{s.value}'" for s in JobState)
-#: rows a claim must take although they are not due: a state tickkit does not know, or a
-#: scheduled row without a due time (the kernel fails them with their defect)
 #: the pauses (s) of ``acquire`` while another worker's claim holds due rows; None: the last look
 _CLAIMED_ELSEWHERE: tuple[float | None, ...] = (0.005, 0.02, 0.05, None)
-
+#: rows a claim must take although they are not due: a state tickkit does not know, or a
+#: scheduled row without a due time (the kernel fails them with their defect)
 _ODD = f"(state NOT IN ({_KNOWN}) OR (state = 'scheduled' AND next_run_at IS NULL))"
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -510,7 +509,15 @@ class PostgresDriver(Driver):
                     try:
                         # bounded: a statement or a wait for a connection never hangs a call
                         async with pool.acquire(timeout=self.command_timeout) as conn:
-                            return await fn(conn, tries)
+                            try:
+                                return await fn(conn, tries)
+                            except Exception as exc:
+                                if _is_connection_error(exc) and not conn.is_closed():
+                                    # never back to the pool: a cut can leave a connection in
+                                    # a state where its reset or next statement waits for
+                                    # command_timeout (asyncpg 0.29: InternalClientError)
+                                    conn.terminate()
+                                raise
                     except TickkitError:
                         raise
                     except Exception as exc:
