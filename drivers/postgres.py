@@ -107,6 +107,8 @@ class Migration:
 
 
 _KNOWN = ", ".join(f"'{s.value}'" for s in JobState)
+#: the pauses (s) of ``acquire`` while another worker's claim holds due rows; None: the last look
+_CLAIMED_ELSEWHERE: tuple[float | None, ...] = (0.005, 0.02, 0.05, None)
 #: rows a claim must take although they are not due: a state tickkit does not know, or a
 #: scheduled row without a due time (the kernel fails them with their defect)
 _ODD = f"(state NOT IN ({_KNOWN}) OR (state = 'scheduled' AND next_run_at IS NULL))"
@@ -507,7 +509,15 @@ class PostgresDriver(Driver):
                     try:
                         # bounded: a statement or a wait for a connection never hangs a call
                         async with pool.acquire(timeout=self.command_timeout) as conn:
-                            return await fn(conn, tries)
+                            try:
+                                return await fn(conn, tries)
+                            except Exception as exc:
+                                if _is_connection_error(exc) and not conn.is_closed():
+                                    # never back to the pool: a cut can leave a connection in
+                                    # a state where its reset or next statement waits for
+                                    # command_timeout (asyncpg 0.29: InternalClientError)
+                                    conn.terminate()
+                                raise
                     except TickkitError:
                         raise
                     except Exception as exc:
@@ -1321,14 +1331,44 @@ class PostgresDriver(Driver):
                 picked.old_next, picked.prio, picked.k
         """
 
-        async def claim(conn: Any, _tries: int) -> tuple[list[Any], Any]:
-            # the claim is one statement (its own transaction); the earliest due time among
-            # the jobs left is read after it
-            rows = await conn.fetch(sql, now_ms, self.ctx.owner, token, limit, names, expires)
-            next_run = await conn.fetchval(
-                f"SELECT MIN(next_run_at) FROM {s}.jobs WHERE state = 'scheduled' "
-                "AND next_run_at IS NOT NULL"
+        async def claimable(conn: Any, next_run: Any) -> bool:
+            """Whether a job is due that this kernel may claim (its name not excluded)."""
+            if not isinstance(next_run, int) or next_run > now_ms:
+                return False
+            return not names or await conn.fetchval(
+                f"SELECT EXISTS (SELECT 1 FROM {s}.jobs WHERE state = 'scheduled' "
+                "AND next_run_at <= $1 AND NOT (name = ANY($2::text[])))",
+                now_ms,
+                names,
             )
+
+        # the jobs this acquire leased already: on a try after a lost connection, the claim of
+        # the try before may have committed with its answer lost (they would wait for their
+        # lease to expire, a stall of lease_duration)
+        taken = f"""
+            SELECT {cols}, j.revision, 'scheduled', j.attempt - 1, j.next_run_at, 1, j.next_run_at
+            FROM {s}.jobs j WHERE j.state = 'running' AND j.lease_token = $1
+        """
+
+        async def claim(conn: Any, tries: int) -> tuple[list[Any], Any]:
+            # the claim is one statement (its own transaction); the earliest due time among
+            # the jobs left is read after it. A due job the claim skipped although this kernel
+            # may claim it is locked by another worker's claim, committed a moment later: look
+            # again after a pause, so that the due time returned is the true one (a due time in
+            # the past, with nothing claimed, makes the kernel wait for a wake-up or the poll)
+            for pause in _CLAIMED_ELSEWHERE:
+                rows = await conn.fetch(taken, token) if tries else []
+                if not rows:
+                    rows = await conn.fetch(
+                        sql, now_ms, self.ctx.owner, token, limit, names, expires
+                    )
+                next_run = await conn.fetchval(
+                    f"SELECT MIN(next_run_at) FROM {s}.jobs WHERE state = 'scheduled' "
+                    "AND next_run_at IS NOT NULL"
+                )
+                if rows or pause is None or not await claimable(conn, next_run):
+                    break
+                await asyncio.sleep(pause)  # another worker's statement: real time
             return rows, next_run
 
         rows, next_run = await self._call(claim, shield=True)

@@ -1,5 +1,6 @@
 """contrib/chaos/chaos.py: workers SIGKILLed at random lose nothing and double nothing except
-the runs a kill interrupted (on SQLite, and on Redis with a restart of the server mid-run).
+the runs a kill interrupted (on SQLite, on PostgreSQL, and on Redis with a restart of the server
+mid-run).
 
 The short runs here are the same script as the figures of docs/reliability.md, with fewer jobs
 and a shorter lease. The count itself (what is lost, doubled, missed) is checked first on
@@ -173,3 +174,15 @@ def test_chaos_redis_loses_and_doubles_nothing_with_a_restart(tmp_path: Path) ->
     report = chaos_run(tmp_path, "redis", "--redis-ballast", "300000")
     assert report["setup"]["redis_restarts"] == 1
     check(report)
+
+
+@pytest.mark.slow
+def test_chaos_postgres_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    # the script makes a database of its own on the test server (TICKKIT_PG_URL); an
+    # unreachable server skips here (fails under CI), as the other PostgreSQL tests do
+    pytest.importorskip("asyncpg")
+    from .postgres_server import fresh_database
+
+    with fresh_database():
+        pass
+    check(chaos_run(tmp_path, "postgres"))

@@ -423,7 +423,7 @@ def jsonable(data: Any) -> Any:
 # --- drivers and kernels ---------------------------------------------------------------------
 
 
-@pytest.fixture(params=["memory", "sqlite", "bullmq"])
+@pytest.fixture(params=["memory", "sqlite", "bullmq", "postgres"])
 def driver_name(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -434,8 +434,27 @@ def driver_url(driver_name: str, request: pytest.FixtureRequest, tmp_path: Path)
         return "memory://"
     if driver_name == "sqlite":
         return f"sqlite:///{tmp_path / 'jobs.db'}?poll_interval=60"
+    if driver_name == "postgres":
+        return postgres_url(request)
     base: str = request.getfixturevalue("redis_url")
     return f"{base}?queue=props-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A database of this session on the test PostgreSQL server (imported here, when a
+    PostgreSQL test needs it: without asyncpg only those tests are skipped)."""
+    pytest.importorskip("tickkit.drivers.postgres")
+    from .postgres_server import fresh_database
+
+    with fresh_database() as url:
+        yield url
+
+
+def postgres_url(request: pytest.FixtureRequest) -> str:
+    """A schema of its own in the session's database on the test PostgreSQL server."""
+    database: str = request.getfixturevalue("pg_database")
+    return f"{database}?schema=props_{uuid.uuid4().hex[:12]}&poll_interval=60"
 
 
 def registry() -> TaskRegistry:
@@ -1064,9 +1083,13 @@ _wheres = st.dictionaries(
 )
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def store_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
-    url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'w.db'}"
+    url = {
+        "memory": lambda: "memory://",
+        "sqlite": lambda: f"sqlite:///{tmp_path / 'w.db'}",
+        "postgres": lambda: postgres_url(request),
+    }[request.param]()
     clock = VirtualClock(T0)
     kernel = Kernel(url, tasks=registry(), clock=clock)
     with start_blocking_portal("asyncio") as portal:

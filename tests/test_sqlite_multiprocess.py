@@ -1,13 +1,12 @@
 """Several real processes on one SQLite file: each due job runs once; a SIGKILL mid-run.
 
-The workers (tests/sqlite_helpers/worker.py) run a kernel on the real clock and record every run
-in a file of their own. The tests wait on conditions with bounded timeouts.
+The workers (tests/shard_worker.py, shared with the PostgreSQL tests) run a kernel on the real
+clock and record every run in a file of their own. The tests wait on conditions with bounded
+timeouts.
 """
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -23,9 +22,9 @@ import pytest
 from tickkit import Job, Kernel, TaskRegistry, task
 from tickkit.drivers.sqlite import MIGRATIONS, SQLiteDriver
 
-pytestmark = [pytest.mark.slow, pytest.mark.anyio]
+from .shard_worker import Workers, lines
 
-WORKER = Path(__file__).parent / "sqlite_helpers" / "worker.py"
+pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 
 
 @pytest.fixture
@@ -33,46 +32,17 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-class Workers:
-    """Worker processes on one database; stopped (SIGTERM, then SIGKILL) at the end."""
+class FileWorkers(Workers):
+    """Workers on one SQLite file, ``db``."""
 
     def __init__(self, db: Path, tmp: Path) -> None:
+        super().__init__(f"sqlite:///{db}", tmp)
         self.db = db
-        self.tmp = tmp
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, label: str, *args: str) -> Path:
-        out = self.tmp / f"{label}.log"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.procs[label] = subprocess.Popen(
-            [sys.executable, str(WORKER), str(self.db), str(out), *args], env=env
-        )
-        wait_for(lambda: Path(f"{out}.ready").exists() or self.procs[label].poll() is not None, 15)
-        assert self.procs[label].poll() is None, f"worker {label} exited at start"
-        return out
-
-    def kill(self, label: str) -> None:
-        proc = self.procs.pop(label)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-
-    def stop_all(self) -> dict[str, int]:
-        codes = {}
-        for proc in self.procs.values():
-            proc.send_signal(signal.SIGTERM)
-        for label, proc in self.procs.items():
-            try:
-                codes[label] = proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                codes[label] = proc.wait(5)
-        self.procs.clear()
-        return codes
 
 
 @pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Workers]:
-    group = Workers(tmp_path / "shared.db", tmp_path)
+def workers(tmp_path: Path) -> Iterator[FileWorkers]:
+    group = FileWorkers(tmp_path / "shared.db", tmp_path)
     try:
         yield group
     finally:
@@ -88,14 +58,6 @@ def wait_for(condition: Callable[[], bool], timeout: float) -> None:
         time.sleep(0.02)
 
 
-def lines(*paths: Path) -> list[list[str]]:
-    found = []
-    for path in paths:
-        if path.exists():
-            found += [ln.split() for ln in path.read_text().splitlines() if ln.strip()]
-    return found
-
-
 def registry() -> TaskRegistry:
     reg = TaskRegistry()
 
@@ -107,7 +69,7 @@ def registry() -> TaskRegistry:
     return reg
 
 
-async def test_three_processes_run_each_of_1000_jobs_once(workers: Workers) -> None:
+async def test_three_processes_run_each_of_1000_jobs_once(workers: FileWorkers) -> None:
     # the store exists before the workers start; jobs are added afterwards, as another process
     # would, so that the workers see them through their poll (default interval, 1 s)
     admin = Kernel(SQLiteDriver(workers.db), tasks=registry())
@@ -147,7 +109,7 @@ async def test_three_processes_run_each_of_1000_jobs_once(workers: Workers) -> N
     assert len(per_process) >= 2, per_process
 
 
-async def test_sigkill_mid_run_runs_again_and_store_is_intact(workers: Workers) -> None:
+async def test_sigkill_mid_run_runs_again_and_store_is_intact(workers: FileWorkers) -> None:
     admin = Kernel(SQLiteDriver(workers.db, keep_completed=True), tasks=registry())
     await admin.open()
     try:
