@@ -26,9 +26,15 @@ Median of ``--runs`` runs:
 - where: one user's page, ``kernel.list_tasks(where={"user": u}, limit=25)`` with
   ``indexes=["user"]``, at ``--where-jobs`` stored jobs (1,000,000; ``--quick`` 100,000) of
   ``--where-jobs / 25`` users, filled by ``add_jobs`` in batches of 10,000 (untimed, rate
-  printed); median and p95 of 200 random users after 20 untimed. tickkit only: APScheduler 4's
-  ``get_jobs`` / ``get_schedules`` take no filter and procrastinate has no public query on job
-  arguments.
+  printed); 3 lookups timed right after the fill (no statistics yet: the planner may read the
+  whole table), then ``ANALYZE``, then median and p95 of 200 random users after 20 untimed.
+  tickkit only: APScheduler 4's ``get_jobs`` / ``get_schedules`` take no filter and
+  procrastinate has no public query on job arguments.
+
+Sizes: ``--n``, ``--batch-n``, ``--fire-n``, ``--where-jobs`` (full run 300 / 10,000 / 500 /
+1,000,000, about 9 minutes on a busy 2-core machine; ``--quick`` 200 / 5,000 / 300 / 100,000 and
+one run, about 80 seconds); ``--only creates,fires,where``; ``--systems``; ``--fire-timeout``
+(a fires measurement not done by then is n/a with the reason).
 """
 
 from __future__ import annotations
