@@ -41,6 +41,7 @@ from tickkit import (
 from tickkit.driver import (
     DEFAULT_HISTORY_LIMIT,
     DEFAULT_HISTORY_MAX_AGE,
+    RUN_COUNTS_KEPT,
     UNSET,
     Cursor,
     RunRecord,
@@ -49,6 +50,7 @@ from tickkit.driver import (
     check_history_options,
     check_index_keys,
     from_millis,
+    minute_of,
     scrub,
     select_jobs,
     to_millis,
@@ -93,6 +95,8 @@ _ZSETS = ("delayed", "tk:paused", "prioritized", "completed", "failed")
 _LISTS = ("wait", "active")
 _WHERE = {"tk:paused": "paused"}
 _MIN_REDIS = (6, 2)
+#: how long a run-counter bucket lives after its last write: RUN_COUNTS_KEPT and an hour
+_RUN_COUNTS_TTL_MS = int((RUN_COUNTS_KEPT + timedelta(hours=1)).total_seconds() * 1000)
 
 Retention = bool | int | Mapping[str, int]
 
@@ -1332,8 +1336,41 @@ class BullMQDriver(Driver):
             started,
             _text(result.error or ""),
             self._run_record(claim, result),
+            self._run_counter(result),
             *take,
         )
+
+    def _run_counter(self, result: RunResult) -> str:
+        """complete.lua's run-counter argument: the finish minute and how long its bucket is
+        kept (``""``: a MISSED occurrence is not a run)."""
+        if result.outcome is Outcome.MISSED:
+            return ""
+        return json.dumps({"m": minute_of(result.finished_at), "k": _RUN_COUNTS_TTL_MS})
+
+    async def count_runs(self, since: datetime) -> dict[Outcome, int] | None:
+        first = minute_of(since)
+        async with self._busy():
+            try:
+                minutes = await self._redis.zrangebyscore(self.key + "tk:rc", first, "+inf")
+            except RedisError as exc:
+                if "WRONGTYPE" in str(exc):
+                    return {}
+                raise
+            pipe = self._redis.pipeline(transaction=True)
+            for minute in minutes:
+                pipe.hgetall(f"{self.key}tk:rc:{minute}")
+            buckets = await pipe.execute(raise_on_error=False) if minutes else []
+        counts: dict[Outcome, int] = {}
+        for bucket in buckets:
+            if isinstance(bucket, Exception):
+                continue  # (a bucket key overwritten by another type counts nothing)
+            for text, n in bucket.items():
+                try:
+                    outcome = Outcome(text)
+                    counts[outcome] = counts.get(outcome, 0) + int(n)
+                except ValueError:
+                    log.warning("skipped an unreadable run counter %r=%r", text, n)
+        return counts
 
     async def release(self, claims: Sequence[Claim]) -> None:
         args: list[Any] = []
