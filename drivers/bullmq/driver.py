@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from importlib import resources
-from typing import Any
+from typing import Any, Literal, overload
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
@@ -87,6 +87,7 @@ _SCRIPTS = (
     "remove",
     "renew",
     "scheduler",
+    "census",
     "stalled",
     "update",
 )
@@ -94,6 +95,24 @@ _SCRIPTS = (
 _ZSETS = ("delayed", "tk:paused", "prioritized", "completed", "failed")
 _LISTS = ("wait", "active")
 _WHERE = {"tk:paused": "paused"}
+#: a container -> the state of the tickkit jobs in it (what mapping._STATE_OF gives)
+_CONTAINER_STATE = {
+    "delayed": JobState.SCHEDULED,
+    "prioritized": JobState.SCHEDULED,
+    "wait": JobState.SCHEDULED,
+    "tk:paused": JobState.PAUSED,
+    "active": JobState.RUNNING,
+    "completed": JobState.COMPLETED,
+    "failed": JobState.FAILED,
+}
+#: census.lua's codes for a job scheduler's state (mapping.scheduler_view's rules)
+_SCHEDULER_STATE = {
+    "bad": JobState.FAILED,
+    "paused": JobState.PAUSED,
+    "running": JobState.RUNNING,
+    "scheduled": JobState.SCHEDULED,
+    "completed": JobState.COMPLETED,
+}
 _MIN_REDIS = (6, 2)
 #: how long a run-counter bucket lives after its last write: RUN_COUNTS_KEPT and an hour
 _RUN_COUNTS_TTL_MS = int((RUN_COUNTS_KEPT + timedelta(hours=1)).total_seconds() * 1000)
@@ -289,6 +308,11 @@ class BullMQDriver(Driver):
 
     supports_trio = False
     fetches_on_complete = True
+    #: members per census.lua call (count_jobs, count_by_name): each call blocks Redis for a
+    #: few ms at most
+    census_chunk = 50_000
+    census_names_chunk = 10_000
+    census_schedulers_chunk = 500
 
     def __init__(
         self,
@@ -770,10 +794,109 @@ class BullMQDriver(Driver):
         static: bool | None = None,
         where: Where | None = None,
     ) -> dict[JobState, int]:
+        if static is not None or where:
+            return await self._count_scan(name=name, state=state, static=static, where=where)
+        if name is None:
+            totals = await self._census(state, names=False)
+            return {s: n for s, n in totals.items() if n}
+        counts: dict[JobState, int] = {}
+        for s, by_name in (await self._census(state, names=True)).items():
+            if by_name.get(name):
+                counts[s] = by_name[name]
+        return counts
+
+    async def count_by_name(self, *, state: JobState | None = None) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for by_name in (await self._census(state, names=True)).values():
+            for job_name, n in by_name.items():
+                counts[job_name] = counts.get(job_name, 0) + n
+        return {job_name: n for job_name, n in counts.items() if n}
+
+    async def _count_scan(
+        self,
+        *,
+        name: str | None = None,
+        state: JobState | None = None,
+        static: bool | None = None,
+        where: Where | None = None,
+    ) -> dict[JobState, int]:
+        """count_jobs by listing every matching job (the filters sizes cannot answer; the
+        oracle of the census in the tests)."""
         counts: dict[JobState, int] = {}
         for job in await self.list_jobs(name=name, state=state, static=static, where=where):
             counts[job.state] = counts.get(job.state, 0) + 1
         return counts
+
+    @overload
+    async def _census(
+        self, state: JobState | None, *, names: Literal[False]
+    ) -> dict[JobState, int]: ...
+
+    @overload
+    async def _census(
+        self, state: JobState | None, *, names: Literal[True]
+    ) -> dict[JobState, dict[str, int]]: ...
+
+    async def _census(self, state: JobState | None, *, names: bool) -> Any:
+        """Jobs per state (per state and name with ``names``) as the scan would list them,
+        from the containers' members (census.lua, a chunk at a time, never a whole hash):
+        every member of a state's containers is a job of that state, except the scheduler
+        occurrences (``repeat:*`` ids) and, in ``completed``, the MISSED one-off jobs; each
+        job scheduler is one job, in the state its hash and its pending job give.
+        Without ``names`` no key per job is read but in ``completed`` (tk.outcome)."""
+        totals: dict[JobState, Any] = {}
+
+        def add(s: JobState, job_name: str, n: int) -> None:
+            if names:
+                by_name = totals.setdefault(s, {})
+                by_name[job_name] = by_name.get(job_name, 0) + n
+            else:
+                totals[s] = totals.get(s, 0) + n
+
+        containers = [c for c, s in _CONTAINER_STATE.items() if state is None or s is state] + (
+            ["completed"] if state is JobState.MISSED else []
+        )
+        chunk = self.census_names_chunk if names else self.census_chunk
+        for container in containers:
+            kind = "l" if container in _LISTS else "z"
+            done = "1" if container == "completed" else "0"
+            s = _CONTAINER_STATE[container]
+            start = 0
+            while True:
+                out = await self._run(
+                    "census",
+                    "jobs",
+                    container,
+                    kind,
+                    start,
+                    start + chunk - 1,
+                    "names" if names else "count",
+                    done,
+                )
+                if names:
+                    for job_name, n in _pairs(out[1]).items():
+                        add(s, job_name, int(n))
+                    for job_name, n in _pairs(out[2]).items():
+                        add(JobState.MISSED, job_name, int(n))
+                else:
+                    add(s, "", int(out[0]) - int(out[1]) - int(out[2]))
+                    add(JobState.MISSED, "", int(out[2]))
+                if int(out[0]) < chunk:
+                    break
+                start += chunk
+        async with self._busy():
+            schedulers = await self._redis.zrange(self.key + "repeat", 0, -1, withscores=True)
+        for first in range(0, len(schedulers), self.census_schedulers_chunk):
+            args: list[Any] = []
+            for sid, score in schedulers[first : first + self.census_schedulers_chunk]:
+                args.extend((sid, repr(float(score))))
+            out = await self._run("census", "schedulers", *args)
+            for code, job_name in zip(out[::2], out[1::2], strict=True):
+                if code:
+                    add(_SCHEDULER_STATE[code], job_name, 1)
+        if state is not None:
+            return {state: totals.get(state, {} if names else 0)}
+        return totals
 
     async def update_job(
         self,

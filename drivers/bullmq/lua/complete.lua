@@ -74,7 +74,7 @@ local function finish()
 
   -- the scheduler this job came from keeps the run statistics of the recurring job
   local rjk = call("HGET", key, "rjk")
-  if rjk and call("EXISTS", K.rep .. ":" .. rjk) == 1 then
+  if rjk and keyType(K.rep .. ":" .. rjk) == "hash" then
     local skey = K.rep .. ":" .. rjk
     hincr(skey, "tk.runs", 1)
     call("HSET", skey, "tk.lastOutcome", outcome, "tk.lastRun", ARGV[13] ~= "" and ARGV[13] or now)
