@@ -23,8 +23,9 @@ from hypothesis.stateful import (
 )
 
 from tickkit import Job, JobState, Kernel, TaskContext, TaskRegistry, task
+from tickkit.driver import select_jobs
 from tickkit.drivers.bullmq import BullMQDriver
-from tickkit.models import Outcome, RunResult
+from tickkit.models import Cursor, Outcome, RunResult
 from tickkit.testing import VirtualClock
 from tickkit.testing.contract import T0
 
@@ -64,6 +65,32 @@ async def assert_counts_as_the_scan(driver: BullMQDriver) -> None:
             ), (name, state)
 
 
+async def assert_pages_as_the_scan(driver: BullMQDriver, rng: random.Random) -> None:
+    """Every page list_jobs(limit=...) reads without the scan equals the page select_jobs cuts
+    from every job: per state, from the start, after a cursor of each job, after a cursor
+    between jobs, and walking page by page."""
+    everything = await driver._all_jobs()
+    for state in (None, *JobState):
+        for limit in (1, 4):
+            expected = select_jobs(everything, state=state, limit=limit)
+            assert await driver.list_jobs(state=state, limit=limit) == expected, (state, limit)
+    cursors = [Cursor(j.next_run_at, j.id or "") for j in everything]
+    cursors += [Cursor(None, ""), Cursor(None, "5"), Cursor(T0, ""), Cursor(T0, "zz")]
+    for after in rng.sample(cursors, min(len(cursors), 6)):
+        state = rng.choice([None, None, *JobState])
+        expected = select_jobs(everything, state=state, limit=3, after=after)
+        assert await driver.list_jobs(state=state, limit=3, after=after) == expected, after
+    walked: list[Job] = []
+    after = None
+    while True:
+        page = await driver.list_jobs(limit=2, after=after)
+        walked += page
+        if len(page) < 2:
+            break
+        after = Cursor(page[-1].next_run_at, page[-1].id or "")
+    assert walked == select_jobs(everything)
+
+
 class CountMachine(RuleBasedStateMachine):
     """Random adds (one-off, interval and cron schedulers), pauses, resumes, claims left
     running, completions (succeeded, failed with and without a retry, missed), removals and
@@ -82,10 +109,12 @@ class CountMachine(RuleBasedStateMachine):
         # small chunks: the census crosses chunk boundaries
         self.driver.census_chunk = self.driver.census_names_chunk = 3
         self.driver.census_schedulers_chunk = 2
+        self.driver.page_slack = 0  # pages read their sources a few members at a time
         self.kernel = Kernel(self.driver, tasks=registry(), clock=self.clock)
         self.portal.call(self.kernel.open)
         self.ids: list[str] = []
         self.poisoned = 0
+        self.rng = random.Random(len(self.driver.queue))
 
     def teardown(self) -> None:
         self.portal.call(self.kernel.stop)
@@ -200,6 +229,10 @@ class CountMachine(RuleBasedStateMachine):
     def counts_are_the_scan(self) -> None:
         self.portal.call(assert_counts_as_the_scan, self.driver)
 
+    @invariant()
+    def pages_are_the_scan(self) -> None:
+        self.portal.call(assert_pages_as_the_scan, self.driver, self.rng)
+
 
 def test_census_state_machine(redis_url: str) -> None:
     CountMachine.redis_url = redis_url
@@ -257,6 +290,7 @@ def test_census_under_a_random_sequence(redis_url: str, seed: int) -> None:
                     rng.randrange(10**6), rng.choice(["string", "active", "gone"])
                 )
             machine.counts_are_the_scan()
+            machine.pages_are_the_scan()
             reached.update(machine.portal.call(machine.driver._count_scan))
         # the sequence reached every state (else the proof proves less than it says)
         assert reached == set(JobState), reached

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import itertools
 import json
 import logging
@@ -43,6 +44,7 @@ from tickkit.driver import (
     DEFAULT_HISTORY_MAX_AGE,
     RUN_COUNTS_KEPT,
     UNSET,
+    UTC,
     Cursor,
     RunRecord,
     Unset,
@@ -50,6 +52,7 @@ from tickkit.driver import (
     check_history_options,
     check_index_keys,
     from_millis,
+    list_order,
     minute_of,
     scrub,
     select_jobs,
@@ -114,6 +117,7 @@ _SCHEDULER_STATE = {
     "completed": JobState.COMPLETED,
 }
 _MIN_REDIS = (6, 2)
+_NO_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 #: how long a run-counter bucket lives after its last write: RUN_COUNTS_KEPT and an hour
 _RUN_COUNTS_TTL_MS = int((RUN_COUNTS_KEPT + timedelta(hours=1)).total_seconds() * 1000)
 
@@ -313,6 +317,8 @@ class BullMQDriver(Driver):
     census_chunk = 50_000
     census_names_chunk = 10_000
     census_schedulers_chunk = 500
+    #: a page reads this many more candidates than it lists (some turn out not to be jobs)
+    page_slack = 16
 
     def __init__(
         self,
@@ -776,6 +782,8 @@ class BullMQDriver(Driver):
                     limit=limit,
                     after=after,
                 )
+        if name is None and static is None and not where and limit is not None:
+            return await self._page(state, limit, after)
         return select_jobs(
             await self._all_jobs(),
             name=name,
@@ -785,6 +793,251 @@ class BullMQDriver(Driver):
             limit=limit,
             after=after,
         )
+
+    # --- a page without reading every job (list_jobs(limit=...) without name or where) ----
+
+    async def _page(self, state: JobState | None, limit: int, after: Cursor | None) -> list[Job]:
+        """The page select_jobs would cut from every job, reading the containers' members
+        (ids and scores), the few fields of the jobs in wait (their time is in their hash) and
+        the hashes of the jobs on the page only: first the jobs with a next run, merged from
+        the sources in the list order (delayed and tk:paused by score, wait and prioritized
+        by nominal time, schedulers by their next run), then the others by id."""
+        if limit <= 0:
+            return []
+        position = list_order(after) if after is not None else None
+        wanted = {c for c, s in _CONTAINER_STATE.items() if state is None or s is state} | (
+            {"completed"} if state is JobState.MISSED else set()
+        )
+        codes = await self._scheduler_codes()
+        ready: list[tuple[tuple[bool, datetime, str], str, str]] = []
+        untimed: dict[str, str] = {}
+        for container in ("prioritized", "wait"):
+            if container in wanted:
+                await self._ready_jobs(container, ready, untimed)
+        for sid, score, code in codes:
+            if code in ("scheduled", "paused") and state in (None, _SCHEDULER_STATE[code]):
+                ready.append(((False, from_millis(score), sid), sid, "s"))
+        found: list[Job] = []
+        cache: dict[str, Job | None] = {}
+        if position is None or not position[0]:
+            found = await self._timed_page(state, limit, position, wanted, ready, cache)
+        if len(found) < limit:
+            found += await self._untimed_page(
+                state, limit - len(found), position, wanted, untimed, codes, cache
+            )
+        return found
+
+    async def _scheduler_codes(self) -> list[tuple[str, float, str]]:
+        """Every job scheduler with its next run (ms) and census.lua's code for its state."""
+        async with self._busy():
+            schedulers = await self._redis.zrange(self.key + "repeat", 0, -1, withscores=True)
+        found: list[tuple[str, float, str]] = []
+        step = self.census_schedulers_chunk
+        for first in range(0, len(schedulers), step):
+            args: list[Any] = []
+            for sid, score in schedulers[first : first + step]:
+                args.extend((sid, repr(float(score))))
+            out = await self._run("census", "schedulers", *args)
+            for (sid, score), code in zip(schedulers[first : first + step], out[::2], strict=True):
+                if code:
+                    found.append((sid, float(score), code))
+        return found
+
+    async def _ready_jobs(
+        self,
+        container: str,
+        ready: list[tuple[tuple[bool, datetime, str], str, str]],
+        untimed: dict[str, str],
+    ) -> None:
+        """The jobs of wait or prioritized with their list position (their nominal time, read
+        from a few fields); those without one (a key that is not a hash, an unreadable time)
+        go to ``untimed``."""
+        kind = "l" if container in _LISTS else "z"
+        start, chunk = 0, self.census_names_chunk
+        while True:
+            out = await self._run(
+                "census", "fields", container, kind, start, start + chunk - 1,
+                *mapping.NOMINAL_FIELDS,
+            )  # fmt: skip
+            for row in out[1:]:
+                job_id = row[0]
+                at = None
+                if row[1] == "hash":
+                    h = {k: v for k, v in zip(mapping.NOMINAL_FIELDS, row[2], strict=True) if v}
+                    at = mapping.nominal_of({k: v for k, v in h.items() if v is not None})
+                if at is None:
+                    untimed.setdefault(job_id, container)
+                else:
+                    ready.append(((False, at, job_id), job_id, container))
+            if int(out[0]) < chunk:
+                return
+            start += chunk
+
+    async def _timed_page(
+        self,
+        state: JobState | None,
+        limit: int,
+        position: tuple[bool, datetime, str] | None,
+        wanted: set[str],
+        ready: list[tuple[tuple[bool, datetime, str], str, str]],
+        cache: dict[str, Job | None],
+    ) -> list[Job]:
+        """The first ``limit`` jobs with a next run after ``position``: the first ``n`` members
+        of delayed and tk:paused from the position's time on, merged with ``ready``; only the
+        keys before the last millisecond read of a zset not read to its end are sure (more
+        members may share it), else ``n`` grows and the merge starts over."""
+        zsets = [z for z in ("delayed", "tk:paused") if z in wanted]
+        low_ms = to_millis(position[1]) if position is not None else None
+        n = limit + self.page_slack
+        while True:
+            candidates = [c for c in ready if position is None or c[0] > position]
+            bound: tuple[bool, datetime, str] | None = None
+            for name in zsets:
+                scale = 4096 if name == "delayed" else 1
+                low = "-inf" if low_ms is None else low_ms * scale
+                async with self._busy():
+                    members = await self._redis.zrangebyscore(
+                        self.key + name, low, "+inf", start=0, num=n, withscores=True
+                    )
+                for job_id, score in members:
+                    if job_id.startswith("repeat:"):
+                        continue
+                    ms = int(score) // 4096 if name == "delayed" else score
+                    key = (False, from_millis(ms), job_id)
+                    if position is None or key > position:
+                        candidates.append((key, job_id, name))
+                if len(members) == n:
+                    last = members[-1][1]
+                    edge = (False, from_millis(int(last) // 4096 if scale > 1 else last), "")
+                    bound = edge if bound is None else min(bound, edge)
+            candidates.sort()
+            if bound is not None:
+                candidates = [c for c in candidates if c[0] < bound]
+            found: list[Job] = []
+            step = limit + self.page_slack
+            for first in range(0, len(candidates), step):
+                batch = candidates[first : first + step]
+                await self._materialize(batch, cache)
+                for key, job_id, _ in batch:
+                    job = cache.get(job_id)
+                    if job is None or list_order(job) != key:
+                        continue  # gone, or not where its container put it (unreadable)
+                    if state is None or job.state is state:
+                        found.append(job)
+                        if len(found) == limit:
+                            return found
+            if bound is None:
+                return found
+            n *= 4
+
+    async def _untimed_page(
+        self,
+        state: JobState | None,
+        limit: int,
+        position: tuple[bool, datetime, str] | None,
+        wanted: set[str],
+        untimed: dict[str, str],
+        codes: list[tuple[str, float, str]],
+        cache: dict[str, Job | None],
+    ) -> list[Job]:
+        """The first ``limit`` jobs without a next run (after ``position``), by id: the
+        members of active, completed and failed, the members of the other containers whose
+        key is not a hash, the jobs of wait without a time, the schedulers that wait on
+        nothing."""
+        ids: dict[str, str] = {}
+        async with self._busy():
+            pipe = self._redis.pipeline(transaction=True)
+            names = [c for c in ("completed", "failed", "active") if c in wanted]
+            for name in names:
+                if name in _LISTS:
+                    pipe.lrange(self.key + name, 0, -1)
+                else:
+                    pipe.zrange(self.key + name, 0, -1)
+            listed = await pipe.execute()
+        for name in ("delayed", "tk:paused"):
+            if name in wanted:
+                for job_id in await self._not_hashes(name):
+                    ids.setdefault(job_id, name)
+        for name, members in zip(names, listed, strict=True):
+            for job_id in members:
+                if not job_id.startswith("repeat:"):
+                    ids.setdefault(job_id, name)
+        for job_id, name in untimed.items():
+            ids.setdefault(job_id, name)
+        for sid, _score, code in codes:
+            if code not in ("scheduled", "paused") and state in (None, _SCHEDULER_STATE[code]):
+                ids[sid] = "s"
+        order = sorted(ids)
+        if position is not None and position[0]:
+            order = order[bisect.bisect_right(order, position[2]) :]
+        found: list[Job] = []
+        step = limit + self.page_slack
+        for first in range(0, len(order), step):
+            batch = [((True, _NO_TIME, i), i, ids[i]) for i in order[first : first + step]]
+            await self._materialize(batch, cache)
+            for _, job_id, _ in batch:
+                job = cache.get(job_id)
+                if job is None or job.next_run_at is not None:
+                    continue
+                if state is None or job.state is state:
+                    found.append(job)
+                    if len(found) == limit:
+                        return found
+        return found
+
+    async def _not_hashes(self, container: str) -> list[str]:
+        """The members of a zset container whose key is of another type than a hash."""
+        found: list[str] = []
+        start, chunk = 0, self.census_chunk
+        while True:
+            out = await self._run("census", "types", container, "z", start, start + chunk - 1)
+            found.extend(out[1:])
+            if int(out[0]) < chunk:
+                return found
+            start += chunk
+
+    async def _materialize(
+        self, batch: Sequence[tuple[Any, str, str]], cache: dict[str, Job | None]
+    ) -> None:
+        """The jobs of ``(key, id, container or "s" for a scheduler)`` into ``cache`` (None: no
+        job), as the scan reads them."""
+        todo = [(job_id, where) for _, job_id, where in batch if job_id not in cache]
+        if not todo:
+            return
+        async with self._busy():
+            pipe = self._redis.pipeline(transaction=False)
+            for job_id, where in todo:
+                if where == "s":
+                    pipe.hgetall(f"{self.key}repeat:{job_id}")
+                    pipe.zscore(self.key + "repeat", job_id)
+                else:
+                    pipe.hgetall(self.key + job_id)
+                    pipe.zscore(self.key + where, job_id) if where in _ZSETS else pipe.echo("")
+            found = await pipe.execute(raise_on_error=False)
+        for (job_id, where), h, score in zip(todo, found[::2], found[1::2], strict=True):
+            if isinstance(score, Exception) or score == "":
+                score = None
+            if where == "s":
+                cache[job_id] = await self._scheduler_job(job_id, h, score)
+                continue
+            container = _WHERE.get(where, where)
+            if isinstance(h, Exception):
+                cache[job_id] = mapping.unreadable_view(job_id, container, _wrong_type(h, "job"))
+            elif h:
+                cache[job_id] = mapping.one_off_view(self.ctx.codec, job_id, h, container, score)
+            else:
+                cache[job_id] = None
+
+    async def _scheduler_job(self, sid: str, sh: Any, score: float | None) -> Job | None:
+        """A job scheduler as the scan reads it (its pending job located)."""
+        if isinstance(sh, Exception):
+            return mapping.unreadable_view(sid, None, _wrong_type(sh, "job scheduler"))
+        if not sh or score is None:
+            return None
+        current, where, _ = await self._locate(f"repeat:{sid}:{int(score)}")
+        if isinstance(current, Exception):
+            current = None
+        return mapping.scheduler_view(self.ctx.codec, sid, sh, score, current or None, where)
 
     async def count_jobs(
         self,

@@ -7,6 +7,11 @@
 --   jobs), of which MISSED}; "names" returns {members read, {name, n, ...}, {MISSED name, n,
 --   ...}}, the one-off jobs per name (a key that is not a hash: name ""; a member whose key
 --   is gone: not counted, as the scan skips it).
+-- mode "fields": 3 a container, 4 "z" or "l", 5 first rank, 6 last rank, 7.. hash fields:
+--   returns {members read, {id, key type, field values (when a hash)...}, ...} for each member
+--   that is not a `repeat:` id and whose key exists.
+-- mode "types": 3 a container, 4 "z" or "l", 5 first rank, 6 last rank: returns {members read,
+--   id, ...} for the members (not `repeat:` ids) whose key is neither a hash nor missing.
 -- mode "schedulers": 3.. pairs (scheduler id, its score in `repeat`): returns {state, name,
 --   ...} per scheduler, state "" when its hash is missing (not a job), as the scan maps them:
 --   "bad" (not a hash: FAILED), "paused", "running", "scheduled", "completed".
@@ -59,6 +64,31 @@ if mode == "jobs" then
     end
   end
   return {#members, flat(names), flat(missedNames)}
+end
+
+if mode == "fields" or mode == "types" then
+  local key = P .. ARGV[3]
+  local first, last = tonumber(ARGV[5]), tonumber(ARGV[6])
+  local members
+  if ARGV[4] == "z" then members = call("ZRANGE", key, first, last) else
+    members = call("LRANGE", key, first, last)
+  end
+  local fields = {}
+  for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+  local out = {#members}
+  for _, id in ipairs(members) do
+    if string.sub(id, 1, 7) ~= "repeat:" then
+      local t = keyType(P .. id)
+      if mode == "types" then
+        if t ~= "hash" and t ~= "none" then out[#out + 1] = id end
+      elseif t == "hash" then
+        out[#out + 1] = {id, t, call("HMGET", P .. id, unpack(fields))}
+      elseif t ~= "none" then
+        out[#out + 1] = {id, t}
+      end
+    end
+  end
+  return out
 end
 
 -- the container a job is in (the scan's order, except `active` before `wait`: they differ
