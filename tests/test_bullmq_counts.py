@@ -23,7 +23,7 @@ from hypothesis.stateful import (
 )
 
 from tickkit import Job, JobState, Kernel, TaskContext, TaskRegistry, task
-from tickkit.driver import select_jobs
+from tickkit.driver import select_jobs, to_millis
 from tickkit.drivers.bullmq import BullMQDriver
 from tickkit.models import Cursor, Outcome, RunResult
 from tickkit.testing import VirtualClock
@@ -187,7 +187,18 @@ class CountMachine(RuleBasedStateMachine):
 
         async def write() -> None:
             redis = self.driver._redis
-            await redis.set(key + job_id, "not a hash")
+            if self.poisoned % 3 == 0:
+                await redis.set(key + job_id, "not a hash")
+            elif self.poisoned % 3 == 1:
+                # as Node BullMQ writes a job (no tk.* field): its time is timestamp + delay
+                stamp = str(to_millis(self.clock.now()) - 5000)
+                opts = '{"attempts":1,"delay":2000}'
+                fields = {"name": "other", "data": "{}", "opts": opts, "timestamp": stamp}
+                await redis.hset(key + job_id, mapping={**fields, "delay": "0", "atm": "0"})
+            else:
+                # a hash whose time cannot be read (no next run; the scan lists it unreadable)
+                fields = {"name": "boom", "data": "{}", "timestamp": "soon", "tk.at": "x"}
+                await redis.hset(key + job_id, mapping=fields)
             if where in ("wait", "active"):
                 await redis.lpush(key + where, job_id)
             else:

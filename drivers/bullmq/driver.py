@@ -862,7 +862,9 @@ class BullMQDriver(Driver):
             for row in out[1:]:
                 job_id = row[0]
                 at = None
-                if row[1] == "hash":
+                if row[1] == "at":
+                    at = mapping.ms_of(str(mapping.int_of(row[2])))
+                elif row[1] == "hash":
                     h = {k: v for k, v in zip(mapping.NOMINAL_FIELDS, row[2], strict=True) if v}
                     at = mapping.nominal_of({k: v for k, v in h.items() if v is not None})
                 if at is None:

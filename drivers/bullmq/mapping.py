@@ -254,6 +254,16 @@ def decode_data(codec: Codec, text: str | None) -> Any:
         return text
 
 
+def int_of(text: str | None) -> int:
+    """An integer field as the views read it (0 when it is none)."""
+    return _int(text)
+
+
+def ms_of(text: str | None) -> datetime | None:
+    """A time field (ms) as the views read it (None when it is none)."""
+    return _ms(text)
+
+
 def nominal_ms(h: Mapping[str, str], opts: Mapping[str, Any]) -> int:
     """The nominal time of a job's occurrence: tickkit's ``tk.at``, a scheduler job's
     ``prevMillis``, else creation time plus delay."""

@@ -9,7 +9,8 @@
 --   is gone: not counted, as the scan skips it).
 -- mode "fields": 3 a container, 4 "z" or "l", 5 first rank, 6 last rank, 7.. hash fields:
 --   returns {members read, {id, key type, field values (when a hash)...}, ...} for each member
---   that is not a `repeat:` id and whose key exists.
+--   that is not a `repeat:` id and whose key exists; {id, "at", tk.at} for a hash whose tk.at,
+--   timestamp and delay are integers and that has no tk.defect (its nominal time is tk.at).
 -- mode "types": 3 a container, 4 "z" or "l", 5 first rank, 6 last rank: returns {members read,
 --   id, ...} for the members (not `repeat:` ids) whose key is neither a hash nor missing.
 -- mode "schedulers": 3.. pairs (scheduler id, its score in `repeat`): returns {state, name,
@@ -66,6 +67,13 @@ if mode == "jobs" then
   return {#members, flat(names), flat(missedNames)}
 end
 
+-- an integer as mapping._INTEGER reads one: an optional '-' and 1 to 18 digits
+local function clean(v)
+  if type(v) ~= "string" then return false end
+  local digits = string.match(v, "^%-?(%d+)$")
+  return digits ~= nil and #digits <= 18
+end
+
 if mode == "fields" or mode == "types" then
   local key = P .. ARGV[3]
   local first, last = tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -82,7 +90,14 @@ if mode == "fields" or mode == "types" then
       if mode == "types" then
         if t ~= "hash" and t ~= "none" then out[#out + 1] = id end
       elseif t == "hash" then
-        out[#out + 1] = {id, t, call("HMGET", P .. id, unpack(fields))}
+        -- the common case in one number: tk.at, timestamp and delay integers (as
+        -- mapping.INTEGER_FIELDS checks them), no tk.defect: the nominal time is tk.at
+        local f = call("HMGET", P .. id, "tk.at", "timestamp", "delay", "tk.defect")
+        if clean(f[1]) and clean(f[2]) and (not f[3] or clean(f[3])) and not f[4] then
+          out[#out + 1] = {id, "at", f[1]}
+        else
+          out[#out + 1] = {id, t, call("HMGET", P .. id, unpack(fields))}
+        end
       elseif t ~= "none" then
         out[#out + 1] = {id, t}
       end
