@@ -187,9 +187,14 @@ class CountMachine(RuleBasedStateMachine):
 
         async def write() -> None:
             redis = self.driver._redis
-            if self.poisoned % 3 == 0:
+            if self.poisoned % 4 == 0:
                 await redis.set(key + job_id, "not a hash")
-            elif self.poisoned % 3 == 1:
+            elif self.poisoned % 4 == 3:
+                # an empty tk.at (not an integer: unreadable, though timestamp is fine)
+                stamp = str(to_millis(self.clock.now()))
+                fields = {"name": "remind", "data": "{}", "timestamp": stamp, "tk.at": ""}
+                await redis.hset(key + job_id, mapping=fields)
+            elif self.poisoned % 4 == 1:
                 # as Node BullMQ writes a job (no tk.* field): its time is timestamp + delay
                 stamp = str(to_millis(self.clock.now()) - 5000)
                 opts = '{"attempts":1,"delay":2000}'

@@ -54,12 +54,19 @@ if mode == "jobs" then
   local names, missedNames = {}, {}
   for _, id in ipairs(members) do
     if string.sub(id, 1, 7) ~= "repeat:" then
-      local f = redis.pcall("HMGET", P .. id, "name", "tk.outcome")
-      if type(f) == "table" and f["err"] then
-        tally(names, "")  -- a key of another type: listed unreadable, name ""
-      elseif f[1] or f[2] or call("EXISTS", P .. id) == 1 then
-        if completed and f[2] == "missed" then tally(missedNames, f[1] or "") else
-          tally(names, f[1] or "")
+      local name, outcome
+      if completed then
+        local f = redis.pcall("HMGET", P .. id, "name", "tk.outcome")
+        if type(f) == "table" and f["err"] then name = "" else name, outcome = f[1], f[2] end
+      else
+        name = redis.pcall("HGET", P .. id, "name")
+        if type(name) == "table" then name = "" end  -- (an error: a key of another type)
+      end
+      -- a key of another type is listed unreadable, name ""; a hash without a name too; a
+      -- member whose key is gone is no job
+      if name or outcome or call("EXISTS", P .. id) == 1 then
+        if outcome == "missed" then tally(missedNames, name or "") else
+          tally(names, name or "")
         end
       end
     end
