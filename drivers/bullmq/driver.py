@@ -782,7 +782,7 @@ class BullMQDriver(Driver):
                     limit=limit,
                     after=after,
                 )
-        if name is None and static is None and not where and limit is not None:
+        if name is None and static is None and not where and limit is not None and limit >= 0:
             return await self._page(state, limit, after)
         return select_jobs(
             await self._all_jobs(),
@@ -802,7 +802,7 @@ class BullMQDriver(Driver):
         the hashes of the jobs on the page only: first the jobs with a next run, merged from
         the sources in the list order (delayed and tk:paused by score, wait and prioritized
         by nominal time, schedulers by their next run), then the others by id."""
-        if limit <= 0:
+        if limit == 0:
             return []
         position = list_order(after) if after is not None else None
         wanted = {c for c, s in _CONTAINER_STATE.items() if state is None or s is state} | (
@@ -859,11 +859,11 @@ class BullMQDriver(Driver):
                 "census", "fields", container, kind, start, start + chunk - 1,
                 *mapping.NOMINAL_FIELDS,
             )  # fmt: skip
-            for row in out[1:]:
-                job_id = row[0]
+            for i in range(1, len(out), 3):
+                job_id, kind, value = out[i], out[i + 1], out[i + 2]
                 at = None
-                if row[1] == "at":
-                    text = row[2]
+                if kind == "at":
+                    text = value
                     if len(text) <= 15:  # (exact in a float: what mapping's readers go through)
                         try:
                             at = from_millis(int(text))
@@ -871,8 +871,8 @@ class BullMQDriver(Driver):
                             at = None
                     else:
                         at = mapping.ms_of(str(mapping.int_of(text)))
-                elif row[1] == "hash":
-                    fields = zip(mapping.NOMINAL_FIELDS, row[2], strict=True)
+                elif kind == "hash":
+                    fields = zip(mapping.NOMINAL_FIELDS, value, strict=True)
                     at = mapping.nominal_of({k: v for k, v in fields if v is not None})
                 if at is None:
                     untimed.setdefault(job_id, container)

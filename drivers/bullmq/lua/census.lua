@@ -8,9 +8,10 @@
 --   ...}}, the one-off jobs per name (a key that is not a hash: name ""; a member whose key
 --   is gone: not counted, as the scan skips it).
 -- mode "fields": 3 a container, 4 "z" or "l", 5 first rank, 6 last rank, 7.. hash fields:
---   returns {members read, {id, key type, field values (when a hash)...}, ...} for each member
---   that is not a `repeat:` id and whose key exists; {id, "at", tk.at} for a hash whose tk.at,
---   timestamp and delay are integers and that has no tk.defect (its nominal time is tk.at).
+--   returns {members read, then id, kind, value for each member that is not a `repeat:` id and
+--   whose key exists}: kind "at", value tk.at for a hash whose tk.at, timestamp and delay are
+--   integers and that has no tk.defect (its nominal time is tk.at); "hash", the fields' values
+--   for another hash; "bad", nil for a key of another type.
 -- mode "types": 3 a container, 4 "z" or "l", 5 first rank, 6 last rank: returns {members read,
 --   id, ...} for the members (not `repeat:` ids) whose key is neither a hash nor missing.
 -- mode "schedulers": 3.. pairs (scheduler id, its score in `repeat`): returns {state, name,
@@ -91,22 +92,31 @@ if mode == "fields" or mode == "types" then
   local fields = {}
   for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
   local out = {#members}
+  local n = 1
   for _, id in ipairs(members) do
     if string.sub(id, 1, 7) ~= "repeat:" then
-      local t = keyType(P .. id)
       if mode == "types" then
-        if t ~= "hash" and t ~= "none" then out[#out + 1] = id end
-      elseif t == "hash" then
+        local t = keyType(P .. id)
+        if t ~= "hash" and t ~= "none" then
+          n = n + 1
+          out[n] = id
+        end
+      else
         -- the common case in one number: tk.at, timestamp and delay integers (as
         -- mapping.INTEGER_FIELDS checks them), no tk.defect: the nominal time is tk.at
-        local f = call("HMGET", P .. id, "tk.at", "timestamp", "delay", "tk.defect")
-        if clean(f[1]) and clean(f[2]) and (not f[3] or clean(f[3])) and not f[4] then
-          out[#out + 1] = {id, "at", f[1]}
-        else
-          out[#out + 1] = {id, t, call("HMGET", P .. id, unpack(fields))}
+        local f = redis.pcall("HMGET", P .. id, "tk.at", "timestamp", "delay", "tk.defect")
+        local kind, value
+        if f["err"] then
+          kind, value = "bad", false  -- a key of another type
+        elseif clean(f[1]) and clean(f[2]) and (not f[3] or clean(f[3])) and not f[4] then
+          kind, value = "at", f[1]
+        elseif f[1] or f[2] or f[3] or f[4] or call("EXISTS", P .. id) == 1 then
+          kind, value = "hash", call("HMGET", P .. id, unpack(fields))
         end
-      elseif t ~= "none" then
-        out[#out + 1] = {id, t}
+        if kind then
+          out[n + 1], out[n + 2], out[n + 3] = id, kind, value
+          n = n + 3
+        end
       end
     end
   end
