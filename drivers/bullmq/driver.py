@@ -956,7 +956,7 @@ class BullMQDriver(Driver):
         ids: dict[str, str] = {}
         async with self._busy():
             pipe = self._redis.pipeline(transaction=True)
-            names = [c for c in ("completed", "failed", "active") if c in wanted]
+            names: list[str] = [c for c in ("completed", "failed", "active") if c in wanted]
             for name in names:
                 if name in _LISTS:
                     pipe.lrange(self.key + name, 0, -1)
