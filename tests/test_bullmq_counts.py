@@ -68,7 +68,7 @@ async def assert_counts_as_the_scan(driver: BullMQDriver) -> None:
 async def assert_pages_as_the_scan(driver: BullMQDriver, rng: random.Random) -> None:
     """Every page list_jobs(limit=...) reads without the scan equals the page select_jobs cuts
     from every job: per state, from the start, after a cursor of each job, after a cursor
-    between jobs, and walking page by page."""
+    between jobs, with a name, and walking page by page."""
     everything = await driver._all_jobs()
     for state in (None, *JobState):
         for limit in (1, 4):
@@ -80,6 +80,13 @@ async def assert_pages_as_the_scan(driver: BullMQDriver, rng: random.Random) -> 
         state = rng.choice([None, None, *JobState])
         expected = select_jobs(everything, state=state, limit=3, after=after)
         assert await driver.list_jobs(state=state, limit=3, after=after) == expected, after
+    for _ in range(4):
+        name = rng.choice([*NAMES, ""])  # ("": the name of unreadable records)
+        state = rng.choice([None, None, *JobState])
+        after = rng.choice([None, *cursors])
+        expected = select_jobs(everything, name=name, state=state, limit=2, after=after)
+        page = await driver.list_jobs(name=name, state=state, limit=2, after=after)
+        assert page == expected, (name, state, after)
     walked: list[Job] = []
     after = None
     while True:

@@ -10,7 +10,7 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from importlib import resources
@@ -782,8 +782,8 @@ class BullMQDriver(Driver):
                     limit=limit,
                     after=after,
                 )
-        if name is None and static is None and not where and limit is not None and limit >= 0:
-            return await self._page(state, limit, after)
+        if static is None and not where and limit is not None and limit >= 0:
+            return await self._page(state, limit, after, name)
         return select_jobs(
             await self._all_jobs(),
             name=name,
@@ -796,14 +796,21 @@ class BullMQDriver(Driver):
 
     # --- a page without reading every job (list_jobs(limit=...) without name or where) ----
 
-    async def _page(self, state: JobState | None, limit: int, after: Cursor | None) -> list[Job]:
+    async def _page(
+        self, state: JobState | None, limit: int, after: Cursor | None, name: str | None = None
+    ) -> list[Job]:
         """The page select_jobs would cut from every job, reading the containers' members
         (ids and scores), the few fields of the jobs in wait (their time is in their hash) and
         the hashes of the jobs on the page only: first the jobs with a next run, merged from
         the sources in the list order (delayed and tk:paused by score, wait and prioritized
-        by nominal time, schedulers by their next run), then the others by id."""
+        by nominal time, schedulers by their next run), then the others by id. With ``name``
+        the hashes are read in that order until the page is full (a rare name reads many)."""
         if limit == 0:
             return []
+
+        def keep(job: Job) -> bool:
+            return (state is None or job.state is state) and (name is None or job.name == name)
+
         position = list_order(after) if after is not None else None
         wanted = {c for c, s in _CONTAINER_STATE.items() if state is None or s is state} | (
             {"completed"} if state is JobState.MISSED else set()
@@ -820,10 +827,10 @@ class BullMQDriver(Driver):
         found: list[Job] = []
         cache: dict[str, Job | None] = {}
         if position is None or not position[0]:
-            found = await self._timed_page(state, limit, position, wanted, ready, cache)
+            found = await self._timed_page(keep, limit, position, wanted, ready, cache)
         if len(found) < limit:
             found += await self._untimed_page(
-                state, limit - len(found), position, wanted, untimed, codes, cache
+                state, keep, limit - len(found), position, wanted, untimed, codes, cache
             )
         return found
 
@@ -884,7 +891,7 @@ class BullMQDriver(Driver):
 
     async def _timed_page(
         self,
-        state: JobState | None,
+        keep: Callable[[Job], bool],
         limit: int,
         position: tuple[bool, datetime, str] | None,
         wanted: set[str],
@@ -923,15 +930,13 @@ class BullMQDriver(Driver):
             if bound is not None:
                 candidates = [c for c in candidates if c[0] < bound]
             found: list[Job] = []
-            step = limit + self.page_slack
-            for first in range(0, len(candidates), step):
-                batch = candidates[first : first + step]
+            for batch in self._batches(candidates, limit):
                 await self._materialize(batch, cache)
                 for key, job_id, _ in batch:
                     job = cache.get(job_id)
                     if job is None or list_order(job) != key:
                         continue  # gone, or not where its container put it (unreadable)
-                    if state is None or job.state is state:
+                    if keep(job):
                         found.append(job)
                         if len(found) == limit:
                             return found
@@ -942,6 +947,7 @@ class BullMQDriver(Driver):
     async def _untimed_page(
         self,
         state: JobState | None,
+        keep: Callable[[Job], bool],
         limit: int,
         position: tuple[bool, datetime, str] | None,
         wanted: set[str],
@@ -980,19 +986,27 @@ class BullMQDriver(Driver):
         if position is not None and position[0]:
             order = order[bisect.bisect_right(order, position[2]) :]
         found: list[Job] = []
-        step = limit + self.page_slack
-        for first in range(0, len(order), step):
-            batch = [((True, _NO_TIME, i), i, ids[i]) for i in order[first : first + step]]
+        keyed = [((True, _NO_TIME, i), i, ids[i]) for i in order]
+        for batch in self._batches(keyed, limit):
             await self._materialize(batch, cache)
             for _, job_id, _ in batch:
                 job = cache.get(job_id)
                 if job is None or job.next_run_at is not None:
                     continue
-                if state is None or job.state is state:
+                if keep(job):
                     found.append(job)
                     if len(found) == limit:
                         return found
         return found
+
+    def _batches(self, items: list[Any], limit: int) -> Iterator[list[Any]]:
+        """``items`` in batches of ``limit`` + page_slack, doubling up to 2,000 (a filter that
+        keeps few of the jobs read reads on in bigger pipelines)."""
+        first, step = 0, limit + self.page_slack
+        while first < len(items):
+            yield items[first : first + step]
+            first += step
+            step = min(step * 2, max(2000, limit))
 
     async def _not_hashes(self, container: str) -> list[str]:
         """The members of a zset container whose key is of another type than a hash."""
