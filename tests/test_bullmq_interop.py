@@ -11,6 +11,7 @@ import asyncio
 import base64
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -461,3 +462,63 @@ async def test_many_tickkit_processes_and_a_node_worker_run_each_job_once(
 
 if __name__ == "__main__" and sys.argv[1:2] == ["worker"]:
     _worker_main(sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5]))
+
+
+async def test_counts_and_pages_of_node_jobs_are_the_scan(node: str, redis_url: str) -> None:
+    """Jobs Node BullMQ added and ran (wait, delayed, prioritized, completed, failed, a job
+    scheduler's occurrences): count_jobs, count_by_name and list_jobs pages, read without the
+    scan, answer what the scan answers."""
+    from .test_bullmq_counts import assert_counts_as_the_scan, assert_pages_as_the_scan
+
+    queue = f"census-{uuid.uuid4().hex[:8]}"
+    base = {"url": redis_url, "queue": queue, "prefix": "bull"}
+    ran = [
+        {"key": f"ok{i}", "name": "record", "data": {"n": i}, "opts": {"attempts": 1}}
+        for i in range(4)
+    ] + [
+        {"key": "bad", "name": "flaky", "data": {"failTimes": 5}, "opts": {"attempts": 1}},
+        {"key": "prio", "name": "record", "data": {"n": 9}, "opts": {"priority": 3}},
+    ]
+    produced = run_node(
+        node,
+        "produce",
+        {
+            **base,
+            "jobs": ran,
+            "schedulers": [
+                {
+                    "id": "node-every",
+                    "repeat": {"every": 400},
+                    "template": {"name": "tick", "data": {"s": 1}},
+                }
+            ],
+        },
+    )
+    run_node(
+        node,
+        "worker",
+        {**base, "expectIds": [produced[j["key"]] for j in ran[:4]], "timeoutMs": 15000},
+    )
+    # then jobs nobody has run yet: in wait, delayed, prioritized
+    run_node(
+        node,
+        "produce",
+        {
+            **base,
+            "jobs": [
+                {"key": "later", "name": "record", "data": {"n": 20}, "opts": {"delay": 3600000}},
+                {"key": "now", "name": "tick", "data": {"n": 21}},
+                {"key": "prio2", "name": "record", "data": {"n": 22}, "opts": {"priority": 2}},
+            ],
+        },
+    )
+    driver = BullMQDriver(redis_url, queue=queue)
+    kernel = Kernel(driver, tasks=registry([]))
+    await kernel.open()
+    try:
+        states = {job.state.value for job in await driver._all_jobs()}
+        assert {"completed", "failed", "scheduled"} <= states, states
+        await assert_counts_as_the_scan(driver)
+        await assert_pages_as_the_scan(driver, random.Random(7))
+    finally:
+        await kernel.stop()

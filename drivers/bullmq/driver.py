@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import itertools
 import json
 import logging
 import math
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from importlib import resources
-from typing import Any
+from typing import Any, Literal, overload
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
@@ -41,7 +42,9 @@ from tickkit import (
 from tickkit.driver import (
     DEFAULT_HISTORY_LIMIT,
     DEFAULT_HISTORY_MAX_AGE,
+    RUN_COUNTS_KEPT,
     UNSET,
+    UTC,
     Cursor,
     RunRecord,
     Unset,
@@ -49,6 +52,8 @@ from tickkit.driver import (
     check_history_options,
     check_index_keys,
     from_millis,
+    list_order,
+    minute_of,
     scrub,
     select_jobs,
     to_millis,
@@ -85,6 +90,7 @@ _SCRIPTS = (
     "remove",
     "renew",
     "scheduler",
+    "census",
     "stalled",
     "update",
 )
@@ -92,7 +98,28 @@ _SCRIPTS = (
 _ZSETS = ("delayed", "tk:paused", "prioritized", "completed", "failed")
 _LISTS = ("wait", "active")
 _WHERE = {"tk:paused": "paused"}
+#: a container -> the state of the tickkit jobs in it (what mapping._STATE_OF gives)
+_CONTAINER_STATE = {
+    "delayed": JobState.SCHEDULED,
+    "prioritized": JobState.SCHEDULED,
+    "wait": JobState.SCHEDULED,
+    "tk:paused": JobState.PAUSED,
+    "active": JobState.RUNNING,
+    "completed": JobState.COMPLETED,
+    "failed": JobState.FAILED,
+}
+#: census.lua's codes for a job scheduler's state (mapping.scheduler_view's rules)
+_SCHEDULER_STATE = {
+    "bad": JobState.FAILED,
+    "paused": JobState.PAUSED,
+    "running": JobState.RUNNING,
+    "scheduled": JobState.SCHEDULED,
+    "completed": JobState.COMPLETED,
+}
 _MIN_REDIS = (6, 2)
+_NO_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+#: how long a run-counter bucket lives after its last write: RUN_COUNTS_KEPT and an hour
+_RUN_COUNTS_TTL_MS = int((RUN_COUNTS_KEPT + timedelta(hours=1)).total_seconds() * 1000)
 
 Retention = bool | int | Mapping[str, int]
 
@@ -285,6 +312,13 @@ class BullMQDriver(Driver):
 
     supports_trio = False
     fetches_on_complete = True
+    #: members per census.lua call (count_jobs, count_by_name, pages): each call blocks Redis
+    #: for about 10 ms at most (1-2 us per member)
+    census_chunk = 10_000
+    census_names_chunk = 5_000
+    census_schedulers_chunk = 500
+    #: a page reads this many more candidates than it lists (some turn out not to be jobs)
+    page_slack = 16
 
     def __init__(
         self,
@@ -748,6 +782,8 @@ class BullMQDriver(Driver):
                     limit=limit,
                     after=after,
                 )
+        if static is None and not where and limit is not None and limit >= 0:
+            return await self._page(state, limit, after, name)
         return select_jobs(
             await self._all_jobs(),
             name=name,
@@ -758,6 +794,274 @@ class BullMQDriver(Driver):
             after=after,
         )
 
+    # --- a page without reading every job (list_jobs(limit=...) without name or where) ----
+
+    async def _page(
+        self, state: JobState | None, limit: int, after: Cursor | None, name: str | None = None
+    ) -> list[Job]:
+        """The page select_jobs would cut from every job, reading the containers' members
+        (ids and scores), the few fields of the jobs in wait (their time is in their hash) and
+        the hashes of the jobs on the page only: first the jobs with a next run, merged from
+        the sources in the list order (delayed and tk:paused by score, wait and prioritized
+        by nominal time, schedulers by their next run), then the others by id. With ``name``
+        the hashes are read in that order until the page is full (a rare name reads many)."""
+        if limit == 0:
+            return []
+
+        def keep(job: Job) -> bool:
+            return (state is None or job.state is state) and (name is None or job.name == name)
+
+        position = list_order(after) if after is not None else None
+        wanted = {c for c, s in _CONTAINER_STATE.items() if state is None or s is state} | (
+            {"completed"} if state is JobState.MISSED else set()
+        )
+        codes = await self._scheduler_codes()
+        ready: list[tuple[tuple[bool, datetime, str], str, str]] = []
+        untimed: dict[str, str] = {}
+        for container in ("prioritized", "wait"):
+            if container in wanted:
+                await self._ready_jobs(container, ready, untimed)
+        for sid, score, code in codes:
+            if code in ("scheduled", "paused") and state in (None, _SCHEDULER_STATE[code]):
+                ready.append(((False, from_millis(score), sid), sid, "s"))
+        found: list[Job] = []
+        cache: dict[str, Job | None] = {}
+        if position is None or not position[0]:
+            found = await self._timed_page(keep, limit, position, wanted, ready, cache)
+        if len(found) < limit:
+            found += await self._untimed_page(
+                state, keep, limit - len(found), position, wanted, untimed, codes, cache
+            )
+        return found
+
+    async def _scheduler_codes(self) -> list[tuple[str, float, str]]:
+        """Every job scheduler with its next run (ms) and census.lua's code for its state."""
+        async with self._busy():
+            schedulers = await self._redis.zrange(self.key + "repeat", 0, -1, withscores=True)
+        found: list[tuple[str, float, str]] = []
+        step = self.census_schedulers_chunk
+        for first in range(0, len(schedulers), step):
+            args: list[Any] = []
+            for sid, score in schedulers[first : first + step]:
+                args.extend((sid, repr(float(score))))
+            out = await self._run("census", "schedulers", *args)
+            for (sid, score), code in zip(schedulers[first : first + step], out[::2], strict=True):
+                if code:
+                    found.append((sid, float(score), code))
+        return found
+
+    async def _ready_jobs(
+        self,
+        container: str,
+        ready: list[tuple[tuple[bool, datetime, str], str, str]],
+        untimed: dict[str, str],
+    ) -> None:
+        """The jobs of wait or prioritized with their list position (their nominal time, read
+        from a few fields); those without one (a key that is not a hash, an unreadable time)
+        go to ``untimed``."""
+        kind = "l" if container in _LISTS else "z"
+        start, chunk = 0, self.census_names_chunk
+        while True:
+            out = await self._run(
+                "census", "fields", container, kind, start, start + chunk - 1,
+                *mapping.NOMINAL_FIELDS,
+            )  # fmt: skip
+            for i in range(1, len(out), 3):
+                job_id, kind, value = out[i], out[i + 1], out[i + 2]
+                at = None
+                if kind == "at":
+                    text = value
+                    if len(text) <= 15:  # (exact in a float: what mapping's readers go through)
+                        try:
+                            at = from_millis(int(text))
+                        except (ValueError, OverflowError):
+                            at = None
+                    else:
+                        at = mapping.ms_of(str(mapping.int_of(text)))
+                elif kind == "hash":
+                    fields = zip(mapping.NOMINAL_FIELDS, value, strict=True)
+                    at = mapping.nominal_of({k: v for k, v in fields if v is not None})
+                if at is None:
+                    untimed.setdefault(job_id, container)
+                else:
+                    ready.append(((False, at, job_id), job_id, container))
+            if int(out[0]) < chunk:
+                return
+            start += chunk
+
+    async def _timed_page(
+        self,
+        keep: Callable[[Job], bool],
+        limit: int,
+        position: tuple[bool, datetime, str] | None,
+        wanted: set[str],
+        ready: list[tuple[tuple[bool, datetime, str], str, str]],
+        cache: dict[str, Job | None],
+    ) -> list[Job]:
+        """The first ``limit`` jobs with a next run after ``position``: the first ``n`` members
+        of delayed and tk:paused from the position's time on, merged with ``ready``; only the
+        keys before the last millisecond read of a zset not read to its end are sure (more
+        members may share it), else ``n`` grows and the merge starts over."""
+        zsets = [z for z in ("delayed", "tk:paused") if z in wanted]
+        low_ms = to_millis(position[1]) if position is not None else None
+        n = limit + self.page_slack
+        while True:
+            candidates = [c for c in ready if position is None or c[0] > position]
+            bound: tuple[bool, datetime, str] | None = None
+            for name in zsets:
+                scale = 4096 if name == "delayed" else 1
+                low = "-inf" if low_ms is None else low_ms * scale
+                async with self._busy():
+                    members = await self._redis.zrangebyscore(
+                        self.key + name, low, "+inf", start=0, num=n, withscores=True
+                    )
+                for job_id, score in members:
+                    if job_id.startswith("repeat:"):
+                        continue
+                    ms = int(score) // 4096 if name == "delayed" else score
+                    key = (False, from_millis(ms), job_id)
+                    if position is None or key > position:
+                        candidates.append((key, job_id, name))
+                if len(members) == n:
+                    last = members[-1][1]
+                    edge = (False, from_millis(int(last) // 4096 if scale > 1 else last), "")
+                    bound = edge if bound is None else min(bound, edge)
+            candidates.sort()
+            if bound is not None:
+                candidates = [c for c in candidates if c[0] < bound]
+            found: list[Job] = []
+            for batch in self._batches(candidates, limit):
+                await self._materialize(batch, cache)
+                for key, job_id, _ in batch:
+                    job = cache.get(job_id)
+                    if job is None or list_order(job) != key:
+                        continue  # gone, or not where its container put it (unreadable)
+                    if keep(job):
+                        found.append(job)
+                        if len(found) == limit:
+                            return found
+            if bound is None:
+                return found
+            n *= 4
+
+    async def _untimed_page(
+        self,
+        state: JobState | None,
+        keep: Callable[[Job], bool],
+        limit: int,
+        position: tuple[bool, datetime, str] | None,
+        wanted: set[str],
+        untimed: dict[str, str],
+        codes: list[tuple[str, float, str]],
+        cache: dict[str, Job | None],
+    ) -> list[Job]:
+        """The first ``limit`` jobs without a next run (after ``position``), by id: the
+        members of active, completed and failed, the members of the other containers whose
+        key is not a hash, the jobs of wait without a time, the schedulers that wait on
+        nothing."""
+        ids: dict[str, str] = {}
+        async with self._busy():
+            pipe = self._redis.pipeline(transaction=True)
+            names: list[str] = [c for c in ("completed", "failed", "active") if c in wanted]
+            for name in names:
+                if name in _LISTS:
+                    pipe.lrange(self.key + name, 0, -1)
+                else:
+                    pipe.zrange(self.key + name, 0, -1)
+            listed = await pipe.execute()
+        for name in ("delayed", "tk:paused"):
+            if name in wanted:
+                for job_id in await self._not_hashes(name):
+                    ids.setdefault(job_id, name)
+        for name, members in zip(names, listed, strict=True):
+            for job_id in members:
+                if not job_id.startswith("repeat:"):
+                    ids.setdefault(job_id, name)
+        for job_id, name in untimed.items():
+            ids.setdefault(job_id, name)
+        for sid, _score, code in codes:
+            if code not in ("scheduled", "paused") and state in (None, _SCHEDULER_STATE[code]):
+                ids[sid] = "s"
+        order = sorted(ids)
+        if position is not None and position[0]:
+            order = order[bisect.bisect_right(order, position[2]) :]
+        found: list[Job] = []
+        keyed = [((True, _NO_TIME, i), i, ids[i]) for i in order]
+        for batch in self._batches(keyed, limit):
+            await self._materialize(batch, cache)
+            for _, job_id, _ in batch:
+                job = cache.get(job_id)
+                if job is None or job.next_run_at is not None:
+                    continue
+                if keep(job):
+                    found.append(job)
+                    if len(found) == limit:
+                        return found
+        return found
+
+    def _batches(self, items: list[Any], limit: int) -> Iterator[list[Any]]:
+        """``items`` in batches of ``limit`` + page_slack, doubling up to 2,000 (a filter that
+        keeps few of the jobs read reads on in bigger pipelines)."""
+        first, step = 0, limit + self.page_slack
+        while first < len(items):
+            yield items[first : first + step]
+            first += step
+            step = min(step * 2, max(2000, limit))
+
+    async def _not_hashes(self, container: str) -> list[str]:
+        """The members of a zset container whose key is of another type than a hash."""
+        found: list[str] = []
+        start, chunk = 0, self.census_chunk
+        while True:
+            out = await self._run("census", "types", container, "z", start, start + chunk - 1)
+            found.extend(out[1:])
+            if int(out[0]) < chunk:
+                return found
+            start += chunk
+
+    async def _materialize(
+        self, batch: Sequence[tuple[Any, str, str]], cache: dict[str, Job | None]
+    ) -> None:
+        """The jobs of ``(key, id, container or "s" for a scheduler)`` into ``cache`` (None: no
+        job), as the scan reads them."""
+        todo = [(job_id, where) for _, job_id, where in batch if job_id not in cache]
+        if not todo:
+            return
+        async with self._busy():
+            pipe = self._redis.pipeline(transaction=False)
+            for job_id, where in todo:
+                if where == "s":
+                    pipe.hgetall(f"{self.key}repeat:{job_id}")
+                    pipe.zscore(self.key + "repeat", job_id)
+                else:
+                    pipe.hgetall(self.key + job_id)
+                    pipe.zscore(self.key + where, job_id) if where in _ZSETS else pipe.echo("")
+            found = await pipe.execute(raise_on_error=False)
+        for (job_id, where), h, score in zip(todo, found[::2], found[1::2], strict=True):
+            if isinstance(score, Exception) or score == "":
+                score = None
+            if where == "s":
+                cache[job_id] = await self._scheduler_job(job_id, h, score)
+                continue
+            container = _WHERE.get(where, where)
+            if isinstance(h, Exception):
+                cache[job_id] = mapping.unreadable_view(job_id, container, _wrong_type(h, "job"))
+            elif h:
+                cache[job_id] = mapping.one_off_view(self.ctx.codec, job_id, h, container, score)
+            else:
+                cache[job_id] = None
+
+    async def _scheduler_job(self, sid: str, sh: Any, score: float | None) -> Job | None:
+        """A job scheduler as the scan reads it (its pending job located)."""
+        if isinstance(sh, Exception):
+            return mapping.unreadable_view(sid, None, _wrong_type(sh, "job scheduler"))
+        if not sh or score is None:
+            return None
+        current, where, _ = await self._locate(f"repeat:{sid}:{int(score)}")
+        if isinstance(current, Exception):
+            current = None
+        return mapping.scheduler_view(self.ctx.codec, sid, sh, score, current or None, where)
+
     async def count_jobs(
         self,
         *,
@@ -766,10 +1070,109 @@ class BullMQDriver(Driver):
         static: bool | None = None,
         where: Where | None = None,
     ) -> dict[JobState, int]:
+        if static is not None or where:
+            return await self._count_scan(name=name, state=state, static=static, where=where)
+        if name is None:
+            totals = await self._census(state, names=False)
+            return {s: n for s, n in totals.items() if n}
+        counts: dict[JobState, int] = {}
+        for s, by_name in (await self._census(state, names=True)).items():
+            if by_name.get(name):
+                counts[s] = by_name[name]
+        return counts
+
+    async def count_by_name(self, *, state: JobState | None = None) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for by_name in (await self._census(state, names=True)).values():
+            for job_name, n in by_name.items():
+                counts[job_name] = counts.get(job_name, 0) + n
+        return {job_name: n for job_name, n in counts.items() if n}
+
+    async def _count_scan(
+        self,
+        *,
+        name: str | None = None,
+        state: JobState | None = None,
+        static: bool | None = None,
+        where: Where | None = None,
+    ) -> dict[JobState, int]:
+        """count_jobs by listing every matching job (the filters sizes cannot answer; the
+        oracle of the census in the tests)."""
         counts: dict[JobState, int] = {}
         for job in await self.list_jobs(name=name, state=state, static=static, where=where):
             counts[job.state] = counts.get(job.state, 0) + 1
         return counts
+
+    @overload
+    async def _census(
+        self, state: JobState | None, *, names: Literal[False]
+    ) -> dict[JobState, int]: ...
+
+    @overload
+    async def _census(
+        self, state: JobState | None, *, names: Literal[True]
+    ) -> dict[JobState, dict[str, int]]: ...
+
+    async def _census(self, state: JobState | None, *, names: bool) -> Any:
+        """Jobs per state (per state and name with ``names``) as the scan would list them,
+        from the containers' members (census.lua, a chunk at a time, never a whole hash):
+        every member of a state's containers is a job of that state, except the scheduler
+        occurrences (``repeat:*`` ids) and, in ``completed``, the MISSED one-off jobs; each
+        job scheduler is one job, in the state its hash and its pending job give.
+        Without ``names`` no key per job is read but in ``completed`` (tk.outcome)."""
+        totals: dict[JobState, Any] = {}
+
+        def add(s: JobState, job_name: str, n: int) -> None:
+            if names:
+                by_name = totals.setdefault(s, {})
+                by_name[job_name] = by_name.get(job_name, 0) + n
+            else:
+                totals[s] = totals.get(s, 0) + n
+
+        containers = [c for c, s in _CONTAINER_STATE.items() if state is None or s is state] + (
+            ["completed"] if state is JobState.MISSED else []
+        )
+        chunk = self.census_names_chunk if names else self.census_chunk
+        for container in containers:
+            kind = "l" if container in _LISTS else "z"
+            done = "1" if container == "completed" else "0"
+            s = _CONTAINER_STATE[container]
+            start = 0
+            while True:
+                out = await self._run(
+                    "census",
+                    "jobs",
+                    container,
+                    kind,
+                    start,
+                    start + chunk - 1,
+                    "names" if names else "count",
+                    done,
+                )
+                if names:
+                    for job_name, n in _pairs(out[1]).items():
+                        add(s, job_name, int(n))
+                    for job_name, n in _pairs(out[2]).items():
+                        add(JobState.MISSED, job_name, int(n))
+                else:
+                    add(s, "", int(out[0]) - int(out[1]) - int(out[2]))
+                    add(JobState.MISSED, "", int(out[2]))
+                if int(out[0]) < chunk:
+                    break
+                start += chunk
+        async with self._busy():
+            schedulers = await self._redis.zrange(self.key + "repeat", 0, -1, withscores=True)
+        for first in range(0, len(schedulers), self.census_schedulers_chunk):
+            args: list[Any] = []
+            for sid, score in schedulers[first : first + self.census_schedulers_chunk]:
+                args.extend((sid, repr(float(score))))
+            out = await self._run("census", "schedulers", *args)
+            for code, job_name in zip(out[::2], out[1::2], strict=True):
+                if code:
+                    add(_SCHEDULER_STATE[code], job_name, 1)
+        if state is not None:
+            return {state: totals.get(state, {} if names else 0)}
+        return totals
 
     async def update_job(
         self,
@@ -1332,8 +1735,41 @@ class BullMQDriver(Driver):
             started,
             _text(result.error or ""),
             self._run_record(claim, result),
+            self._run_counter(result),
             *take,
         )
+
+    def _run_counter(self, result: RunResult) -> str:
+        """complete.lua's run-counter argument: the finish minute and how long its bucket is
+        kept (``""``: a MISSED occurrence is not a run)."""
+        if result.outcome is Outcome.MISSED:
+            return ""
+        return json.dumps({"m": minute_of(result.finished_at), "k": _RUN_COUNTS_TTL_MS})
+
+    async def count_runs(self, since: datetime) -> dict[Outcome, int] | None:
+        first = minute_of(since)
+        async with self._busy():
+            try:
+                minutes = await self._redis.zrangebyscore(self.key + "tk:rc", first, "+inf")
+            except RedisError as exc:
+                if "WRONGTYPE" in str(exc):
+                    return {}
+                raise
+            pipe = self._redis.pipeline(transaction=True)
+            for minute in minutes:
+                pipe.hgetall(f"{self.key}tk:rc:{minute}")
+            buckets = await pipe.execute(raise_on_error=False) if minutes else []
+        counts: dict[Outcome, int] = {}
+        for bucket in buckets:
+            if isinstance(bucket, Exception):
+                continue  # (a bucket key overwritten by another type counts nothing)
+            for text, n in bucket.items():
+                try:
+                    outcome = Outcome(text)
+                    counts[outcome] = counts.get(outcome, 0) + int(n)
+                except ValueError:
+                    log.warning("skipped an unreadable run counter %r=%r", text, n)
+        return counts
 
     async def release(self, claims: Sequence[Claim]) -> None:
         args: list[Any] = []

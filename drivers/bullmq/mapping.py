@@ -254,6 +254,16 @@ def decode_data(codec: Codec, text: str | None) -> Any:
         return text
 
 
+def int_of(text: str | None) -> int:
+    """An integer field as the views read it (0 when it is none)."""
+    return _int(text)
+
+
+def ms_of(text: str | None) -> datetime | None:
+    """A time field (ms) as the views read it (None when it is none)."""
+    return _ms(text)
+
+
 def nominal_ms(h: Mapping[str, str], opts: Mapping[str, Any]) -> int:
     """The nominal time of a job's occurrence: tickkit's ``tk.at``, a scheduler job's
     ``prevMillis``, else creation time plus delay."""
@@ -321,6 +331,28 @@ def meta_of(h: Mapping[str, str]) -> dict[str, str]:
     return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
 
 
+#: the job hash fields :func:`nominal_of` reads
+NOMINAL_FIELDS = ("tk.at", "rjk", "timestamp", "delay", "opts", "tk.defect")
+
+
+def nominal_of(h: Mapping[str, str], defects: Sequence[str] | None = None) -> datetime | None:
+    """The nominal time :func:`one_off_view` gives a job (its ``scheduled_at``, and the
+    ``next_run_at`` of a job in wait): None when a field it needs cannot be read. Reads only
+    :data:`NOMINAL_FIELDS` (``defects``: what :func:`defects_of` found in ``h``)."""
+    if defects is None:
+        defects = defects_of(h)
+    opts = parse_json(h.get("opts"), {})
+    if not isinstance(opts, dict):
+        opts = {}
+    nominal_known = (
+        h.get("tk.at") or (h.get("rjk") and opts.get("prevMillis")) or h.get("timestamp")
+    )
+    unread = {d.split("'")[1] for d in defects if d.startswith("field '")}
+    if nominal_known and not unread & {"tk.at", "timestamp", "delay"}:
+        return _ms(str(nominal_ms(h, opts)))
+    return None
+
+
 def one_off_view(
     codec: Codec,
     job_id: str,
@@ -333,13 +365,8 @@ def one_off_view(
     opts = parse_json(h.get("opts"), {})
     if not isinstance(opts, dict):
         opts = {}
-    nominal_known = (
-        h.get("tk.at") or (h.get("rjk") and opts.get("prevMillis")) or h.get("timestamp")
-    )
     unread = {d.split("'")[1] for d in defects if d.startswith("field '")}
-    nominal: datetime | None = None
-    if nominal_known and not unread & {"tk.at", "timestamp", "delay"}:
-        nominal = _ms(str(nominal_ms(h, opts)))
+    nominal = nominal_of(h, defects)
     state = _STATE_OF.get(where or "", JobState.SCHEDULED)
     outcome_text = h.get("tk.outcome")
     if state is JobState.COMPLETED and outcome_text == Outcome.MISSED.value:

@@ -9,7 +9,7 @@ local K = {
   events = P .. "events", marker = P .. "marker", stalled = P .. "stalled",
   stalledCheck = P .. "stalled-check", limiter = P .. "limiter", rep = P .. "repeat",
   paused = P .. "paused", tkPaused = P .. "tk:paused", tkStatic = P .. "tk:static",
-  tkIndexes = P .. "tk:indexes",
+  tkIndexes = P .. "tk:indexes", tkRunCounts = P .. "tk:rc",
 }
 
 -- stored text decoded as a JSON object, or nil (a hash written by hand or by another tool)

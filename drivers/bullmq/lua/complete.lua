@@ -5,10 +5,13 @@
 --       12 default removeOnFail (JSON), 13 run started (ms) or "", 14 error text or "",
 --       15 the run record (JSON {k: tickkit job id, r: record JSON, f: finished ms,
 --       n: history_limit, a: history_max_age ms or null}) or "" (none kept),
---       16 how many jobs to claim next (0: none), 17 token prefix, 18 lock duration (ms),
---       19 worker name (16-19: BullMQ's fetchNext, one round trip per job for a busy worker)
+--       16 the run counter: "" (not a run: MISSED) or JSON {m: the finish minute (minutes
+--       since the epoch), k: how long a bucket is kept (ms)}: HINCRBY tk:rc:<m> <outcome>
+--       and the minute in the index zset tk:rc,
+--       17 how many jobs to claim next (0: none), 18 token prefix, 19 lock duration (ms),
+--       20 worker name (17-20: BullMQ's fetchNext, one round trip per job for a busy worker)
 -- Returns 0, or -1 (job gone), -2 (lock missing), -6 (lock held by another token),
--- -3 (not active): the outcome is then ignored, like BullMQ's worker does. When ARGV[16] > 0:
+-- -3 (not active): the outcome is then ignored, like BullMQ's worker does. When ARGV[17] > 0:
 -- {that code, then what takeJobs returns}.
 local now = tonumber(ARGV[2])
 
@@ -33,6 +36,21 @@ local function finish()
   call("SREM", K.stalled, jobId)
 
   local outcome = ARGV[7]
+  -- the per-minute run counters (Driver.count_runs), in the transaction of the outcome
+  if ARGV[16] ~= "" then
+    local rc = cjson.decode(ARGV[16])
+    local minute, kept = tonumber(rc["m"]), tonumber(rc["k"])
+    local bucket = P .. "tk:rc:" .. minute
+    if keyType(bucket) == "hash" or keyType(bucket) == "none" then
+      call("HINCRBY", bucket, outcome, 1)
+      call("PEXPIRE", bucket, kept)
+    end
+    if keyType(K.tkRunCounts) == "zset" or keyType(K.tkRunCounts) == "none" then
+      call("ZADD", K.tkRunCounts, minute, minute)
+      call("ZREMRANGEBYSCORE", K.tkRunCounts, "-inf", "(" .. (minute - math.floor(kept / 60000)))
+      call("PEXPIRE", K.tkRunCounts, kept)
+    end
+  end
   -- the run history of the tickkit job (a sorted set by finish time, capped and aged)
   if ARGV[15] ~= "" and outcome ~= "missed" then
     local h = cjson.decode(ARGV[15])
@@ -56,7 +74,7 @@ local function finish()
 
   -- the scheduler this job came from keeps the run statistics of the recurring job
   local rjk = call("HGET", key, "rjk")
-  if rjk and call("EXISTS", K.rep .. ":" .. rjk) == 1 then
+  if rjk and keyType(K.rep .. ":" .. rjk) == "hash" then
     local skey = K.rep .. ":" .. rjk
     hincr(skey, "tk.runs", 1)
     call("HSET", skey, "tk.lastOutcome", outcome, "tk.lastRun", ARGV[13] ~= "" and ARGV[13] or now)
@@ -146,8 +164,8 @@ local function finish()
 end
 
 local code = finish()
-local limit = tonumber(ARGV[16]) or 0
+local limit = tonumber(ARGV[17]) or 0
 if limit < 1 then return code end
-local taken = takeJobs(now, limit, ARGV[17], ARGV[18], ARGV[19])
+local taken = takeJobs(now, limit, ARGV[18], ARGV[19], ARGV[20])
 table.insert(taken, 1, code)
 return taken
