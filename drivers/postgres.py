@@ -191,8 +191,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         2,
-        "per-minute run counters",
+        "per-minute run counters; jsonb_or_null parallel unsafe",
         (
+            # it catches errors, which takes a subtransaction: a parallel plan (a parallel
+            # index build of a where key, a parallel scan of many rows) failed on it with
+            # "cannot start subtransactions during a parallel operation"
+            "ALTER FUNCTION {s}.jsonb_or_null(TEXT) PARALLEL UNSAFE",
             # a minute and outcome has a row per slot (the connection's backend pid modulo
             # _COUNT_SLOTS): concurrent completions on different connections do not wait for
             # each other's commit on one row
