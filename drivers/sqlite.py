@@ -186,8 +186,13 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         4,
-        "per-minute run counters",
+        "per-minute run counters; list-order indexes",
         (
+            # the list order (next_run_at, id) as index walks that stop at a page's end, for
+            # every job and for the jobs of one task (the name index gains the order)
+            "CREATE INDEX tickkit_jobs_order ON tickkit_jobs (next_run_at, id)",
+            "DROP INDEX tickkit_jobs_name",
+            "CREATE INDEX tickkit_jobs_name ON tickkit_jobs (name, next_run_at, id)",
             """CREATE TABLE tickkit_run_counts (
                 minute INTEGER NOT NULL,
                 outcome TEXT NOT NULL,
@@ -1134,7 +1139,6 @@ class SQLiteDriver(Driver):
         state: JobState | None,
         static: bool | None,
         where: Where | None,
-        after: Cursor | None = None,
     ) -> tuple[list[str], list[Any]]:
         """SQL conditions and their parameters for list_jobs' and count_jobs' filters. Values
         are always parameters; a key is written into the SQL only when it is recorded in
@@ -1158,13 +1162,6 @@ class SQLiteDriver(Driver):
                 cond, values = _scan_match(key, value)
             conds.append(cond)
             params.extend(values)
-        if after is not None:
-            if after.next_run_at is None:
-                conds.append("(next_run_at IS NULL AND id > ?)")
-                params.append(after.id)
-            else:
-                conds.append("(next_run_at IS NULL OR (next_run_at, id) > (?, ?))")
-                params.extend([to_millis(after.next_run_at), after.id])
         return conds, params
 
     async def list_jobs(
@@ -1177,18 +1174,37 @@ class SQLiteDriver(Driver):
         limit: int | None = None,
         after: Cursor | None = None,
     ) -> list[Job]:
-        conds, params = self._filters(
-            name=name, state=state, static=static, where=where, after=after
-        )
-        sql = f"SELECT {_COLUMNS} FROM tickkit_jobs"
-        if conds:
-            sql += " WHERE " + " AND ".join(conds)
-        sql += " ORDER BY next_run_at IS NULL, next_run_at, id"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(max(int(limit), 0))
+        conds, params = self._filters(name=name, state=state, static=static, where=where)
+        # the list order in two parts, each an index walk that stops at the limit: the jobs
+        # with a next run by (next_run_at, id) (tickkit_jobs_order, or tickkit_jobs_due for a
+        # state), then those without one by id (one sort of ORDER BY next_run_at IS NULL, ...
+        # sorted every matching row first)
+        parts: list[tuple[list[str], list[Any], str]] = []
+        if after is None or after.next_run_at is not None:
+            timed = [*conds, "next_run_at IS NOT NULL"]
+            timed_params = list(params)
+            if after is not None and after.next_run_at is not None:
+                timed.append("(next_run_at, id) > (?, ?)")
+                timed_params += [to_millis(after.next_run_at), after.id]
+            parts.append((timed, timed_params, "next_run_at, id"))
+        untimed = [*conds, "next_run_at IS NULL"]
+        untimed_params = list(params)
+        if after is not None and after.next_run_at is None:
+            untimed.append("id > ?")
+            untimed_params.append(after.id)
+        parts.append((untimed, untimed_params, "id"))
+        rows: list[Any] = []
         async with self._session():
-            rows = await self._all(sql, params)
+            for where_sql, values, order in parts:
+                sql = f"SELECT {_COLUMNS} FROM tickkit_jobs WHERE {' AND '.join(where_sql)} "
+                sql += f"ORDER BY {order}"
+                if limit is not None:
+                    wanted = max(int(limit), 0) - len(rows)
+                    if wanted <= 0:
+                        break
+                    sql += " LIMIT ?"
+                    values.append(wanted)
+                rows += await self._all(sql, values)
         return [self._to_job(row) for row in rows]
 
     async def remove_job(self, job_id: str) -> bool:

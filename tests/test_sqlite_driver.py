@@ -657,6 +657,34 @@ async def test_run_counters_count_held_leases_only_and_old_buckets_go(
         assert rows[0][0] == 1
 
 
+async def test_list_pages_are_index_walks(db: Path, clock: VirtualClock) -> None:
+    """A page of the list (every job, one task's, one state's; the first or after a cursor)
+    walks an index in the list order and stops at the page's end: no sort of every matching
+    row (the dashboard at 1,000,000 jobs, issue 15)."""
+    async with opened(SQLiteDriver(db), clock) as d:
+        jobs = [
+            one_off(f"j{i:03d}", T0 + timedelta(minutes=i % 7), name=f"t{i % 3}") for i in range(60)
+        ]
+        await d.add_jobs(jobs)
+        await d.set_paused("j001", True)
+        statements: list[str] = []
+        await d._db().set_trace_callback(statements.append)
+        pages = [
+            await d.list_jobs(limit=5),
+            await d.list_jobs(name="t1", limit=5),
+            await d.list_jobs(state=JobState.SCHEDULED, limit=5),
+        ]
+        pages.append(await d.list_jobs(limit=5, after=pages[0][-1]))
+        await d._db().set_trace_callback(None)
+        assert [j.id for j in pages[3]] == [j.id for j in (await d.list_jobs(limit=10))[5:]]
+        selects = [sql for sql in statements if sql.startswith("SELECT") and "LIMIT" in sql]
+        assert len(selects) == 4  # each page filled from the jobs with a next run
+        for sql in selects:
+            plan = [row[3] for row in await d._all(f"EXPLAIN QUERY PLAN {sql}")]
+            assert not [step for step in plan if step.startswith("SCAN")], (sql, plan)
+            assert "USE TEMP B-TREE FOR ORDER BY" not in plan, (sql, plan)
+
+
 async def test_indexed_where_is_a_seek_and_the_key_is_recorded(
     db: Path, clock: VirtualClock
 ) -> None:
