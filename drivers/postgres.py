@@ -69,10 +69,12 @@ from tickkit.driver import (
     DEFAULT_HISTORY_LIMIT,
     DEFAULT_HISTORY_MAX_AGE,
     MAX_DURATION,
+    RUN_COUNTS_KEPT,
     Unset,
     check_history_options,
     check_index_keys,
     from_millis,
+    minute_of,
     redact_url,
     scrub,
     short,
@@ -189,6 +191,26 @@ MIGRATIONS: tuple[Migration, ...] = (
                 $$""",
         ),
     ),
+    Migration(
+        2,
+        "per-minute run counters; jsonb_or_null parallel unsafe",
+        (
+            # it catches errors, which takes a subtransaction: a parallel plan (a parallel
+            # index build of a where key, a parallel scan of many rows) failed on it with
+            # "cannot start subtransactions during a parallel operation"
+            "ALTER FUNCTION {s}.jsonb_or_null(TEXT) PARALLEL UNSAFE",
+            # a minute and outcome has a row per slot (the connection's backend pid modulo
+            # _COUNT_SLOTS): concurrent completions on different connections do not wait for
+            # each other's commit on one row
+            """CREATE TABLE {s}.run_counts (
+                minute BIGINT NOT NULL,
+                outcome TEXT NOT NULL,
+                slot INTEGER NOT NULL,
+                runs BIGINT NOT NULL,
+                PRIMARY KEY (minute, outcome, slot)
+            )""",
+        ),
+    ),
 )
 
 #: the schema version this code writes
@@ -218,6 +240,10 @@ _RESUMED_STATE = "CASE WHEN pause_requested THEN 'paused' ELSE 'scheduled' END"
 _NO_LEASE = (
     "lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, pause_requested = FALSE"
 )
+#: minute buckets of run counters kept (at least RUN_COUNTS_KEPT)
+_COUNTED_MINUTES = int(RUN_COUNTS_KEPT.total_seconds() // 60)
+#: rows per minute and outcome in run_counts (see the migration to version 2)
+_COUNT_SLOTS = 8
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 _MAX_SECONDS = MAX_DURATION.total_seconds()
 
@@ -406,6 +432,8 @@ class PostgresDriver(Driver):
         self.notifications = 0
         #: the next due time (epoch ms) the last claim reported: the kernel wakes by then
         self._next_due_ms: int | None = None
+        #: the latest minute bucket up to which old run counters were pruned
+        self._counts_pruned = -1
 
     def __repr__(self) -> str:
         return f"PostgresDriver({redact_url(self.dsn)!r}, schema={self.schema!r})"
@@ -1051,6 +1079,26 @@ class PostgresDriver(Driver):
         known = {s.value for s in JobState}
         return {JobState(st): int(n) for st, n in rows if st in known}
 
+    async def count_by_name(self, *, state: JobState | None = None) -> dict[str, int]:
+        sql = f"SELECT name, COUNT(*) FROM {self._s}.jobs"
+        params: list[Any] = []
+        if state is not None:
+            sql += " WHERE state = $1"
+            params.append(JobState(state).value)
+        rows = await self._call(lambda conn, _n: conn.fetch(sql + " GROUP BY name", *params))
+        return {name: int(n) for name, n in rows if isinstance(name, str) and n}
+
+    async def count_runs(self, since: datetime) -> dict[Outcome, int] | None:
+        rows = await self._call(
+            lambda conn, _n: conn.fetch(
+                f"SELECT outcome, SUM(runs) FROM {self._s}.run_counts WHERE minute >= $1 "
+                "GROUP BY outcome",
+                minute_of(since),
+            )
+        )
+        known = {o.value for o in Outcome}
+        return {Outcome(o): int(n) for o, n in rows if o in known and n}
+
     async def remove_job(self, job_id: str) -> bool:
         status = await self._call(
             lambda conn, _n: conn.execute(f"DELETE FROM {self._s}.jobs WHERE id = $1", job_id)
@@ -1436,13 +1484,22 @@ class PostgresDriver(Driver):
         if claim.token is None or job_id is None:
             return
         sql, params, prune = self._complete_sql(claim, result)
+        minute = minute_of(result.finished_at)
+        counted = result.outcome is not Outcome.MISSED
 
         async def record(conn: Any, _tries: int) -> None:
-            # one statement, so one round trip and one transaction: the history row, the
-            # outcome and what follows, only while the claim holds its lease
+            # one statement, so one round trip and one transaction: the run counter, the
+            # history row, the outcome and what follows, only while the claim holds its lease
             await conn.execute(sql, *params)
             if prune is not None:
                 await self._prune(conn, prune, to_millis(result.finished_at))
+            if counted and minute > self._counts_pruned:
+                # old counter buckets go once per minute bucket this process reaches
+                self._counts_pruned = minute
+                await conn.execute(
+                    f"DELETE FROM {self._s}.run_counts WHERE minute < $1",
+                    minute - _COUNTED_MINUTES,
+                )
 
         await self._call(record, shield=True)
 
@@ -1504,6 +1561,14 @@ class PostgresDriver(Driver):
             f"held AS (SELECT id, revision FROM {s}.jobs WHERE id = {job_id} "
             f"AND lease_token = {token} AND state = 'running' FOR UPDATE)"
         ]
+        if result.outcome is not Outcome.MISSED:
+            parts.append(
+                f"counted AS (INSERT INTO {s}.run_counts (minute, outcome, slot, runs) "
+                f"SELECT {p(minute_of(result.finished_at), 'bigint')}, "
+                f"{p(result.outcome.value, 'text')}, pg_backend_pid() % {_COUNT_SLOTS}, 1 "
+                "FROM held ON CONFLICT (minute, outcome, slot) "
+                "DO UPDATE SET runs = run_counts.runs + 1)"
+            )
         if self.history_limit > 0 and result.outcome is not Outcome.MISSED:
             cutoff = (
                 finished - int(self.history_max_age * 1000)

@@ -70,10 +70,12 @@ from tickkit.driver import (
     DEFAULT_HISTORY_LIMIT,
     DEFAULT_HISTORY_MAX_AGE,
     MAX_DURATION,
+    RUN_COUNTS_KEPT,
     Unset,
     check_history_options,
     check_index_keys,
     from_millis,
+    minute_of,
     redact_url,
     scrub,
     short,
@@ -180,6 +182,23 @@ MIGRATIONS: tuple[Migration, ...] = (
                 key TEXT PRIMARY KEY NOT NULL,
                 created_at INTEGER NOT NULL
             )""",
+        ),
+    ),
+    Migration(
+        4,
+        "per-minute run counters; list-order indexes",
+        (
+            # the list order (next_run_at, id) as index walks that stop at a page's end, for
+            # every job and for the jobs of one task (the name index gains the order)
+            "CREATE INDEX tickkit_jobs_order ON tickkit_jobs (next_run_at, id)",
+            "DROP INDEX tickkit_jobs_name",
+            "CREATE INDEX tickkit_jobs_name ON tickkit_jobs (name, next_run_at, id)",
+            """CREATE TABLE tickkit_run_counts (
+                minute INTEGER NOT NULL,
+                outcome TEXT NOT NULL,
+                runs INTEGER NOT NULL,
+                PRIMARY KEY (minute, outcome)
+            ) WITHOUT ROWID""",
         ),
     ),
 )
@@ -303,6 +322,16 @@ _SQL_RUN_PRUNE = (
     "INDEXED BY tickkit_runs_job WHERE job_id = :id "
     "ORDER BY finished_at DESC, attempt DESC LIMIT -1 OFFSET :keep_runs)"
 )
+#: the runs of one minute and outcome among those of a batch whose lease is still held (the
+#: ids and tokens of the batch's claims follow); run before the updates, which end the leases
+_SQL_COUNT = (
+    "INSERT INTO tickkit_run_counts (minute, outcome, runs) SELECT ?, ?, n FROM (SELECT "
+    "COUNT(*) AS n FROM tickkit_jobs WHERE id IN ({ids}) AND lease_token IN ({ids}) "
+    "AND state = 'running') WHERE n > 0 "
+    "ON CONFLICT (minute, outcome) DO UPDATE SET runs = runs + excluded.runs"
+)
+#: minute buckets of run counters kept (at least RUN_COUNTS_KEPT)
+_COUNTED_MINUTES = int(RUN_COUNTS_KEPT.total_seconds() // 60)
 #: reads a claim makes at most when other processes keep winning the race for the due rows
 _CLAIM_ROUNDS = 10
 #: SQLite's default limit on bound parameters is 999 before 3.32
@@ -495,6 +524,8 @@ class SQLiteDriver(Driver):
         #: what a checkpoint after a full disk did in this session ("", tried, incomplete, done)
         self._full_checkpoint = ""
         self._writing_outcomes = False
+        #: the latest minute bucket up to which old run counters were pruned
+        self._counts_pruned = -1
 
     def __repr__(self) -> str:
         return f"SQLiteDriver({str(self.path)!r})"
@@ -1108,7 +1139,6 @@ class SQLiteDriver(Driver):
         state: JobState | None,
         static: bool | None,
         where: Where | None,
-        after: Cursor | None = None,
     ) -> tuple[list[str], list[Any]]:
         """SQL conditions and their parameters for list_jobs' and count_jobs' filters. Values
         are always parameters; a key is written into the SQL only when it is recorded in
@@ -1132,13 +1162,6 @@ class SQLiteDriver(Driver):
                 cond, values = _scan_match(key, value)
             conds.append(cond)
             params.extend(values)
-        if after is not None:
-            if after.next_run_at is None:
-                conds.append("(next_run_at IS NULL AND id > ?)")
-                params.append(after.id)
-            else:
-                conds.append("(next_run_at IS NULL OR (next_run_at, id) > (?, ?))")
-                params.extend([to_millis(after.next_run_at), after.id])
         return conds, params
 
     async def list_jobs(
@@ -1151,18 +1174,37 @@ class SQLiteDriver(Driver):
         limit: int | None = None,
         after: Cursor | None = None,
     ) -> list[Job]:
-        conds, params = self._filters(
-            name=name, state=state, static=static, where=where, after=after
-        )
-        sql = f"SELECT {_COLUMNS} FROM tickkit_jobs"
-        if conds:
-            sql += " WHERE " + " AND ".join(conds)
-        sql += " ORDER BY next_run_at IS NULL, next_run_at, id"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(max(int(limit), 0))
+        conds, params = self._filters(name=name, state=state, static=static, where=where)
+        # the list order in two parts, each an index walk that stops at the limit: the jobs
+        # with a next run by (next_run_at, id) (tickkit_jobs_order, or tickkit_jobs_due for a
+        # state), then those without one by id (one sort of ORDER BY next_run_at IS NULL, ...
+        # sorted every matching row first)
+        parts: list[tuple[list[str], list[Any], str]] = []
+        if after is None or after.next_run_at is not None:
+            timed = [*conds, "next_run_at IS NOT NULL"]
+            timed_params = list(params)
+            if after is not None and after.next_run_at is not None:
+                timed.append("(next_run_at, id) > (?, ?)")
+                timed_params += [to_millis(after.next_run_at), after.id]
+            parts.append((timed, timed_params, "next_run_at, id"))
+        untimed = [*conds, "next_run_at IS NULL"]
+        untimed_params = list(params)
+        if after is not None and after.next_run_at is None:
+            untimed.append("id > ?")
+            untimed_params.append(after.id)
+        parts.append((untimed, untimed_params, "id"))
+        rows: list[Any] = []
         async with self._session():
-            rows = await self._all(sql, params)
+            for where_sql, values, order in parts:
+                sql = f"SELECT {_COLUMNS} FROM tickkit_jobs WHERE {' AND '.join(where_sql)} "
+                sql += f"ORDER BY {order}"
+                if limit is not None:
+                    wanted = max(int(limit), 0) - len(rows)
+                    if wanted <= 0:
+                        break
+                    sql += " LIMIT ?"
+                    values.append(wanted)
+                rows += await self._all(sql, values)
         return [self._to_job(row) for row in rows]
 
     async def remove_job(self, job_id: str) -> bool:
@@ -1224,6 +1266,28 @@ class SQLiteDriver(Driver):
         # claims it; list_jobs shows it with its defect)
         known = {s.value for s in JobState}
         return {JobState(state): int(count) for state, count in rows if state in known}
+
+    async def count_by_name(self, *, state: JobState | None = None) -> dict[str, int]:
+        # a walk of the name index (tickkit_jobs_name) that counts each name's entries
+        sql = "SELECT name, COUNT(*) FROM tickkit_jobs"
+        params: list[Any] = []
+        if state is not None:
+            sql += " WHERE state = ?"
+            params.append(JobState(state).value)
+        async with self._session():
+            rows = await self._all(sql + " GROUP BY name", params)
+        return {name: int(count) for name, count in rows if isinstance(name, str) and count}
+
+    async def count_runs(self, since: datetime) -> dict[Outcome, int] | None:
+        async with self._session():
+            rows = await self._all(
+                "SELECT outcome, SUM(runs) FROM tickkit_run_counts WHERE minute >= ? "
+                "GROUP BY outcome",
+                (minute_of(since),),
+            )
+        # an outcome tickkit does not know is not counted
+        known = {o.value for o in Outcome}
+        return {Outcome(o): int(n) for o, n in rows if o in known and n}
 
     async def update_job(
         self,
@@ -1567,8 +1631,11 @@ class SQLiteDriver(Driver):
             "keep_runs": self.history_limit,
         }
         history: tuple[str, ...] = ()
-        if self.history_limit > 0 and result.outcome is not Outcome.MISSED:
-            history = (_SQL_RUN, _SQL_RUN_PRUNE)  # before the update, which ends the lease
+        if result.outcome is not Outcome.MISSED:
+            # a run: counted in its minute's counter (by _write_outcomes, for the whole batch)
+            common["minute"] = minute_of(result.finished_at)
+            if self.history_limit > 0:
+                history = (_SQL_RUN, _SQL_RUN_PRUNE)  # before the update, which ends the lease
         recorded = (
             "last_run_at = :last_run_at, last_outcome = :outcome, last_error = :error, "
             "last_traceback = :traceback, runs = runs + 1, " + _NO_LEASE
@@ -1652,19 +1719,30 @@ class SQLiteDriver(Driver):
         # retention counts ages from the latest finish time in the batch
         prunes: dict[JobState, int] = {}
         latest: int | None = None
+        # the batch's runs per minute bucket and outcome: (job id, lease token) of each
+        counted: dict[tuple[int, str], list[tuple[str, str]]] = {}
         for _statements, params, prune, _future in batch:
             if prune is not None:
                 prunes[prune[0]] = max(prunes.get(prune[0], prune[1]), prune[1])
             if _SQL_RUN in _statements:
                 finished = params["run_finished"]
                 latest = finished if latest is None else max(latest, finished)
+            if "minute" in params:
+                key = (params["minute"], params["outcome"])
+                counted.setdefault(key, []).append((params["id"], params["token"]))
+        # old counter buckets go once per minute bucket this process reaches, not per run
+        minute = max((m for m, _o in counted), default=None)
+        if minute is not None and minute <= self._counts_pruned:
+            minute = None
         several = len(batch) > 1 or any(len(statements) > 1 for statements in groups)
         try:
             for attempt in _attempts():
                 async with self._session(
-                    write=several or bool(prunes) or latest is not None, attempt=attempt
+                    write=several or bool(prunes) or latest is not None or bool(counted),
+                    attempt=attempt,
                 ):
                     self._idle = None
+                    await self._count_runs(counted)
                     for statements, rows in groups.items():
                         for sql in statements:
                             if len(rows) == 1:
@@ -1676,6 +1754,13 @@ class SQLiteDriver(Driver):
                         await self._prune(state, keep, now_ms)
                     if latest is not None:
                         await self._prune_runs(latest)
+                    if minute is not None:
+                        await self._exec(
+                            "DELETE FROM tickkit_run_counts WHERE minute < ?",
+                            (minute - _COUNTED_MINUTES,),
+                        )
+            if minute is not None:
+                self._counts_pruned = minute
         except BaseException as exc:
             for *_rest, future in batch:
                 if not future.done():
@@ -1686,6 +1771,18 @@ class SQLiteDriver(Driver):
             for *_rest, future in batch:
                 if not future.done():
                     future.set_result(None)
+
+    async def _count_runs(self, counted: dict[tuple[int, str], list[tuple[str, str]]]) -> None:
+        """Add a batch's runs to their minute buckets, counting only the runs whose lease is
+        still held (in a txn): one statement per minute and outcome and per 250 runs (SQLite's
+        old limit of 999 parameters)."""
+        for (minute, outcome), claims in counted.items():
+            for start in range(0, len(claims), _CHUNK // 2):
+                chunk = claims[start : start + _CHUNK // 2]
+                await self._exec(
+                    _SQL_COUNT.format(ids=_marks(chunk)),
+                    [minute, outcome, *(i for i, _t in chunk), *(t for _i, t in chunk)],
+                )
 
     async def _prune_runs(self, now_ms: int) -> None:
         """Drop history rows older than ``history_max_age`` (in a transaction)."""

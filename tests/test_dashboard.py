@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ pytest.importorskip("httpx")
 
 from starlette.testclient import TestClient
 
-from tickkit import JobState, Kernel, PluginError
+from tickkit import UTC, Job, JobState, Kernel, Outcome, PluginError
+from tickkit.drivers.memory import MemoryDriver
 from tickkit.plugins.dashboard import check_bind, create_app
 
 from .dashboard_helpers import N_REMINDERS, SECRET, fill, registry, wait_until
@@ -103,6 +105,78 @@ def test_overview_counts(env: Env) -> None:
     assert "report" in page and "boom" in page
     # the failed run is counted among the runs of the last hour
     assert re.search(r'id="runs-hour">1<', page)
+
+
+def test_overview_runs_from_the_run_counters(env: Env) -> None:
+    """Memory and SQLite keep run counters: the runs table counts every run the store
+    recorded, failures being failed or timed-out runs; the api summary says the same."""
+    page = env.client.get("/").text
+    assert re.search(r'id="runs-day">1<', page) and re.search(r'id="fail-hour">1<', page)
+    assert re.search(r'id="fail-day">1<', page)
+    assert "Every run the store recorded" in page and "Sampled from" not in page
+    runs = env.client.get("/api/summary").json()["runs"]
+    assert runs == {
+        "last_hour": {"runs": 1, "failures": 1},
+        "last_day": {"runs": 1, "failures": 1},
+        "sampled": False,
+    }
+    # a job deleted since still counts (the sample would have lost it)
+    env.post("delete", env.ids["boom"])
+    assert re.search(r'id="fail-hour">1<', env.client.get("/").text)
+
+
+class NoCounters(MemoryDriver):
+    """A driver written before run counters: count_runs is the base implementation's None."""
+
+    async def count_runs(self, since: datetime) -> dict[Outcome, int] | None:
+        return None
+
+
+def test_overview_runs_sampled_without_counters() -> None:
+    kernel = Kernel(NoCounters(), tasks=registry())
+    app = create_app(kernel, page_size=3, refresh=60)
+    with TestClient(app, base_url=ORIGIN) as client:
+        assert client.portal is not None
+        running, _ = client.portal.start_task(kernel.serve)
+        try:
+            env = Env(client, kernel, client.portal.call(fill, kernel))
+            wait_until(lambda: env.job(env.ids["boom"]).state is JobState.FAILED)
+            page = client.get("/").text
+            assert "Sampled from the run history of" in page
+            assert "keeps no run counters" in page
+            assert re.search(r'id="runs-hour">1<', page) and re.search(r'id="fail-day">1<', page)
+            assert re.search(r'data-count="failed">1<', page)
+            summary = client.get("/api/summary").json()
+            assert summary["runs"]["sampled"] is True
+            assert summary["runs"]["last_day"] == {"runs": 1, "failures": 1}
+        finally:
+            client.portal.call(kernel.stop)
+            running.result(timeout=30)
+
+
+def test_overview_shows_the_biggest_tasks_and_how_many_more() -> None:
+    kernel = Kernel("memory://", tasks=registry())
+    app = create_app(kernel, page_size=3, refresh=60)
+    with TestClient(app, base_url=ORIGIN) as client:
+        assert client.portal is not None
+        later = datetime(2100, 1, 1, tzinfo=UTC)
+        # 53 task names: "big" with 5 jobs, t00..t51 with 1 each
+        jobs = [Job(id=None, name="big", next_run_at=later) for _ in range(5)]
+        jobs += [Job(id=None, name=f"t{i:02d}", next_run_at=later) for i in range(52)]
+        client.portal.call(kernel.open)
+
+        async def add() -> None:
+            for job in jobs:
+                await kernel.driver.add_job(job)  # type: ignore[union-attr]
+
+        client.portal.call(add)
+        page = client.get("/").text
+        listed = re.findall(r'href="/jobs\?task=([^"]+)">', page)
+        assert listed[0] == "big" and len(listed) == 50
+        assert listed[1:] == [f"t{i:02d}" for i in range(49)]
+        assert "and 3 more task name(s) with fewer jobs" in page
+        assert re.search(r'data-count="scheduled">57<', page)
+        client.portal.call(kernel.stop)
 
 
 def test_job_page(env: Env) -> None:

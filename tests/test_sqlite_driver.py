@@ -577,8 +577,112 @@ async def test_version_2_store_is_migrated_to_history_and_revisions(
         assert run.outcome is Outcome.SUCCEEDED and run.worker == d.ctx.owner
     with sqlite3.connect(db) as conn:
         versions = [r[0] for r in conn.execute("SELECT version FROM tickkit_version")]
-        assert versions == [m.version for m in MIGRATIONS] == [1, 2, 3]
+        assert versions == [m.version for m in MIGRATIONS] == [1, 2, 3, 4]
         assert conn.execute("SELECT revision FROM tickkit_jobs").fetchall() == []  # removed
+
+
+async def test_version_3_store_is_migrated_to_run_counters(db: Path, clock: VirtualClock) -> None:
+    """A store written by the previous schema (version 3) opens in place: its jobs and run
+    history are found, and the run counters start counting (issue 15)."""
+    with sqlite3.connect(db) as conn:
+        for migration in MIGRATIONS[:3]:
+            for statement in migration.statements:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO tickkit_version VALUES (?, ?, 0)",
+                (migration.version, migration.description),
+            )
+        conn.executemany(
+            "INSERT INTO tickkit_jobs (id, name, data, next_run_at, scheduled_at, state) "
+            "VALUES (?, ?, '{\"user\": 7}', ?, ?, ?)",
+            [
+                ("due", "record", 1_767_225_600_000, 1_767_225_600_000, "scheduled"),
+                ("later", "record", 1_767_312_000_000, 1_767_312_000_000, "scheduled"),
+                ("held", "other", 1_767_312_000_000, 1_767_312_000_000, "paused"),
+            ],
+        )
+        conn.execute(
+            "INSERT INTO tickkit_runs (job_id, name, finished_at, attempt, outcome) "
+            "VALUES ('later', 'record', 1767225000000, 1, 'failed')"
+        )
+    async with opened(SQLiteDriver(db), clock) as d:
+        assert [j.id for j in await d.list_jobs()] == ["due", "held", "later"]
+        assert await d.count_by_name() == {"record": 2, "other": 1}
+        assert await d.count_by_name(state=JobState.PAUSED) == {"other": 1}
+        (old_run,) = await d.get_runs("later")
+        assert old_run.outcome is Outcome.FAILED
+        # the runs before the migration were not counted; those after it are
+        assert await d.count_runs(T0 - timedelta(days=1)) == {}
+        (claim,) = (await d.acquire(now=T0, limit=1)).claims
+        await d.complete(claim, RunResult(Outcome.FAILED, T0, started_at=T0))
+        assert await d.count_runs(T0) == {Outcome.FAILED: 1}
+    with sqlite3.connect(db) as conn:
+        versions = [r[0] for r in conn.execute("SELECT version FROM tickkit_version")]
+        assert versions == [m.version for m in MIGRATIONS] == [1, 2, 3, 4]
+        assert conn.execute("SELECT minute, outcome, runs FROM tickkit_run_counts").fetchall() == [
+            (int(T0.timestamp()) // 60, "failed", 1)
+        ]
+
+
+async def test_run_counters_count_held_leases_only_and_old_buckets_go(
+    db: Path, clock: VirtualClock
+) -> None:
+    """A run whose lease was lost is not counted (as its history row is not written); runs
+    finishing together are counted together; buckets older than RUN_COUNTS_KEPT go when a run
+    lands in a later minute."""
+    async with opened(SQLiteDriver(db, lease_duration=10), clock) as d:
+        await d.add_jobs([one_off(f"j{i}", T0) for i in range(5)])
+        claims = (await d.acquire(now=T0, limit=5)).claims
+        assert len(claims) == 5
+        # the leases expire and j0's is taken over (a new claim): its first run is not counted
+        later = T0 + timedelta(seconds=11)
+        await d.renew(claims[1:], later - timedelta(seconds=2))
+        (taken,) = (await d.acquire(now=later, limit=5)).claims
+        assert taken.job.id == claims[0].job.id
+        done = T0 + timedelta(seconds=12)
+        ran = RunResult(Outcome.SUCCEEDED, done, started_at=T0)
+        async with anyio.create_task_group() as tg:
+            for claim in claims:
+                tg.start_soon(d.complete, claim, ran)
+        assert await d.count_runs(T0) == {Outcome.SUCCEEDED: 4}
+        await d.complete(taken, RunResult(Outcome.TIMED_OUT, later, started_at=later))
+        assert await d.count_runs(T0) == {Outcome.SUCCEEDED: 4, Outcome.TIMED_OUT: 1}
+        # three days later: the old buckets are pruned when the next run is counted
+        far = T0 + timedelta(days=3)
+        await d.add_job(one_off("late", far))
+        (claim,) = (await d.acquire(now=far, limit=1)).claims
+        await d.complete(claim, RunResult(Outcome.SKIPPED, far, started_at=far))
+        assert await d.count_runs(T0) == {Outcome.SKIPPED: 1}
+        rows = await d._all("SELECT COUNT(*) FROM tickkit_run_counts")
+        assert rows[0][0] == 1
+
+
+async def test_list_pages_are_index_walks(db: Path, clock: VirtualClock) -> None:
+    """A page of the list (every job, one task's, one state's; the first or after a cursor)
+    walks an index in the list order and stops at the page's end: no sort of every matching
+    row (the dashboard at 1,000,000 jobs, issue 15)."""
+    async with opened(SQLiteDriver(db), clock) as d:
+        jobs = [
+            one_off(f"j{i:03d}", T0 + timedelta(minutes=i % 7), name=f"t{i % 3}") for i in range(60)
+        ]
+        await d.add_jobs(jobs)
+        await d.set_paused("j001", True)
+        statements: list[str] = []
+        await d._db().set_trace_callback(statements.append)
+        pages = [
+            await d.list_jobs(limit=5),
+            await d.list_jobs(name="t1", limit=5),
+            await d.list_jobs(state=JobState.SCHEDULED, limit=5),
+        ]
+        pages.append(await d.list_jobs(limit=5, after=pages[0][-1]))
+        await d._db().set_trace_callback(None)
+        assert [j.id for j in pages[3]] == [j.id for j in (await d.list_jobs(limit=10))[5:]]
+        selects = [sql for sql in statements if sql.startswith("SELECT") and "LIMIT" in sql]
+        assert len(selects) == 4  # each page filled from the jobs with a next run
+        for sql in selects:
+            plan = [row[3] for row in await d._all(f"EXPLAIN QUERY PLAN {sql}")]
+            assert not [step for step in plan if step.startswith("SCAN")], (sql, plan)
+            assert "USE TEMP B-TREE FOR ORDER BY" not in plan, (sql, plan)
 
 
 async def test_indexed_where_is_a_seek_and_the_key_is_recorded(

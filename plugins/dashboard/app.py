@@ -29,6 +29,7 @@ from tickkit import (
     JobNotFoundError,
     JobState,
     Kernel,
+    Outcome,
     RunRecord,
     TaskRegistry,
     TickkitError,
@@ -43,7 +44,9 @@ TOKEN_COOKIE = "tickkit_dashboard_token"
 CSRF_COOKIE = "tickkit_dashboard_csrf"
 #: the jobs an overview samples for the run counts of the last hour and day
 SAMPLE_JOBS = 100
-#: task names the overview counts jobs for, at most
+#: how the note under runs sampled from some jobs' history begins
+SAMPLED = "Sampled from"
+#: task names the overview shows, at most (those with the most jobs)
 MAX_TASKS = 50
 #: jobs the timeline shows, at most
 TIMELINE_LIMIT = 200
@@ -392,15 +395,69 @@ an ISO time)<input name="schedule" size="40"></label>
     async def overview(self, request: Request) -> Response:
         kernel = await self.kernel()
         now = self.now()
-        by_state = {s: await kernel.count_tasks(state=s) for s in STATES}
+        by_state = {str(s): n for s, n in (await kernel.count_by_state()).items()}
         total = sum(by_state.values())
         upcoming = await kernel.list_tasks(state="scheduled", limit=10)
+        per_name = await kernel.count_by_task()
+        top = sorted(per_name.items(), key=lambda item: (-item[1], item[0]))[:MAX_TASKS]
+        stats, note = await self.run_stats(kernel, now)
+        state_cells = "".join(
+            f'<a class="card {e(s)}" href="{e(self.url(request, "/jobs", state=s))}">'
+            f'<span class="n" data-count="{e(s)}">{n}</span><span>{e(s)}</span></a>'
+            for s, n in by_state.items()
+        )
+        task_rows = "".join(
+            f'<tr><td><a href="{e(self.url(request, "/jobs", task=n))}">{e(n)}</a></td>'
+            f"<td>{c}</td></tr>"
+            for n, c in top
+        )
+        hidden = len(per_name) - len(top)
+        more_tasks = (
+            f'<p class="note" id="more-tasks">and {hidden} more task name(s) with fewer jobs</p>'
+            if hidden > 0
+            else ""
+        )
+        body = f"""{self.flash(request)}<h1>Overview</h1>
+<section class="cards"><div class="card total"><span class="n">{total}</span><span>jobs</span></div>
+{state_cells}</section>
+<section class="cols"><div><h2>Runs</h2>
+<table class="stats"><tr><th></th><th>runs</th><th>failures</th></tr>
+<tr><td>last hour</td><td id="runs-hour">{stats["runs_hour"]}</td>
+<td id="fail-hour">{stats["fail_hour"]}</td></tr>
+<tr><td>last day</td><td id="runs-day">{stats["runs_day"]}</td>
+<td id="fail-day">{stats["fail_day"]}</td></tr></table>
+<p class="note" id="runs-note">{note}</p></div>
+<div><h2>Jobs per task</h2>
+<table class="stats">{task_rows or "<tr><td>none</td></tr>"}</table>{more_tasks}</div>
+</section>
+<h2>Next runs</h2>{self.jobs_table(request, upcoming, self.url(request, "/"))}"""
+        return self.page(request, "Overview", body)
+
+    async def run_stats(self, kernel: Kernel, now: datetime) -> tuple[dict[str, int], str]:
+        """Runs and failures (failed or timed out) over the last hour and day, and a note
+        saying how they were counted: from the store's run counters, or, for a driver that
+        keeps none, sampled from the run history of some jobs."""
+        hour = await kernel.count_runs(now - timedelta(hours=1))
+        day = await kernel.count_runs(now - timedelta(days=1)) if hour is not None else None
+        if hour is None or day is None:
+            return await self.sampled_run_stats(kernel, now)
+        bad = (Outcome.FAILED, Outcome.TIMED_OUT)
+        stats = {
+            "runs_hour": sum(hour.values()),
+            "fail_hour": sum(hour[o] for o in bad),
+            "runs_day": sum(day.values()),
+            "fail_day": sum(day[o] for o in bad),
+        }
+        return stats, (
+            "Every run the store recorded (whole minutes: the hour starts at the minute an "
+            "hour ago); failures failed or timed out."
+        )
+
+    async def sampled_run_stats(self, kernel: Kernel, now: datetime) -> tuple[dict[str, int], str]:
+        """The approximation for a driver without run counters: the run history of the jobs
+        due soonest and of some failed ones."""
         sample = await kernel.list_tasks(limit=SAMPLE_JOBS)
         failed = await kernel.list_tasks(state="failed", limit=SAMPLE_JOBS // 2)
-        names = sorted(
-            {d.name for d in kernel.tasks} | {j.name for j in sample} | {j.name for j in failed}
-        )[:MAX_TASKS]
-        per_task = [(n, await kernel.count_tasks(n)) for n in names]
         hour, day = now - timedelta(hours=1), now - timedelta(days=1)
         stats = {"runs_hour": 0, "fail_hour": 0, "runs_day": 0, "fail_day": 0}
         seen: set[str] = set()
@@ -419,32 +476,11 @@ an ISO time)<input name="schedule" size="40"></label>
                 if run.finished_at >= hour:
                     stats["runs_hour"] += 1
                     stats["fail_hour"] += bad
-        state_cells = "".join(
-            f'<a class="card {e(s)}" href="{e(self.url(request, "/jobs", state=s))}">'
-            f'<span class="n" data-count="{e(s)}">{n}</span><span>{e(s)}</span></a>'
-            for s, n in by_state.items()
+        return stats, (
+            f"{SAMPLED} the run history of {len(seen)} jobs (the {SAMPLE_JOBS} due "
+            f"soonest and up to {SAMPLE_JOBS // 2} failed ones): this store's driver keeps no "
+            "run counters; jobs deleted since are not counted."
         )
-        task_rows = "".join(
-            f'<tr><td><a href="{e(self.url(request, "/jobs", task=n))}">{e(n)}</a></td>'
-            f"<td>{c}</td></tr>"
-            for n, c in per_task
-        )
-        body = f"""{self.flash(request)}<h1>Overview</h1>
-<section class="cards"><div class="card total"><span class="n">{total}</span><span>jobs</span></div>
-{state_cells}</section>
-<section class="cols"><div><h2>Runs</h2>
-<table class="stats"><tr><th></th><th>runs</th><th>failures</th></tr>
-<tr><td>last hour</td><td id="runs-hour">{stats["runs_hour"]}</td>
-<td>{stats["fail_hour"]}</td></tr>
-<tr><td>last day</td><td id="runs-day">{stats["runs_day"]}</td>
-<td>{stats["fail_day"]}</td></tr></table>
-<p class="note">From the run history of the {len(seen)} jobs sampled (the {SAMPLE_JOBS} due
-soonest and up to {SAMPLE_JOBS // 2} failed ones); jobs deleted since are not counted.</p></div>
-<div><h2>Jobs per task</h2>
-<table class="stats">{task_rows or "<tr><td>none</td></tr>"}</table></div>
-</section>
-<h2>Next runs</h2>{self.jobs_table(request, upcoming, self.url(request, "/"))}"""
-        return self.page(request, "Overview", body)
 
     async def jobs(self, request: Request) -> Response:
         kernel = await self.kernel()
@@ -663,13 +699,20 @@ Retry runs the job once more (an extra run); delete removes it.</p>
 
     async def api_summary(self, request: Request) -> Response:
         kernel = await self.kernel()
-        counts = {s: await kernel.count_tasks(state=s) for s in STATES}
+        now = self.now()
+        counts = {str(s): n for s, n in (await kernel.count_by_state()).items()}
         nxt = await kernel.list_tasks(state="scheduled", limit=1)
+        stats, note = await self.run_stats(kernel, now)
         return JSONResponse(
             {
                 "counts": counts,
                 "next_run_at": iso(nxt[0].next_run_at) if nxt else None,
-                "now": iso(self.now()),
+                "now": iso(now),
+                "runs": {
+                    "last_hour": {"runs": stats["runs_hour"], "failures": stats["fail_hour"]},
+                    "last_day": {"runs": stats["runs_day"], "failures": stats["fail_day"]},
+                    "sampled": note.startswith(SAMPLED),
+                },
             }
         )
 
