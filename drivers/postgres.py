@@ -92,6 +92,9 @@ __all__ = ["LATEST_VERSION", "MIGRATIONS", "DeadLetter", "Migration", "PostgresD
 
 T = TypeVar("T")
 
+#: ``add_jobs`` of at least this many jobs ends with ``ANALYZE`` of the jobs table
+ANALYZE_AFTER_ROWS = 10_000
+
 log = logging.getLogger("tickkit.driver")
 
 
@@ -941,6 +944,10 @@ class PostgresDriver(Driver):
 
         if rows or self._given_connection() is not None:
             await self._write(insert)
+        if len(rows) >= ANALYZE_AFTER_ROWS and self._given_connection() is None:
+            # the planner's statistics now describe another table: a server without
+            # autovacuum (or before its next round) would read every row for a `where` page
+            await self._call(lambda conn, _tries: conn.execute(f"ANALYZE {self._s}.jobs"))
         return ids
 
     async def sync_static(self, jobs: Sequence[Job], now: datetime) -> None:
@@ -1305,11 +1312,25 @@ class PostgresDriver(Driver):
                     "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
                     f"tickkit:{self.schema}",
                 )
+                existing = {
+                    name
+                    for (name,) in await conn.fetch(
+                        "SELECT indexname FROM pg_indexes WHERE schemaname = $1", self.schema
+                    )
+                }
+                created = False
                 for key in missing:
+                    if _index_name(key) in existing:
+                        continue
                     await conn.execute(
                         f"CREATE INDEX IF NOT EXISTS {_index_name(key)} ON {self._s}.jobs "
                         f"(({self._value_expr(key)}))"
                     )
+                    created = True
+                if created:
+                    # an expression index has no statistics until ANALYZE: without them the
+                    # planner ignores it for `where` (a whole-table walk per page at 1M jobs)
+                    await conn.execute(f"ANALYZE {self._s}.jobs")
         self._indexed = keys
 
     async def dead_letters(

@@ -778,3 +778,41 @@ def test_cli_on_postgres_shows_no_password(pg_database: str, pg_schema: str) -> 
     for proc in (listed, ran, failed, debug):
         for text in (proc.stdout, proc.stderr):
             assert PASSWORD[:8] not in text, (proc.args, text)
+
+
+# --- planner statistics ----------------------------------------------------------------------
+
+
+async def test_big_batches_and_new_indexes_are_analyzed(pg_database: str, pg_schema: str) -> None:
+    """A server without autovacuum (or before its round) has no statistics for a table just
+    filled or an expression index just made, and plans a `where` page as a walk of every row:
+    the driver ANALYZEs after an ``add_jobs`` of ANALYZE_AFTER_ROWS jobs and after creating an
+    index."""
+    driver = PostgresDriver(pg_database, schema=pg_schema, poll_interval=3600)
+    k = Kernel(driver, tasks=recording([]))
+    await k.open()
+    conn = await asyncpg.connect(pg_database)
+    try:
+
+        async def stats(table: str) -> int:
+            return int(
+                await conn.fetchval(
+                    "SELECT count(*) FROM pg_stats WHERE schemaname = $1 AND tablename = $2",
+                    pg_schema,
+                    table,
+                )
+            )
+
+        n = postgres.ANALYZE_AFTER_ROWS
+        big = [job(T0 + timedelta(seconds=i), data={"user": i % 50}) for i in range(n)]
+        await driver.add_jobs(big)
+        assert await stats("jobs") > 0
+        index = postgres._index_name("user")
+        assert await stats(index) == 0
+        await driver.ensure_indexes(["user"])
+        assert await stats(index) > 0  # the expression's statistics, for the planner
+        page = await k.list_tasks(where={"user": 7}, limit=25)
+        assert len(page) == 25 and {j.data["user"] for j in page} == {7}
+    finally:
+        await conn.close()
+        await k.stop()
