@@ -10,6 +10,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+import anyio
 import pytest
 from anyio.from_thread import start_blocking_portal
 from hypothesis import HealthCheck, settings
@@ -319,3 +320,44 @@ def test_census_under_a_random_sequence(redis_url: str, seed: int) -> None:
         assert reached == set(JobState), reached
     finally:
         machine.teardown()
+
+
+def test_run_counters_are_kept_two_days_then_trimmed(redis_url: str) -> None:
+    """count_runs' buckets: a bucket lives at least RUN_COUNTS_KEPT (its key expires later
+    than that, in Redis's time), runs two days apart both count, and a minute older than
+    RUN_COUNTS_KEPT (plus an hour) behind the newest run leaves the index."""
+    from tickkit.driver import RUN_COUNTS_KEPT, minute_of
+
+    async def check() -> None:
+        clock = VirtualClock(T0)
+        driver = BullMQDriver(redis_url, queue=f"rc-{uuid.uuid4().hex[:10]}")
+        kernel = Kernel(driver, tasks=registry(), clock=clock)
+        await kernel.open()
+        try:
+            spec = {"type": "interval", "value": 60}
+            await driver.add_job(Job(id="every", name="remind", data={}, schedule=spec))
+            for at, outcome in (
+                (T0, Outcome.SUCCEEDED),
+                (T0 + timedelta(days=2), Outcome.FAILED),
+                (T0 + timedelta(days=3, hours=2), Outcome.SKIPPED),
+            ):
+                await clock.advance(at - clock.now())
+                (claim,) = (await driver.acquire(now=at, limit=1)).claims
+                nxt = at + timedelta(minutes=1)
+                await driver.complete(claim, RunResult(outcome, at, next_run_at=nxt))
+                if outcome is Outcome.FAILED:
+                    # two days apart: both still counted
+                    assert await driver.count_runs(T0) == {
+                        Outcome.SUCCEEDED: 1,
+                        Outcome.FAILED: 1,
+                    }
+                    ttl = await driver._redis.pttl(f"{driver.key}tk:rc:{minute_of(at)}")
+                    assert ttl > RUN_COUNTS_KEPT.total_seconds() * 1000
+            # the minute of T0 is more than two days and an hour behind the newest: trimmed
+            assert await driver.count_runs(T0) == {Outcome.FAILED: 1, Outcome.SKIPPED: 1}
+            later = T0 + timedelta(days=3)
+            assert await driver.count_runs(later) == {Outcome.SKIPPED: 1}
+        finally:
+            await kernel.stop()
+
+    anyio.run(check)

@@ -1,7 +1,7 @@
 """The dashboard's calls on the BullMQ (Redis) driver at 1,000,000 stored jobs (issue 15):
 count_jobs, count_jobs(state=...), count_by_name, list_jobs(limit=25) with and without
-``state`` and ``after``, against the scan every one of them did before (``_all_jobs``: every
-job's hash read).
+``state``, ``after`` and ``name``, against the scan every one of them did before
+(``_all_jobs``: every job's hash read).
 
 The store: a redis-server started on a free port (``--save ""``, no AOF) as bench_bullmq.py
 does, filled by a Lua bulk loader (this script only) with hashes as the driver's add.lua writes
@@ -161,6 +161,9 @@ async def measure(url: str, jobs: int, scan: bool) -> None:
         )
         await row(
             "list_jobs(limit=25, after=25th)", lambda: driver.list_jobs(limit=25, after=cursor)
+        )
+        await row(
+            "list_jobs(name='task3', limit=25)", lambda: driver.list_jobs(name="task3", limit=25)
         )
         if scan:
             seconds, everything = await timed(driver._all_jobs, times=1)
