@@ -323,10 +323,11 @@ _SQL_RUN_PRUNE = (
     "ORDER BY finished_at DESC, attempt DESC LIMIT -1 OFFSET :keep_runs)"
 )
 #: the runs of one minute and outcome among those of a batch whose lease is still held (the
-#: ids and tokens of the batch's claims follow); run before the updates, which end the leases
+#: (id, token) pair of each claim follows: each id with its own token, as one acquire gives
+#: its claims one token); run before the updates, which end the leases
 _SQL_COUNT = (
     "INSERT INTO tickkit_run_counts (minute, outcome, runs) SELECT ?, ?, n FROM (SELECT "
-    "COUNT(*) AS n FROM tickkit_jobs WHERE id IN ({ids}) AND lease_token IN ({ids}) "
+    "COUNT(*) AS n FROM tickkit_jobs WHERE (id, lease_token) IN (VALUES {pairs}) "
     "AND state = 'running') WHERE n > 0 "
     "ON CONFLICT (minute, outcome) DO UPDATE SET runs = runs + excluded.runs"
 )
@@ -1780,8 +1781,8 @@ class SQLiteDriver(Driver):
             for start in range(0, len(claims), _CHUNK // 2):
                 chunk = claims[start : start + _CHUNK // 2]
                 await self._exec(
-                    _SQL_COUNT.format(ids=_marks(chunk)),
-                    [minute, outcome, *(i for i, _t in chunk), *(t for _i, t in chunk)],
+                    _SQL_COUNT.format(pairs=", ".join("(?, ?)" for _ in chunk)),
+                    [minute, outcome, *(v for pair in chunk for v in pair)],
                 )
 
     async def _prune_runs(self, now_ms: int) -> None:

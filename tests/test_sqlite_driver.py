@@ -657,6 +657,32 @@ async def test_run_counters_count_held_leases_only_and_old_buckets_go(
         assert rows[0][0] == 1
 
 
+async def test_run_counters_pair_each_claim_with_its_own_token(
+    db: Path, clock: VirtualClock
+) -> None:
+    """One acquire gives all its claims one lease token: a stale complete of A (old token)
+    batched with the complete of B (new token, which A holds again too) must not count A's
+    run, which only pairing each id with its own token tells."""
+    async with opened(SQLiteDriver(db, lease_duration=10), clock) as d:
+        await d.add_job(one_off("a", T0))
+        (stale,) = (await d.acquire(now=T0, limit=1)).claims
+        later = T0 + timedelta(seconds=11)  # the lease expired
+        await d.add_jobs([one_off("b", later), one_off("c", later)])
+        again = (await d.acquire(now=later, limit=3)).claims
+        fresh = {c.job.id: c for c in again}
+        assert sorted(fresh) == ["a", "b", "c"]
+        ran = RunResult(Outcome.SUCCEEDED, later, started_at=T0)
+        async with anyio.create_task_group() as tg:
+            # c's write starts alone; the two that arrive meanwhile go in one batch
+            tg.start_soon(d.complete, fresh["c"], ran)
+            await anyio.sleep(0)
+            tg.start_soon(d.complete, stale, ran)
+            tg.start_soon(d.complete, fresh["b"], ran)
+        assert await d.count_runs(T0) == {Outcome.SUCCEEDED: 2}
+        await d.complete(fresh["a"], ran)
+        assert await d.count_runs(T0) == {Outcome.SUCCEEDED: 3}
+
+
 async def test_list_pages_are_index_walks(db: Path, clock: VirtualClock) -> None:
     """A page of the list (every job, one task's, one state's; the first or after a cursor)
     walks an index in the list order and stops at the page's end: no sort of every matching
