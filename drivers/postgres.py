@@ -36,7 +36,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -64,6 +64,7 @@ from tickkit import (
     RunResult,
     TickkitError,
     Where,
+    redact,
 )
 from tickkit.driver import (
     DEFAULT_HISTORY_LIMIT,
@@ -833,8 +834,7 @@ class PostgresDriver(Driver):
 
     # --- transactional create -----------------------------------------------------------
 
-    @asynccontextmanager
-    async def using(self, connection: Any) -> AsyncIterator[None]:
+    def using(self, connection: Any) -> AbstractAsyncContextManager[None]:
         """Store the jobs created inside this block on ``connection``, the caller's own
         asyncpg connection (a pool's connection too), inside the transaction it has open::
 
@@ -846,11 +846,17 @@ class PostgresDriver(Driver):
         The job is visible to every worker when that transaction commits, and never exists
         when it rolls back; the wake-up notification is sent in the same transaction, so it
         is delivered on commit only. Only ``create_task`` (``add_job``) uses the connection;
-        other calls inside the block use the driver's pool."""
+        other calls inside the block use the driver's pool. Anything but an asyncpg connection
+        is refused here, at the call; a create on a connection without an open transaction is
+        refused at the create."""
         if not isinstance(connection, (asyncpg.Connection, asyncpg.pool.PoolConnectionProxy)):
             raise InvalidArgumentError(
-                f"PostgresDriver.using needs an asyncpg connection, got {short(connection)}"
+                f"PostgresDriver.using needs an asyncpg connection, got {redact(short(connection))}"
             )
+        return self._using(connection)
+
+    @asynccontextmanager
+    async def _using(self, connection: Any) -> AsyncIterator[None]:
         token = _USING.set((self, connection))
         try:
             yield
@@ -896,6 +902,11 @@ class PostgresDriver(Driver):
         if given is None:
             await self._call(lambda conn, tries: insert(conn, tries, self.ctx.owner))
             return
+        if not given.is_in_transaction():
+            raise InvalidArgumentError(
+                "the connection given to create jobs on has no open transaction (open one with "
+                "conn.transaction()): the job would exist at once, whatever you do next"
+            )
         self._io += 1
         try:
             await insert(given, 0, "")
@@ -946,8 +957,20 @@ class PostgresDriver(Driver):
             await self._write(insert)
         if len(rows) >= ANALYZE_AFTER_ROWS and self._given_connection() is None:
             # the planner's statistics now describe another table: a server without
-            # autovacuum (or before its next round) would read every row for a `where` page
-            await self._call(lambda conn, _tries: conn.execute(f"ANALYZE {self._s}.jobs"))
+            # autovacuum (or before its next round) would read every row for a `where` page.
+            # Best effort: the jobs are stored, so a failure here must not fail the call
+            try:
+                await self._call(
+                    lambda conn, _tries: conn.execute(f"ANALYZE {self._s}.jobs", timeout=30)
+                )
+            except Exception as exc:
+                log.warning(
+                    "%s: ANALYZE after storing %d jobs failed (%s); the jobs are stored and "
+                    "autovacuum will analyze the table",
+                    self._where(),
+                    len(rows),
+                    redact(_reason(exc)),
+                )
         return ids
 
     async def sync_static(self, jobs: Sequence[Job], now: datetime) -> None:

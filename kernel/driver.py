@@ -66,7 +66,7 @@ from .query import (
     minute_of,
     select_jobs,
 )
-from .redact import redact_url, scrub
+from .redact import redact, redact_url, scrub
 from .schedule import Schedule
 
 #: the type of :data:`UNSET` (a field ``update_job`` leaves as it is)
@@ -335,7 +335,7 @@ class Driver(abc.ABC):
         whose store has client transactions offers it."""
         raise DriverError(
             f"{type(self).__name__} cannot create a job on a connection of yours "
-            f"({short(connection)}): its store has no transactions shared with the caller"
+            f"({redact(short(connection))}): its store has no transactions shared with the caller"
         )
 
     async def ensure_indexes(self, keys: Iterable[str]) -> None:

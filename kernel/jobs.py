@@ -141,11 +141,14 @@ class JobAPI:
             job = Job.one_off(name, stored_data, at=first, **common)
         else:
             job = Job.repeating(name, stored_data, schedule=spec, first=first, **common)
+        # a driver refuses a connection before any hook sees the job (no create span for a
+        # job that is never stored)
+        scope = driver.using(connection) if connection is not None else None
         job.meta.update(hooks.job_meta(job, cast("Kernel", self)))
-        if connection is None:
+        if scope is None:
             job_id = await driver.add_job(job, replace=replace)
         else:
-            async with driver.using(connection):
+            async with scope:
                 job_id = await driver.add_job(job, replace=replace)
         self._wakeup.set()
         return job_id

@@ -218,7 +218,8 @@ def test_processes_starting_together_index_once(pg_database: str, pg_schema: str
             await conn.close()
 
     versions, keys, indexes = asyncio.run(read())
-    assert versions == [postgres.LATEST_VERSION]
+    # each migration applied once: one row per version, 1 to the latest
+    assert sorted(versions) == list(range(1, postgres.LATEST_VERSION + 1))
     assert keys == ["guild", "user_id"] and indexes == 2
 
 
@@ -631,6 +632,13 @@ async def test_create_task_connection_keyword(pg_database: str, pg_schema: str) 
         # a wrong connection is refused at the call, naming it, and nothing is stored
         with pytest.raises(InvalidArgumentError, match="'not a connection'"):
             await k.create_task("record", "r3", later, connection="not a connection")
+        # a database URL given by mistake: refused, its password masked
+        with pytest.raises(InvalidArgumentError) as info:
+            await k.create_task("record", "r3", later, connection="postgresql://app:s3cret@h/db")
+        assert "s3cret" not in str(info.value) and "postgresql://app:" in str(info.value)
+        # a connection with no transaction open would store at once: refused
+        with pytest.raises(InvalidArgumentError, match="no open transaction"):
+            await k.create_task("record", "r4", later, connection=conn)
         assert await k.count_tasks() == 1
     finally:
         await conn.close()
@@ -641,6 +649,9 @@ async def test_create_task_connection_refused_without_transactions() -> None:
     async with Kernel("memory://", tasks=recording([])) as k:
         with pytest.raises(DriverError, match="MemoryDriver cannot create a job on a connection"):
             await k.create_task("record", "x", connection=object())
+        with pytest.raises(DriverError) as info:
+            await k.create_task("record", "x", connection="postgresql://app:s3cret@h/db")
+        assert "s3cret" not in str(info.value)
         assert await k.count_tasks() == 0
 
 
