@@ -186,11 +186,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         4,
-        "per-minute run counters; list-order indexes",
+        "per-minute run counters; the name index in the list order",
         (
-            # the list order (next_run_at, id) as index walks that stop at a page's end, for
-            # every job and for the jobs of one task (the name index gains the order)
-            "CREATE INDEX tickkit_jobs_order ON tickkit_jobs (next_run_at, id)",
+            # the jobs of one task in the list order (next_run_at, id): a page is an index
+            # walk that stops at its end (the name index gains the order)
             "DROP INDEX tickkit_jobs_name",
             "CREATE INDEX tickkit_jobs_name ON tickkit_jobs (name, next_run_at, id)",
             """CREATE TABLE tickkit_run_counts (
@@ -1176,10 +1175,16 @@ class SQLiteDriver(Driver):
         after: Cursor | None = None,
     ) -> list[Job]:
         conds, params = self._filters(name=name, state=state, static=static, where=where)
-        # the list order in two parts, each an index walk that stops at the limit: the jobs
-        # with a next run by (next_run_at, id) (tickkit_jobs_order, or tickkit_jobs_due for a
-        # state), then those without one by id (one sort of ORDER BY next_run_at IS NULL, ...
-        # sorted every matching row first)
+        # the list order in two parts, each made of index walks that stop at the limit: the
+        # jobs with a next run by (next_run_at, id), then those without one by id (one sort of
+        # ORDER BY next_run_at IS NULL, ... sorted every matching row first). A task's jobs
+        # walk tickkit_jobs_name, a state's tickkit_jobs_due; all jobs walk tickkit_jobs_due
+        # once per state (tickkit_jobs_due holds no id: equal times are sorted, a few rows),
+        # merged; other filters seek their own index and sort what they find.
+        arms = [""]
+        if name is None and state is None and not where:
+            unknown = " OR ".join(f"({cond})" for cond in _UNKNOWN_STATES)
+            arms = [f"state = '{known}' AND " for known in _KNOWN_STATES] + [f"({unknown}) AND "]
         parts: list[tuple[list[str], list[Any], str]] = []
         if after is None or after.next_run_at is not None:
             timed = [*conds, "next_run_at IS NOT NULL"]
@@ -1196,16 +1201,18 @@ class SQLiteDriver(Driver):
         parts.append((untimed, untimed_params, "id"))
         rows: list[Any] = []
         async with self._session():
-            for where_sql, values, order in parts:
-                sql = f"SELECT {_COLUMNS} FROM tickkit_jobs WHERE {' AND '.join(where_sql)} "
-                sql += f"ORDER BY {order}"
-                if limit is not None:
-                    wanted = max(int(limit), 0) - len(rows)
-                    if wanted <= 0:
-                        break
-                    sql += " LIMIT ?"
-                    values.append(wanted)
-                rows += await self._all(sql, values)
+            for part_conds, part_params, order in parts:
+                wanted = None if limit is None else max(int(limit), 0) - len(rows)
+                if wanted is not None and wanted <= 0:
+                    break
+                cut = "" if wanted is None else f" LIMIT {wanted}"
+                selects = [
+                    f"SELECT * FROM (SELECT {_COLUMNS} FROM tickkit_jobs WHERE {arm}"
+                    f"{' AND '.join(part_conds)} ORDER BY {order}{cut})"
+                    for arm in arms
+                ]
+                sql = " UNION ALL ".join(selects) + f" ORDER BY {order}{cut}"
+                rows += await self._all(sql, part_params * len(arms))
         return [self._to_job(row) for row in rows]
 
     async def remove_job(self, job_id: str) -> bool:
