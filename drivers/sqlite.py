@@ -675,9 +675,11 @@ class SQLiteDriver(Driver):
 
     @asynccontextmanager
     async def _session(
-        self, *, write: bool = False, attempt: _Attempt | None = None
+        self, *, write: bool = False, attempt: _Attempt | None = None, snapshot: bool = False
     ) -> AsyncIterator[None]:
-        """Use the connection alone; ``write``: inside a ``BEGIN IMMEDIATE`` transaction.
+        """Use the connection alone; ``write``: inside a ``BEGIN IMMEDIATE`` transaction;
+        ``snapshot``: reads inside one ``BEGIN`` (deferred) transaction, so that several
+        statements see one state of the store (another process may commit between them).
 
         The body is shielded from cancellation so that a transaction is never left open, and a
         SQLite error becomes a DriverError that names the file.
@@ -692,9 +694,10 @@ class SQLiteDriver(Driver):
             with anyio.CancelScope(shield=True):
                 try:
                     self._full_checkpoint = ""
-                    if write:
-                        self._idle = None
-                        await self._exec("BEGIN IMMEDIATE")
+                    if write or snapshot:
+                        if write:
+                            self._idle = None
+                        await self._exec("BEGIN IMMEDIATE" if write else "BEGIN")
                         try:
                             yield
                         except BaseException:
@@ -1200,7 +1203,9 @@ class SQLiteDriver(Driver):
             untimed_params.append(after.id)
         parts.append((untimed, untimed_params, "id"))
         rows: list[Any] = []
-        async with self._session():
+        # the two parts read one state of the store: a job that another process finishes
+        # between them would be listed twice (with and without a next run), or not at all
+        async with self._session(snapshot=len(parts) > 1):
             for part_conds, part_params, order in parts:
                 wanted = None if limit is None else max(int(limit), 0) - len(rows)
                 if wanted is not None and wanted <= 0:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from tickkit import (
@@ -675,12 +676,46 @@ async def test_run_counters_pair_each_claim_with_its_own_token(
         async with anyio.create_task_group() as tg:
             # c's write starts alone; the two that arrive meanwhile go in one batch
             tg.start_soon(d.complete, fresh["c"], ran)
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
             tg.start_soon(d.complete, stale, ran)
             tg.start_soon(d.complete, fresh["b"], ran)
         assert await d.count_runs(T0) == {Outcome.SUCCEEDED: 2}
         await d.complete(fresh["a"], ran)
         assert await d.count_runs(T0) == {Outcome.SUCCEEDED: 3}
+
+
+async def test_a_page_reads_one_state_of_the_store(db: Path, clock: VirtualClock) -> None:
+    """A page is two reads (jobs with a next run, then those without): another process that
+    finishes a job between them must not make the page list it twice (or miss it)."""
+    async with opened(SQLiteDriver(db, keep_completed=True), clock) as d:
+        await d.add_jobs([one_off("j", T0), one_off("k", T0 + timedelta(minutes=1))])
+        reads = 0
+        real_all = d._all
+
+        async def all_then_commit_elsewhere(sql: str, params: Any = ()) -> Any:
+            nonlocal reads
+            rows = await real_all(sql, params)
+            reads += 1
+            if reads == 1:  # another process finishes j between the page's two reads
+                other = sqlite3.connect(db, timeout=5)
+                with other:
+                    other.execute(
+                        "UPDATE tickkit_jobs SET state = 'completed', next_run_at = NULL "
+                        "WHERE id = 'j'"
+                    )
+                other.close()
+            return rows
+
+        d._all = all_then_commit_elsewhere  # type: ignore[method-assign]
+        page = await d.list_jobs(limit=10)
+        d._all = real_all  # type: ignore[method-assign]
+        assert reads == 2
+        assert [(j.id, j.state) for j in page] == [
+            ("j", JobState.SCHEDULED),
+            ("k", JobState.SCHEDULED),
+        ]
+        # the next read sees the other process's commit
+        assert [j.id for j in await d.list_jobs(limit=10)] == ["k", "j"]
 
 
 async def test_list_pages_are_index_walks(db: Path, clock: VirtualClock) -> None:
