@@ -1017,6 +1017,8 @@ class PostgresDriver(Driver):
         await self._call(sync)
 
     async def get_job(self, job_id: str) -> Job | None:
+        if _unstorable(job_id):
+            return None
         row = await self._call(
             lambda conn, _n: conn.fetchrow(
                 f"SELECT {_COLUMNS} FROM {self._s}.jobs WHERE id = $1", job_id
@@ -1130,6 +1132,8 @@ class PostgresDriver(Driver):
         return {Outcome(o): int(n) for o, n in rows if o in known and n}
 
     async def remove_job(self, job_id: str) -> bool:
+        if _unstorable(job_id):
+            return False
         status = await self._call(
             lambda conn, _n: conn.execute(f"DELETE FROM {self._s}.jobs WHERE id = $1", job_id)
         )
@@ -1144,6 +1148,8 @@ class PostgresDriver(Driver):
         return _rowcount(status)
 
     async def set_paused(self, job_id: str, paused: bool) -> Job | None:
+        if _unstorable(job_id):
+            return None
         flag = bool(paused)
 
         async def change(conn: Any, _tries: int) -> Any:
@@ -1166,6 +1172,8 @@ class PostgresDriver(Driver):
         return self._to_job(row) if row is not None else None
 
     async def move_to(self, job_id: str, when: datetime) -> bool:
+        if _unstorable(job_id):
+            return False
         at = to_millis(when)
 
         async def move(conn: Any, _tries: int) -> bool:
@@ -1195,6 +1203,8 @@ class PostgresDriver(Driver):
             raise InvalidArgumentError(
                 f"update_job of {short(job_id)}: next_run_at must be a datetime, got None"
             )
+        if _unstorable(job_id):
+            return None
         sets: list[str] = []
         params: list[Any] = [job_id]
 
@@ -1237,6 +1247,8 @@ class PostgresDriver(Driver):
         return self._to_job(row) if row is not None else None
 
     async def get_runs(self, job_id: str, *, limit: int = 20) -> list[RunRecord]:
+        if _unstorable(job_id):
+            return []
         sql = (
             "SELECT seq, job_id, name, scheduled_at, started_at, finished_at, attempt, outcome, "
             f"error, worker FROM {self._s}.runs WHERE job_id = $1"
@@ -1729,6 +1741,12 @@ def _rowcount(status: str) -> int:
         return int(status.rsplit(" ", 1)[-1])
     except (ValueError, AttributeError):
         return 0
+
+
+def _unstorable(job_id: str) -> bool:
+    """An id no row can have: PostgreSQL's text holds no NUL character (a lookup of it finds
+    nothing; the kernel's id rule keeps it out of every create)."""
+    return "\x00" in job_id
 
 
 def _index_name(key: str) -> str:

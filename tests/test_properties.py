@@ -654,6 +654,7 @@ def test_create_task_reads_back_or_stores_nothing(
 @example(job_id="meta", action="get", exists=True, tick=0)
 @example(job_id="delayed", action="pause", exists=True, tick=0)
 @example(job_id="\ud800", action="delete", exists=False, tick=0)
+@example(job_id="\x00", action="get", exists=False, tick=0)  # no PostgreSQL text holds NUL
 def test_job_calls_with_any_id(
     harness: Harness, job_id: Any, action: str, exists: bool, tick: int
 ) -> None:

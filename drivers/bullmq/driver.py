@@ -95,6 +95,9 @@ _SCRIPTS = (
     "update",
 )
 #: containers a job can be in, checked in this order
+#: the largest limit paged without the scan (a larger one is "everything": the scan reads every
+#: job anyway, and Redis's counts are 64-bit, so limit + page_slack could not be sent)
+_PAGE_LIMIT = 100_000
 _ZSETS = ("delayed", "tk:paused", "prioritized", "completed", "failed")
 _LISTS = ("wait", "active")
 _WHERE = {"tk:paused": "paused"}
@@ -782,7 +785,7 @@ class BullMQDriver(Driver):
                     limit=limit,
                     after=after,
                 )
-        if static is None and not where and limit is not None and limit >= 0:
+        if static is None and not where and limit is not None and 0 <= limit <= _PAGE_LIMIT:
             return await self._page(state, limit, after, name)
         return select_jobs(
             await self._all_jobs(),
