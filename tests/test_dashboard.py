@@ -4,6 +4,7 @@ binding, credentials)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterator
 from datetime import datetime
@@ -176,6 +177,46 @@ def test_overview_shows_the_biggest_tasks_and_how_many_more() -> None:
         assert listed[1:] == [f"t{i:02d}" for i in range(49)]
         assert "and 3 more task name(s) with fewer jobs" in page
         assert re.search(r'data-count="scheduled">57<', page)
+        client.portal.call(kernel.stop)
+
+
+class SlowCounts(MemoryDriver):
+    """A store where counting takes a while (as Redis at 1,000,000 jobs): each count of
+    every job's state sleeps 0.2 s of real time and is counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts = 0
+
+    async def count_jobs(self, **filters: Any) -> dict[JobState, int]:
+        self.counts += 1
+        await asyncio.sleep(0.2)
+        return await super().count_jobs(**filters)
+
+
+def test_slow_counts_are_reused_for_a_while_and_an_action_recounts() -> None:
+    driver = SlowCounts()
+    kernel = Kernel(driver, tasks=registry())
+    app = create_app(kernel, page_size=3, refresh=60)
+    with TestClient(app, base_url=ORIGIN) as client:
+        assert client.portal is not None
+        client.portal.call(kernel.open)
+        env = Env(client, kernel, {})
+        job_id = env.call(kernel.create_task, "remind", {"user": 1}, "1h")
+        first = client.get("/").text
+        made = driver.counts
+        assert "Counts on this store are slow to make" in first
+        assert re.search(r'data-count="scheduled">1<', first)
+        # the overview and the live summary again: the slow count is reused, not made again
+        client.get("/")
+        assert client.get("/api/summary").json()["counts"]["scheduled"] == 1
+        assert driver.counts == made
+        # an action forgets the counts: the next page counts again and shows the change
+        assert env.post("pause", job_id).status_code == 303
+        page = client.get("/").text
+        assert driver.counts > made
+        assert re.search(r'data-count="paused">1<', page)
+        assert re.search(r'data-count="scheduled">0<', page)
         client.portal.call(kernel.stop)
 
 

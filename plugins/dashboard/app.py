@@ -8,11 +8,12 @@ import hmac
 import html
 import json
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import anyio
@@ -54,6 +55,16 @@ STATES = [str(s) for s in JobState]
 STATIC_FILES = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
 
 Handler = Callable[[Request], Awaitable[Response]]
+T = TypeVar("T")
+
+#: a count that took a while is reused for this many times what it took to make, so that a
+#: store where counting 1,000,000 jobs takes seconds (Redis) is not counted again at every
+#: page and poll; counts that took under COUNT_FAST seconds are never reused (an action
+#: forgets them all). Real elapsed time: it measures the store's cost, not the schedule.
+COUNT_REUSE = 10
+COUNT_REUSE_MAX = 60.0
+COUNT_FAST = 0.05
+COUNTS_KEPT = 256
 
 
 def e(value: object) -> str:
@@ -161,6 +172,8 @@ class Dashboard:
         self._kernel: Kernel | None = source if isinstance(source, Kernel) else None
         self._owned = False
         self._lock = anyio.Lock()
+        #: slow counts: key -> (reuse until (time.monotonic()), made at, value)
+        self._counts: dict[tuple[Any, ...], tuple[float, float, Any]] = {}
         #: the sign-in cookie: derived from the token (the token itself is never stored in
         #: the browser)
         self.session = (
@@ -192,6 +205,35 @@ class Dashboard:
         if self._owned and self._kernel is not None:
             kernel, self._kernel, self._owned = self._kernel, None, False
             await kernel.stop()
+
+    async def counted(self, key: tuple[Any, ...], make: Callable[[], Awaitable[T]]) -> T:
+        """``make()``, or its value of a moment ago when it was slow (COUNT_REUSE)."""
+        start = time.monotonic()
+        kept = self._counts.get(key)
+        if kept is not None and start < kept[0]:
+            return kept[2]  # type: ignore[no-any-return]
+        value = await make()
+        took = time.monotonic() - start
+        if took >= COUNT_FAST:
+            if len(self._counts) >= COUNTS_KEPT:
+                self._counts.clear()
+            self._counts[key] = (
+                start + took + min(COUNT_REUSE * took, COUNT_REUSE_MAX),
+                start,
+                value,
+            )
+        return value
+
+    def counts_age(self) -> str:
+        """A note on reused counts (empty when every count shown is fresh)."""
+        now = time.monotonic()
+        ages = [now - made for until, made, _v in self._counts.values() if now < until]
+        if not ages:
+            return ""
+        return (
+            f'<p class="note">Counts on this store are slow to make: those shown may be up to '
+            f"{max(ages):.0f} s old (an action recounts).</p>"
+        )
 
     def now(self) -> datetime:
         kernel = self._kernel
@@ -279,6 +321,7 @@ class Dashboard:
         return self.base(request) + path + (f"?{urlencode(flat)}" if flat else "")
 
     def page(self, request: Request, title: str, body: str, *, status: int = 200) -> Response:
+        body += self.counts_age()
         digest = hashlib.sha256(body.encode()).hexdigest()[:16]
         if request.headers.get("x-tickkit-live") == "1":
             return HTMLResponse(body, status_code=status, headers={"x-tickkit-digest": digest})
@@ -395,10 +438,12 @@ an ISO time)<input name="schedule" size="40"></label>
     async def overview(self, request: Request) -> Response:
         kernel = await self.kernel()
         now = self.now()
-        by_state = {str(s): n for s, n in (await kernel.count_by_state()).items()}
+        by_state = {
+            str(s): n for s, n in (await self.counted(("state",), kernel.count_by_state)).items()
+        }
         total = sum(by_state.values())
         upcoming = await kernel.list_tasks(state="scheduled", limit=10)
-        per_name = await kernel.count_by_task()
+        per_name = await self.counted(("task",), kernel.count_by_task)
         top = sorted(per_name.items(), key=lambda item: (-item[1], item[0]))[:MAX_TASKS]
         stats, note = await self.run_stats(kernel, now)
         state_cells = "".join(
@@ -494,7 +539,10 @@ an ISO time)<input name="schedule" size="40"></label>
         count: int | None = None
         try:
             where = parse_where(where_items)
-            count = await kernel.count_tasks(task, where=where or None, state=state)
+            count = await self.counted(
+                ("jobs", task, json.dumps(where, sort_keys=True), state),
+                lambda: kernel.count_tasks(task, where=where or None, state=state),
+            )
             jobs = await kernel.list_tasks(
                 task, where=where or None, state=state, limit=self.page_size, after=after
             )
@@ -660,7 +708,9 @@ a recurring job shows its next run.</p>
     async def failures(self, request: Request) -> Response:
         kernel = await self.kernel()
         after = request.query_params.get("after") or None
-        count = await kernel.count_tasks(state="failed")
+        count = await self.counted(
+            ("jobs", None, "{}", "failed"), lambda: kernel.count_tasks(state="failed")
+        )
         try:
             jobs = await kernel.list_tasks(state="failed", limit=self.page_size, after=after)
         except JobNotFoundError:
@@ -700,7 +750,9 @@ Retry runs the job once more (an extra run); delete removes it.</p>
     async def api_summary(self, request: Request) -> Response:
         kernel = await self.kernel()
         now = self.now()
-        counts = {str(s): n for s, n in (await kernel.count_by_state()).items()}
+        counts = {
+            str(s): n for s, n in (await self.counted(("state",), kernel.count_by_state)).items()
+        }
         nxt = await kernel.list_tasks(state="scheduled", limit=1)
         stats, note = await self.run_stats(kernel, now)
         return JSONResponse(
@@ -727,6 +779,7 @@ Retry runs the job once more (an extra run); delete removes it.</p>
         if not cookie or not tokens_equal(form.get("csrf"), cookie):
             return HTMLResponse("refused: missing or wrong CSRF token (reload the page)", 403)
         kernel = await self.kernel()
+        self._counts.clear()  # what the action changed is counted again
         action, job_id = form.get("action", ""), form.get("id", "")
         back = form.get("next") or self.url(request, "/jobs")
         if not back.startswith(self.base(request) + "/") or not local_path(back):
