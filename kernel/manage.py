@@ -354,7 +354,8 @@ async def count_runs(driver: Driver, since: object) -> dict[Outcome, int] | None
     counts = await driver.count_runs(checked)
     if counts is None:
         return None
-    return {outcome: counts.get(outcome, 0) for outcome in RAN_OUTCOMES}
+    # (a counter edited by hand below zero counts nothing)
+    return {outcome: max(0, int(counts.get(outcome, 0))) for outcome in RAN_OUTCOMES}
 
 
 async def get_runs(driver: Driver, job_id: object, *, limit: object = 20) -> list[RunRecord]:

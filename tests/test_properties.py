@@ -39,6 +39,7 @@ from tickkit import (
     JobNotFoundError,
     JobState,
     Kernel,
+    Outcome,
     PluginError,
     Schedule,
     TaskContext,
@@ -884,6 +885,63 @@ def test_get_runs_answers_or_names_the_value(harness: Harness, job_id: Any, limi
         check_refusal(err, job_id, limit)
         return
     assert runs == []  # no job ran in this store
+
+
+@SHARED
+@given(
+    name=st.one_of(st.none(), names),
+    where=st.one_of(st.none(), wheres),
+    state=st.one_of(st.none(), st.sampled_from([*JobState, *map(str, JobState)]), zones),
+    since=st.one_of(datetimes, numbers, st.text(max_size=5), st.none(), json_data),
+)
+@example(name=None, where=None, state=None, since=datetime(2030, 1, 1))  # naive
+@example(name="\ud800", where={"user_id": float("nan")}, state="\ud800", since=float("nan"))
+@example(name=None, where={"user_id": 1}, state="scheduled", since=datetime(1, 1, 1, tzinfo=UTC))
+def test_summary_counts_answer_or_name_the_value(
+    harness: Harness, name: Any, where: Any, state: Any, since: Any
+) -> None:
+    """count_by_state, count_by_task and count_runs (the dashboard's counts, issue 15): an
+    answer of the documented shape, or a TickkitError naming the value; nothing stored."""
+    kernel = harness.kernel
+    created = harness.call(lambda: kernel.create_task("known", {"user_id": 1}, "1h"))
+    try:
+        before = harness.snapshot()
+        calls: list[tuple[Callable[[], Any], tuple[Any, ...]]] = [
+            (lambda: kernel.count_by_state(name, where=where), (name, where)),
+            (lambda: kernel.count_by_task(state=state), (state,)),
+            (lambda: kernel.count_runs(since), (since,)),
+        ]
+        answers: list[Any] = []
+        for call, inputs in calls:
+            try:
+                answers.append(harness.call(call))
+            except TickkitError as err:
+                check_refusal(err, *inputs)
+                answers.append(err)
+            assert harness.snapshot() == before
+        by_state, by_task, runs = answers
+        if not isinstance(by_state, TickkitError):
+            assert set(by_state) == set(JobState)
+            assert all(isinstance(n, int) and n >= 0 for n in by_state.values())
+            matched = name in (None, "known") and where in (None, {}, {"user_id": 1})
+            assert by_state[JobState.SCHEDULED] >= (1 if matched else 0)
+            total = harness.call(lambda: kernel.count_tasks(name, where=where))
+            assert sum(by_state.values()) == total
+        if not isinstance(by_task, TickkitError):
+            assert all(isinstance(k, str) and v > 0 for k, v in by_task.items())
+            assert list(by_task) == sorted(by_task)
+            if state is None or JobState(state) is JobState.SCHEDULED:
+                assert by_task.get("known", 0) >= 1
+        if runs is not None and not isinstance(runs, TickkitError):
+            assert set(runs) == {
+                Outcome.SUCCEEDED,
+                Outcome.FAILED,
+                Outcome.TIMED_OUT,
+                Outcome.SKIPPED,
+            }
+            assert all(isinstance(n, int) and n >= 0 for n in runs.values())
+    finally:
+        harness.call(lambda: kernel.delete_task(created))
 
 
 # --- driver URLs -----------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from tickkit import (
     Kernel,
     Outcome,
     RunResult,
+    manage,
 )
 from tickkit.drivers.sqlite import (
     LATEST_VERSION,
@@ -863,3 +864,31 @@ async def test_history_limit_zero_keeps_none(db: Path, clock: VirtualClock) -> N
         assert await d.get_runs("z") == []
         job = await d.get_job("z")
         assert job is not None and job.state is JobState.FAILED
+
+
+async def test_run_counters_edited_by_hand(db: Path, clock: VirtualClock) -> None:
+    """Counter rows written by another tool (an unknown outcome, text, a negative count) never
+    break count_runs: what cannot be read counts nothing."""
+    async with opened(SQLiteDriver(db), clock) as d:
+        minute = int(T0.timestamp()) // 60
+        other = sqlite3.connect(db, timeout=5)
+        with other:
+            other.executemany(
+                "INSERT INTO tickkit_run_counts (minute, outcome, runs) VALUES (?, ?, ?)",
+                [
+                    (minute, "bogus", 5),
+                    (minute, "failed", "many"),
+                    (minute, "skipped", -7),
+                    (minute, "succeeded", 2),
+                ],
+            )
+        other.close()
+        stored = await d.count_runs(T0)
+        assert stored is not None and stored[Outcome.SUCCEEDED] == 2
+        # what Kernel.count_runs answers: every outcome, none below zero
+        assert await manage.count_runs(d, T0) == {
+            Outcome.SUCCEEDED: 2,
+            Outcome.FAILED: 0,
+            Outcome.TIMED_OUT: 0,
+            Outcome.SKIPPED: 0,
+        }
